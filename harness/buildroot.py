@@ -1,0 +1,212 @@
+"""Minimal Debian roots, one per kernel, made with mmdebstrap and cached.
+
+A root holds the kernel image, its modules, headers and kbuild at their
+canonical paths (their Makefiles hold absolute paths), the suite's own gcc,
+and what virtme-ng's guest init needs. Roots are made in a temporary directory
+beside the cache entry and renamed into place only when complete and checked,
+under a lock, so a crash, a full disk or a second harness never leaves or uses
+a half-made root. A manifest records the kernel image's size and hash so a
+damaged cache entry is noticed before boot and rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from harness import procs
+from harness.errors import InfraError
+from harness.kernels import Mirror, require_tool
+from harness.model import ResolvedKernel
+from harness.progress import Printer
+
+# What every root gets besides the kernel packages and the suite's compiler.
+BASE_PACKAGES = (
+    "make", "libc6-dev", "kmod", "dwarves",  # module build (pahole for BTF)
+    "python3",  # guest runner and client
+    "udev", "mount", "iproute2", "busybox",  # virtme-ng's guest init
+)
+# Directories the guest mounts host directories onto (virtme-ng needs them to exist).
+GUEST_MOUNTS = ("harness", "project")
+ROOT_FORMAT = 1  # bump when the way roots are made changes
+MANIFEST = ".harness-root.json"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("HARNESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kmod-harness"
+    )
+    return Path(base)
+
+
+@dataclass(frozen=True)
+class Root:
+    path: Path
+    kernel: ResolvedKernel
+
+    @property
+    def vmlinuz(self) -> Path:
+        return find_vmlinuz(self.path, self.kernel.release)
+
+    @property
+    def headers(self) -> str:
+        """Headers directory as seen inside the root."""
+        return f"/usr/src/linux-headers-{self.kernel.release}"
+
+
+def find_vmlinuz(root: Path, release: str) -> Path:
+    for rel in (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz", f"lib/modules/{release}/vmlinuz"):
+        if (root / rel).is_file():
+            return root / rel
+    raise InfraError(f"no kernel image for {release} in {root}")
+
+
+def root_packages(kernel: ResolvedKernel) -> list[str]:
+    return sorted(set(kernel.packages) | {kernel.compiler} | set(BASE_PACKAGES))
+
+
+def root_key(kernel: ResolvedKernel) -> str:
+    h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version]).encode())
+    return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, Path]:
+    r = kernel.release
+    return {
+        "headers Makefile": root / f"usr/src/linux-headers-{r}/Makefile",
+        "modules.dep": root / f"lib/modules/{r}/modules.dep",
+        "compiler": root / f"usr/bin/{kernel.compiler}",
+        "python3": root / "usr/bin/python3",
+        "udevadm": root / "usr/bin/udevadm",
+    }
+
+
+def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
+    img = find_vmlinuz(root, kernel.release)
+    manifest = {
+        "format": ROOT_FORMAT,
+        "kernel": str(kernel.spec),
+        "release": kernel.release,
+        "package_version": kernel.package_version,
+        "packages": root_packages(kernel),
+        "vmlinuz": str(img.relative_to(root)),
+        "vmlinuz_size": img.stat().st_size,
+        "vmlinuz_sha256": _sha256(img),
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
+    """Why the cached root is unusable, or None when it is sound."""
+    mf = root / MANIFEST
+    if not mf.is_file():
+        return "no manifest (an interrupted or foreign build)"
+    try:
+        manifest = json.loads(mf.read_text())
+    except ValueError:
+        return "manifest is not valid JSON"
+    img = root / manifest.get("vmlinuz", "-")
+    if not img.is_file():
+        return f"kernel image {manifest.get('vmlinuz')} is missing"
+    if img.stat().st_size != manifest.get("vmlinuz_size"):
+        return f"kernel image {img.name} has {img.stat().st_size} bytes, expected {manifest.get('vmlinuz_size')}"
+    if _sha256(img) != manifest.get("vmlinuz_sha256"):
+        return f"kernel image {img.name} does not match its recorded sha256"
+    for what, path in _essentials(root, kernel).items():
+        if not path.exists():
+            return f"{what} is missing ({path.relative_to(root)})"
+    for d in GUEST_MOUNTS:
+        if not (root / d).is_dir():
+            return f"mount point /{d} is missing"
+    return None
+
+
+def ensure_root(kernel: ResolvedKernel, mirror: Mirror, printer: Printer, timeout: float,
+                cache: Optional[Path] = None) -> Root:
+    """Return the cached root for ``kernel``, making (or remaking) it when needed."""
+    roots = (cache or cache_dir()) / "roots"
+    key = root_key(kernel)
+    dest = roots / key
+    with locked(roots / f"{key}.lock"):
+        if dest.exists():
+            problem = check_root(dest, kernel)
+            if problem is None:
+                printer.detail(f"using cached root {dest}")
+                return Root(dest, kernel)
+            printer.line(f"    cached root {dest} is damaged: {problem}; rebuilding it")
+            shutil.rmtree(dest)
+        make_root(kernel, mirror, dest, printer, timeout)
+        return Root(dest, kernel)
+
+
+def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Printer, timeout: float) -> None:
+    mmdebstrap = require_tool("mmdebstrap", "mmdebstrap")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    log_path = dest.parent / f"{dest.name}.log"
+    hooks = [f'mkdir -p "$1/{d}"' for d in GUEST_MOUNTS]
+    argv = [
+        mmdebstrap, "--variant=apt", "--mode=root",
+        "--include=" + ",".join(root_packages(kernel)),
+        *[f"--customize-hook={h}" for h in hooks],
+        *[f"--aptopt={o.split('=', 1)[0]} \"{o.split('=', 1)[1]}\"" for o in mirror.apt_options],
+        kernel.spec.suite, str(tmp), *mirror.sources(kernel.spec.suite),
+    ]
+    # INITRD=No makes the kernel's postinst skip update-initramfs: virtme-ng boots
+    # the image with its own initramfs, so the one initramfs-tools builds is never used.
+    env = dict(os.environ, INITRD="No", LC_ALL="C")
+    try:
+        with open(log_path, "w") as log:
+            res = procs.run(argv, timeout=timeout, what="mmdebstrap", log=log, env=env,
+                            on_line=lambda _n, line: printer.status(line))
+        if res.returncode != 0:
+            raise InfraError(
+                f"mmdebstrap failed (exit {res.returncode}) making the root for {kernel.release}; "
+                f"log: {log_path}\n" + "\n".join("  " + ln for ln in res.stderr.strip().splitlines()[-12:]),
+                hint=_mmdebstrap_hint(res.stderr),
+            )
+        write_manifest(tmp, kernel)
+        problem = check_root(tmp, kernel)
+        if problem:
+            raise InfraError(f"the new root for {kernel.release} is incomplete: {problem}; log: {log_path}")
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _mmdebstrap_hint(stderr: str) -> str:
+    if "No space left on device" in stderr:
+        return "the disk holding the cache is full: free space or set HARNESS_CACHE elsewhere"
+    if "Unable to locate package" in stderr or "has no installation candidate" in stderr:
+        return "a package is not in the suite at this mirror: check the kernel spec and --mirror"
+    if "Operation not permitted" in stderr or "must be root" in stderr:
+        return "making a root needs root (run with sudo)"
+    return "see the log for apt's own error"

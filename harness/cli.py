@@ -1,0 +1,148 @@
+"""Command line: ``main(argv) -> int``. Exit codes come from ``model.EXIT_CODES`` only."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Optional, Sequence
+
+from harness import buildroot, kernels, report
+from harness.errors import HarnessError, UsageError
+from harness.model import EXIT_CODES, Verdict
+from harness.progress import Printer
+from harness.run import RunRequest, Timeouts, run
+
+EPILOG = """\
+exit codes:
+  0  pass
+  1  the module under test failed (build error, trail mismatch, client error)
+  2  usage or configuration error
+  3  infrastructure error (download, root, QEMU missing, boot)
+  4  kernel crash or splat (Oops, BUG, WARNING, panic)
+  5  timeout
+  130 interrupted (Ctrl-C, SIGTERM)
+
+kernel specs:
+""" + "\n".join("  " + ln for ln in kernels.SPEC_FORMS.splitlines()) + """
+  suites: """ + ", ".join(kernels.SUITES) + """
+
+environment:
+  HARNESS_MIRROR, HARNESS_SECURITY_MIRROR   Debian mirrors (default deb.debian.org)
+  HARNESS_APT_OPTIONS   extra apt options, e.g. Acquire::Check-Valid-Until=false
+  HARNESS_CACHE         cache directory (default $XDG_CACHE_HOME/kmod-harness)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 through main, not sys.exit deep inside
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return v
+
+
+def add_kernel_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kernel and archive")
+    g.add_argument("--kernel", "-k", default=kernels.DEFAULT_KERNEL, metavar="SPEC",
+                   help=f"kernel to test (default {kernels.DEFAULT_KERNEL}: bookworm's current 6.1)")
+    g.add_argument("--mirror", metavar="URL", help="Debian mirror (default $HARNESS_MIRROR or deb.debian.org)")
+    g.add_argument("--apt-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra apt option, repeatable (e.g. Acquire::Check-Valid-Until=false for an expired sid)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description="Test a Linux kernel module in throwaway QEMU VMs (virtme-ng).",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="build, boot, load, exercise and check the module on one kernel",
+                       description="Build the module against KERNEL's own headers and compiler, boot KERNEL in "
+                       "a throwaway VM, insmod, run the guest steps, rmmod, check the printk trail.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_opts(r)
+    r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="auto uses KVM only when /dev/kvm is read-writable and the CPU has vmx/svm")
+    r.add_argument("--build-in", choices=("auto", "host", "guest"), default="auto",
+                   help="where to build the module: auto = host under TCG, guest under KVM")
+    r.add_argument("--timeout", type=_positive, default=Timeouts.guest, metavar="S",
+                   help=f"limit for boot + guest steps + shutdown (default {Timeouts.guest:.0f})")
+    r.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                   help="where result.json, console.log and junit.xml go (default ./results)")
+    r.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
+                   help="directory with harness.toml describing the module (default .)")
+    r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
+
+    k = sub.add_parser("kernels", help="list, fetch or prune cached kernel roots")
+    ksub = k.add_subparsers(dest="kcommand", metavar="ACTION", parser_class=_Parser)
+    ksub.add_parser("list", help="cached roots and the known suites")
+    kf = ksub.add_parser("fetch", help="resolve a kernel and make its root now")
+    add_kernel_opts(kf)
+    ksub.add_parser("prune", help="delete every cached root")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) -> int:
+    out = out or sys.stdout
+    printer = Printer(sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            printer.verbose = args.verbose
+            return _cmd_run(args, printer, out)
+        if args.command == "kernels":
+            return _cmd_kernels(args, printer, out)
+        build_parser().print_help(out)
+        return EXIT_CODES[Verdict.ERROR]
+    except HarnessError as e:
+        printer.line(f"harness: error: {e}")
+        return e.verdict.exit_code
+    except KeyboardInterrupt:
+        printer.line("harness: interrupted")
+        return EXIT_CODES[Verdict.INTERRUPTED]
+
+
+def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
+                     build_in=args.build_in, timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
+                     apt_options=tuple(args.apt_option))
+    result = run(req, printer)
+    report.write_atomic(args.results / "junit.xml", report.junit_xml([result]))
+    for line in report.summary_lines(result):
+        printer.line(line)
+    printer.verdict(result.verdict, result.reason)
+    printer.line(f"report: {args.results}")
+    return result.verdict.exit_code
+
+
+def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    roots = buildroot.cache_dir() / "roots"
+    if args.kcommand == "list":
+        out.write("known suites: " + ", ".join(kernels.SUITES) + "\n")
+        for d in sorted(roots.glob("*")) if roots.is_dir() else []:
+            if d.is_dir() and not d.name.startswith("."):
+                out.write(f"{d.name}\t{d}\n")
+        return 0
+    if args.kcommand == "fetch":
+        spec = kernels.parse_spec(args.kernel)
+        mirror = kernels.Mirror.from_env(args.mirror, tuple(args.apt_option))
+        index = kernels.AptIndex(buildroot.cache_dir(), spec.suite, mirror)
+        index.update()
+        kernel = kernels.resolve(spec, index)
+        root = buildroot.ensure_root(kernel, mirror, printer, Timeouts.root)
+        out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}\n")
+        return 0
+    if args.kcommand == "prune":
+        if roots.is_dir():
+            shutil.rmtree(roots)
+        out.write(f"removed {roots}\n")
+        return 0
+    raise UsageError("harness kernels: give an action: list, fetch or prune")

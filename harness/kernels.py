@@ -1,0 +1,244 @@
+"""Kernel specs: parse what the user typed, resolve it against the Debian archive.
+
+Resolution uses apt itself with a private state directory (so the host's own
+apt configuration is neither used nor touched) and Debian's archive keyring:
+signatures are always checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness.errors import InfraError, UsageError
+from harness.model import KernelSpec, ResolvedKernel
+
+SPEC_FORMS = (
+    "debian:SUITE            the suite's current kernel, e.g. debian:bookworm\n"
+    "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56"
+)
+
+_SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?$")
+
+# Suites the harness knows: the archive suites each one's root is made from.
+# Security fixes for a release land in SUITE-security, point updates in -updates.
+SUITES: dict[str, tuple[str, ...]] = {
+    "bullseye": ("bullseye", "bullseye-updates", "bullseye-security"),
+    "bookworm": ("bookworm", "bookworm-updates", "bookworm-security"),
+    "trixie": ("trixie", "trixie-updates", "trixie-security"),
+    "sid": ("sid",),
+    "experimental": ("sid", "experimental"),
+}
+DEFAULT_KERNEL = "debian:bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+ARCH = "amd64"
+
+
+def parse_spec(text: str) -> KernelSpec:
+    m = _SPEC.match(text.strip())
+    if not m:
+        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+    if m["source"] != "debian":
+        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
+    if m["suite"] not in SUITES:
+        raise UsageError(
+            f"unknown Debian suite {m['suite']!r} in {text!r}; known suites: {', '.join(SUITES)}"
+        )
+    return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"])
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Where packages come from. ``apt_options`` are passed to apt and mmdebstrap as ``-o``."""
+
+    debian: str = DEFAULT_MIRROR
+    security: str = DEFAULT_SECURITY_MIRROR
+    apt_options: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, debian: Optional[str] = None, apt_options: tuple[str, ...] = ()) -> "Mirror":
+        env_opts = tuple(o for o in os.environ.get("HARNESS_APT_OPTIONS", "").split() if o)
+        return cls(
+            debian=debian or os.environ.get("HARNESS_MIRROR") or DEFAULT_MIRROR,
+            security=os.environ.get("HARNESS_SECURITY_MIRROR") or DEFAULT_SECURITY_MIRROR,
+            apt_options=env_opts + tuple(apt_options),
+        )
+
+    def sources(self, suite: str) -> list[str]:
+        """One-line-style sources for the suite, each signed by Debian's archive keyring."""
+        lines = []
+        for s in SUITES[suite]:
+            url = self.security if s.endswith("-security") else self.debian
+            lines.append(f"deb [signed-by={KEYRING}] {url} {s} main")
+        return lines
+
+
+def check_keyring() -> None:
+    if not KEYRING.is_file():
+        raise InfraError(
+            f"Debian's archive keyring is missing ({KEYRING})",
+            hint="install the package 'debian-archive-keyring' (it exists on Ubuntu too); "
+            "`make setup` does it",
+        )
+
+
+class AptIndex:
+    """A private apt state for one suite: ``update`` once, then query packages."""
+
+    def __init__(self, cache_dir: Path, suite: str, mirror: Mirror):
+        self.dir = cache_dir / "apt" / suite
+        self.suite = suite
+        self.mirror = mirror
+        self.conf = self.dir / "apt.conf"
+
+    def _write_config(self) -> None:
+        for sub in ("state/lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "state/status").touch()
+        (self.dir / "sources.list").write_text("\n".join(self.mirror.sources(self.suite)) + "\n")
+        d = self.dir
+        conf = [
+            f'Dir::State "{d}/state";',
+            f'Dir::State::status "{d}/state/status";',
+            f'Dir::Cache "{d}/cache";',
+            f'Dir::Etc::SourceList "{d}/sources.list";',
+            f'Dir::Etc::SourceParts "{d}/etc/sources.list.d";',
+            f'Dir::Etc::Parts "{d}/etc/apt.conf.d";',
+            f'Dir::Etc::PreferencesParts "{d}/etc/preferences.d";',
+            f'APT::Architecture "{ARCH}";',
+            f'APT::Architectures {{ "{ARCH}"; }};',
+            'Acquire::Languages "none";',
+            'Acquire::Retries "3";',
+        ]
+        for opt in self.mirror.apt_options:
+            key, _, value = opt.partition("=")
+            conf.append(f'{key} "{value}";')
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    def _run(self, args: list[str], timeout: float) -> str:
+        env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
+        try:
+            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise InfraError(f"{args[0]} not found", hint="install the package 'apt'") from None
+        except subprocess.TimeoutExpired:
+            raise InfraError(f"{' '.join(args[:2])} took longer than {timeout:.0f}s against {self.mirror.debian}") from None
+        if proc.returncode != 0:
+            raise InfraError(
+                f"{' '.join(args[:2])} failed for suite {self.suite} at {self.mirror.debian}:\n"
+                + _tail(proc.stderr or proc.stdout),
+                hint="check the mirror (--mirror or HARNESS_MIRROR); for an expired sid Release "
+                "file, --apt-option Acquire::Check-Valid-Until=false",
+            )
+        return proc.stdout
+
+    def update(self, attempts: int = 3) -> None:
+        check_keyring()
+        self._write_config()
+        last: Optional[InfraError] = None
+        for i in range(attempts):
+            try:
+                out = self._run(["apt-get", "update", "-q"], timeout=300)
+            except InfraError as e:
+                last = e
+                time.sleep(2 * (i + 1))
+                continue
+            # apt-get update exits 0 even when a source failed: look for its warnings.
+            return None if "Err:" not in out else self._failed_sources(out)
+        assert last is not None
+        raise last
+
+    def _failed_sources(self, out: str) -> None:
+        errs = [line for line in out.splitlines() if line.startswith("Err:")]
+        raise InfraError(
+            f"could not download the package index from {self.mirror.debian}:\n  " + "\n  ".join(errs),
+            hint="check the mirror URL and the network; set --mirror or HARNESS_MIRROR",
+        )
+
+    def show(self, package: str) -> Optional[dict[str, str]]:
+        """The candidate version's control fields, or None when apt knows no such package."""
+        env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
+        proc = subprocess.run(
+            ["apt-cache", "show", "--no-all-versions", package], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return None
+        return parse_control(proc.stdout)
+
+
+def parse_control(text: str) -> dict[str, str]:
+    """First paragraph of a Debian control file (``apt-cache show`` output)."""
+    fields: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        if line[0] in " \t" and key:
+            fields[key] += "\n" + line.strip()
+            continue
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def compiler_from_depends(depends: str) -> Optional[str]:
+    """``linux-compiler-gcc-12-x86`` or ``gcc-14`` in a headers package's Depends -> ``gcc-12``."""
+    m = re.search(r"\bgcc-(\d+)\b", depends)
+    return f"gcc-{m.group(1)}" if m else None
+
+
+def resolve(spec: KernelSpec, index: AptIndex) -> ResolvedKernel:
+    """Resolve a spec to concrete package names and versions (needs ``index.update()``)."""
+    if spec.pin:
+        release = f"{spec.pin}-{ARCH}"
+        image = index.show(f"linux-image-{release}")
+        if image is None:
+            raise InfraError(
+                f"no package linux-image-{release} in {', '.join(SUITES[spec.suite])} at {index.mirror.debian}",
+                hint=f"use debian:{spec.suite} for the current kernel, or `harness kernels list` for what exists",
+            )
+    else:
+        meta = index.show(f"linux-image-{ARCH}")
+        if meta is None:
+            raise InfraError(f"no package linux-image-{ARCH} in {spec.suite} at {index.mirror.debian}")
+        m = re.search(r"linux-image-(\S+?)(?:-unsigned)? \(= ([^)]+)\)", meta.get("Depends", ""))
+        if not m:
+            raise InfraError(f"cannot read the kernel from linux-image-{ARCH}'s Depends: {meta.get('Depends')!r}")
+        release = m.group(1)
+        image = index.show(f"linux-image-{release}")
+        if image is None:
+            raise InfraError(f"linux-image-{ARCH} names linux-image-{release}, which the index lacks")
+    headers = index.show(f"linux-headers-{release}")
+    if headers is None:
+        raise InfraError(f"no package linux-headers-{release} in {spec.suite} at {index.mirror.debian}")
+    compiler = compiler_from_depends(headers.get("Depends", ""))
+    if compiler is None:
+        raise InfraError(f"cannot tell which gcc linux-headers-{release} expects (Depends: {headers.get('Depends')})")
+    return ResolvedKernel(
+        spec=spec,
+        release=release,
+        package_version=image["Version"],
+        packages=(f"linux-image-{release}", f"linux-headers-{release}"),
+        compiler=compiler,
+    )
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise InfraError(f"{name} not found on PATH", hint=f"install the package '{package}' (`make setup` does it)")
+    return path
+
+
+def _tail(text: str, n: int = 15) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines()[-n:])

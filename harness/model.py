@@ -1,0 +1,177 @@
+"""Plain data shared by every stage of a run: statuses, kernels, records, results.
+
+Nothing in here does I/O. Stages take and return these values, so they can be
+built by hand in tests and serialised into ``result.json`` as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+
+class Verdict(enum.Enum):
+    """Outcome of a run, ordered from best to worst (see ``severity``)."""
+
+    PASS = "pass"
+    FAIL = "fail"  # the module under test misbehaved: build, trail, client
+    ERROR = "error"  # usage or configuration error, nothing was run
+    INFRA = "infra"  # the harness could not do its job: download, root, QEMU, boot
+    CRASH = "crash"  # kernel splat: Oops, BUG, WARNING, panic
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+# The one place verdicts become process exit codes (README documents them).
+EXIT_CODES = {
+    Verdict.PASS: 0,
+    Verdict.FAIL: 1,
+    Verdict.ERROR: 2,
+    Verdict.INFRA: 3,
+    Verdict.CRASH: 4,
+    Verdict.TIMEOUT: 5,
+    Verdict.INTERRUPTED: 130,
+}
+
+_SEVERITY = {
+    Verdict.PASS: 0,
+    Verdict.FAIL: 1,
+    Verdict.TIMEOUT: 2,
+    Verdict.INFRA: 3,
+    Verdict.CRASH: 4,
+    Verdict.ERROR: 5,
+    Verdict.INTERRUPTED: 6,
+}
+
+
+def worst(verdicts: "list[Verdict]") -> Verdict:
+    return max(verdicts, key=lambda v: v.severity, default=Verdict.PASS)
+
+
+class Accel(enum.Enum):
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class BuildIn(enum.Enum):
+    HOST = "host"
+    GUEST = "guest"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel as the user named it: ``debian:bookworm`` or ``debian:bookworm@6.1.0-56``."""
+
+    source: str  # "debian"
+    suite: str  # "bookworm"
+    pin: Optional[str] = None  # ABI name without flavour, e.g. "6.1.0-56"
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.suite}" + (f"@{self.pin}" if self.pin else "")
+
+
+@dataclass(frozen=True)
+class ResolvedKernel:
+    """A spec resolved against the archive to concrete packages."""
+
+    spec: KernelSpec
+    release: str  # uname -r, e.g. "6.1.0-41-amd64"
+    package_version: str  # Debian version of the image package, e.g. "6.1.158-1"
+    packages: tuple[str, ...]  # what the root must contain for this kernel
+    compiler: str  # e.g. "gcc-12"
+
+    @property
+    def kernel_id(self) -> str:
+        """Stable, filesystem-safe name: used for cache and results directories."""
+        return f"{self.spec.source}-{self.spec.suite}-{self.release}"
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    """One ``/dev/kmsg`` record. ``text`` keeps the kernel's escaping (``\\x0a``)."""
+
+    level: int
+    facility: int
+    seq: int
+    usec: int
+    text: str
+    flags: str = "-"
+    caller: Optional[str] = None
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def prio(self) -> int:
+        return self.facility << 3 | self.level
+
+    @property
+    def seconds(self) -> float:
+        return self.usec / 1e6
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fields"] = dict(self.fields)
+        return d
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    ok: bool = True
+    detail: str = ""
+
+
+@dataclass
+class StepResult:
+    """One guest step (insmod, client, rmmod...) as the guest runner reported it."""
+
+    name: str
+    argv: list[str]
+    returncode: Optional[int]
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    kmsg_seq_before: Optional[int] = None
+    kmsg_seq_after: Optional[int] = None
+
+
+@dataclass
+class RunResult:
+    """Everything ``result.json`` holds. Filled in phase by phase."""
+
+    kernel: str  # the spec as given
+    verdict: Verdict = Verdict.INFRA
+    reason: str = ""
+    kernel_release: Optional[str] = None
+    package_version: Optional[str] = None
+    accel: Optional[str] = None
+    build_in: Optional[str] = None
+    phases: list[Phase] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    kmsg: list[KmsgRecord] = field(default_factory=list)
+    trail: list[dict[str, Any]] = field(default_factory=list)
+    trail_diff: str = ""
+    splats: list[dict[str, Any]] = field(default_factory=list)
+    build_warnings: list[str] = field(default_factory=list)
+    build_log: str = ""
+    console_log: Optional[str] = None
+    started_at: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        d["exit_code"] = self.verdict.exit_code
+        d["kmsg"] = [r.to_json() for r in self.kmsg]
+        d["schema"] = "kmod-harness/result/v1"
+        return d

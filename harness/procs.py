@@ -1,0 +1,183 @@
+"""The one place the harness starts long-running processes.
+
+Every child starts in its own session (process group), its output is read
+line by line through pipes (QEMU rewrites regular files from offset 0, so
+never hand it a file), teed into a log file that is flushed as it goes, and on
+timeout, error or interrupt the whole group is ended: TERM, a grace period,
+then KILL. Nothing a harness run starts outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Optional, Sequence
+
+from harness.errors import InfraError, Interrupted, PhaseTimeout
+
+LineSink = Callable[[str, str], None]  # (stream name, line)
+
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def start(argv: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[Path] = None) -> subprocess.Popen:
+    """Start ``argv`` in a new session with piped stdout/stderr. Tests patch this seam."""
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise InfraError(f"{argv[0]} not found") from None
+    with _live_lock:
+        _live.add(proc)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """End the child's whole process group: SIGTERM, wait ``grace``, then SIGKILL."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if pgid is not None:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # The leader may be gone while grandchildren (qemu) linger in the group.
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    with _live_lock:
+        _live.discard(proc)
+
+
+def kill_all() -> None:
+    """End every group still running (used by signal handlers and atexit)."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        kill_group(p, grace=1.0)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    what: str,
+    log: Optional[IO[str]] = None,
+    on_line: Optional[LineSink] = None,
+    env: Optional[dict] = None,
+    cwd: Optional[Path] = None,
+    keep: bool = True,
+) -> Completed:
+    """Run to completion, streaming lines to ``log`` and ``on_line``.
+
+    Raises PhaseTimeout after ``timeout`` seconds (the group is ended first).
+    Output already seen is kept even when this raises: ``log`` is flushed per line.
+    """
+    t0 = time.monotonic()
+    proc = start(argv, env=env, cwd=cwd)
+    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    bufs = {"stdout": b"", "stderr": b""}
+    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+
+    def emit(name: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", "backslashreplace")
+        if keep:
+            out[name].append(line)
+        if log is not None:
+            log.write(line)
+            log.flush()
+        if on_line is not None:
+            on_line(name, line.rstrip("\n"))
+
+    try:
+        open_streams = 2
+        while open_streams:
+            remaining = timeout - (time.monotonic() - t0)
+            if remaining <= 0:
+                raise PhaseTimeout(f"{what} did not finish within {timeout:.0f}s")
+            for key, _ in sel.select(timeout=min(remaining, 1.0)):
+                name = key.data
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    if bufs[name]:
+                        emit(name, bufs[name])
+                        bufs[name] = b""
+                    continue
+                bufs[name] += chunk
+                while b"\n" in bufs[name]:
+                    line, bufs[name] = bufs[name].split(b"\n", 1)
+                    emit(name, line + b"\n")
+        remaining = max(0.1, timeout - (time.monotonic() - t0))
+        try:
+            proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            raise PhaseTimeout(f"{what} did not exit within {timeout:.0f}s") from None
+    except BaseException:
+        kill_group(proc)
+        raise
+    finally:
+        sel.close()
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.returncode is not None:
+            # The leader exited; anything left in its group is an orphan to end.
+            kill_group(proc, grace=0.5)
+    return Completed(list(argv), proc.returncode, "".join(out["stdout"]), "".join(out["stderr"]),
+                     time.monotonic() - t0)
+
+
+class SignalGuard:
+    """Turn SIGTERM/SIGHUP into ``Interrupted`` (SIGINT already raises KeyboardInterrupt)."""
+
+    def __enter__(self) -> "SignalGuard":
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self._old[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, _frame: object) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -1,0 +1,212 @@
+"""``harness run``: resolve, root, build, boot, guest steps, judge, report.
+
+Each phase has its own timeout and appears in the result with its duration.
+Whatever happens (an error, a timeout, Ctrl-C, SIGTERM), the VM's process
+group is ended and the result written with what was gathered so far.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Optional
+
+from harness import accel as accel_mod
+from harness import analyze, buildroot, kbuild, kernels, procs, report, splat, trail, vm
+from harness.errors import HarnessError, Interrupted, PhaseTimeout
+from harness.model import Accel, BuildIn, Phase, RunResult, Verdict
+from harness.progress import Printer
+from harness.project import Project, load_project
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "vm"
+RUNNER = Path(__file__).resolve().parent / "guest" / "runner.py"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    resolve: float = 300
+    root: float = 1800
+    build: float = 600
+    guest: float = 600  # boot + every guest step + shutdown
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    kernel: str = kernels.DEFAULT_KERNEL
+    project: Path = Path(".")
+    results: Path = Path("results")
+    accel: str = "auto"
+    build_in: str = "auto"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    mirror: Optional[str] = None
+    apt_options: tuple[str, ...] = ()
+    splats: Optional[Path] = None
+    cache: Optional[Path] = None
+
+
+def results_id(spec_text: str) -> str:
+    """Directory name for a kernel's results: the spec, filesystem-safe."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", spec_text.strip()).strip("-") or "kernel"
+
+
+class _Run:
+    def __init__(self, req: RunRequest, printer: Printer):
+        self.req = req
+        self.printer = printer
+        self.result = RunResult(kernel=req.kernel, started_at=datetime.now(timezone.utc).isoformat())
+        self.out_dir = req.results / results_id(req.kernel)
+
+    @contextmanager
+    def phase(self, name: str, what: str = "") -> Iterator[Phase]:
+        ph = Phase(name, 0.0)
+        t0 = time.monotonic()
+        try:
+            with self.printer.phase(name, what):
+                yield ph
+        except BaseException as e:
+            ph.ok = False
+            ph.detail = ph.detail or str(e)
+            raise
+        finally:
+            ph.seconds = round(time.monotonic() - t0, 3)
+            self.result.phases.append(ph)
+
+    def execute(self) -> None:
+        req, res = self.req, self.result
+        spec = kernels.parse_spec(req.kernel)
+        project = load_project(req.project)
+        expected = trail.load_trail(project.trail)
+        rules = splat.load_rules(req.splats or DATA_DIR / "splats.toml")
+        chosen, why = accel_mod.choose(req.accel, accel_mod.probe())
+        build_in = _build_in(req.build_in, chosen)
+        res.accel, res.build_in = chosen.value, build_in.value
+        self.printer.line(f"kernel {spec}; {why}; module built in the {build_in.value}")
+        vm.check_qemu()
+        vng = vm.find_vng()
+        mirror = kernels.Mirror.from_env(req.mirror, req.apt_options)
+        cache = req.cache or buildroot.cache_dir()
+
+        with self.phase("resolve", f"{spec} at {mirror.debian}"):
+            index = kernels.AptIndex(cache, spec.suite, mirror)
+            index.update()
+            kernel = kernels.resolve(spec, index)
+        res.kernel_release, res.package_version = kernel.release, kernel.package_version
+        self.printer.line(f"    {spec} is {kernel.release} (package {kernel.package_version}, {kernel.compiler})")
+
+        with self.phase("root", f"Debian {spec.suite} root for {kernel.release}"):
+            root = buildroot.ensure_root(kernel, mirror, self.printer, req.timeouts.root, cache)
+
+        run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-run-"))
+        try:
+            build_dir = run_dir / "build"
+            kbuild.prepare_source(project.source, build_dir)
+            if build_in is BuildIn.HOST:
+                with self.phase("build", f"{project.module}.ko with {kernel.compiler}") as ph:
+                    built = kbuild.build_on_host(root, build_dir, project.module, req.timeouts.build, self.printer)
+                    res.build_log, res.build_warnings = built.log, built.warnings
+                    ph.ok = built.ok
+                    if not built.ok:
+                        ph.detail = "\n".join(built.errors[-20:])
+                if not built.ok:
+                    res.verdict = Verdict.FAIL
+                    res.reason = "the module does not build:\n" + "\n".join(built.errors[-20:])
+                    return
+            self._guest(project, root, run_dir, vng, chosen, build_in, expected, rules)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _plan(self, project: Project, root: buildroot.Root, build_in: BuildIn) -> dict:
+        ko = f"{vm.GUEST_RUN_DIR}/build/{project.module}.ko"
+        steps = []
+        if build_in is BuildIn.GUEST:
+            steps.append({"name": "build", "argv": kbuild.make_argv(root, f"{vm.GUEST_RUN_DIR}/build"),
+                          "timeout": self.req.timeouts.build, "required": True})
+        steps.append({"name": "insmod", "argv": ["insmod", ko], "timeout": 60, "required": True})
+        for s in project.steps:
+            steps.append({"name": s.name, "argv": list(s.argv), "timeout": s.timeout, "expect_rc": s.expect_rc})
+        steps.append({"name": "rmmod", "argv": ["rmmod", project.module], "timeout": 60, "always": True})
+        return {"steps": steps, "result_path": f"{vm.GUEST_RUN_DIR}/guest-result.json",
+                "env": {"PYTHONDONTWRITEBYTECODE": "1"}}
+
+    def _guest(self, project, root, run_dir, vng, chosen, build_in, expected, rules) -> None:
+        res = self.result
+        plan = self._plan(project, root, build_in)
+        (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
+        shutil.copy(RUNNER, run_dir / "runner.py")
+        cfg = vm.VmConfig(
+            vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
+            command=f"python3 {vm.GUEST_RUN_DIR}/runner.py {vm.GUEST_RUN_DIR}/plan.json",
+        )
+        argv = vm.vng_argv(vng, cfg)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        console_path = self.out_dir / "console.log"
+        res.console_log = str(console_path)
+        timed_out = False
+        stdout = ""
+
+        def on_line(stream: str, line: str) -> None:
+            if stream == "stdout" and line.startswith("HARNESS-STEP "):
+                self.printer.status("guest step " + line.split(" ", 1)[1])
+            elif stream == "stderr":
+                self.printer.status(line)
+                self.printer.detail(line)
+
+        with self.phase("vm", f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps") as ph:
+            with open(console_path, "w") as console:
+                console.write(f"# {' '.join(argv)}\n")
+                try:
+                    done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
+                                     on_line=on_line, env=vm.vng_env())
+                    stdout = done.stdout
+                    ph.detail = f"vng exit {done.returncode}"
+                except PhaseTimeout as e:
+                    timed_out = True
+                    ph.ok = False
+                    ph.detail = str(e)
+        (self.out_dir / "exec.log").write_text(stdout)
+        guest = None
+        gpath = run_dir / "guest-result.json"
+        if gpath.is_file():
+            guest = json.loads(gpath.read_text())
+        j = analyze.judge(guest, console_path.read_text(errors="replace"), expected, rules,
+                          {s["name"]: s.get("expect_rc", 0) for s in plan["steps"]}, vm_timed_out=timed_out)
+        res.verdict, res.reason = j.verdict, j.reason
+        res.kmsg, res.steps = j.records, j.steps
+        res.splats = [s.to_json() for s in j.splats]
+        if j.trail is not None:
+            res.trail = [{"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text} for r in j.trail.matched]
+            res.trail_diff = j.trail.diff()
+        if j.console_excerpt:
+            res.reason += "\n" + j.console_excerpt
+
+
+def _build_in(requested: str, chosen: Accel) -> BuildIn:
+    if requested == "auto":
+        # In-guest builds are ~80x slower under emulation.
+        return BuildIn.GUEST if chosen is Accel.KVM else BuildIn.HOST
+    return BuildIn(requested)
+
+
+def run(req: RunRequest, printer: Printer) -> RunResult:
+    r = _Run(req, printer)
+    t0 = time.monotonic()
+    try:
+        with procs.SignalGuard():
+            r.execute()
+    except HarnessError as e:
+        r.result.verdict, r.result.reason = e.verdict, str(e)
+    except KeyboardInterrupt:
+        r.result.verdict, r.result.reason = Verdict.INTERRUPTED, "interrupted by SIGINT (Ctrl-C)"
+    finally:
+        procs.kill_all()
+        r.result.seconds = round(time.monotonic() - t0, 3)
+    with procs.SignalGuard():
+        report.write_atomic(r.out_dir / "result.json", report.result_json(r.result))
+    return r.result

@@ -1,0 +1,101 @@
+"""Boot a kernel with virtme-ng: a pure argv builder and a launcher.
+
+The launcher runs ``vng`` through ``procs.run`` (own process group, pipes,
+timeout, group kill). With ``-v`` virtme-ng sends the kernel console to its
+stderr and the exec script's stdout to its stdout, so the two stay apart: the
+console is teed to ``console.log`` as it arrives, the script's stdout carries
+the runner's ``HARNESS-*`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from harness.errors import InfraError
+from harness.model import Accel
+
+GUEST_RUN_DIR = "/harness"
+GUEST_PROJECT_DIR = "/project"
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    vmlinuz: Path
+    root: Path
+    run_dir: Path  # shared read-write at /harness
+    project_dir: Path  # shared read-only at /project
+    accel: Accel
+    command: str  # shell command run by virtme-ng's exec channel
+    memory: str = "1G"
+    cpus: int = 2
+    append: tuple[str, ...] = field(default_factory=tuple)
+
+
+# Kernel parameters every harness boot gets, each for a reason:
+BASE_APPEND = (
+    "log_buf_len=8M",  # Debian's 128 KiB buffer drops records under load
+    "softlockup_panic=1",  # a locked-up guest ends (and says why) instead of hanging to the timeout
+)
+
+
+def vng_argv(vng: str, cfg: VmConfig) -> list[str]:
+    argv = [
+        vng,
+        "--verbose",  # kernel console on stderr: the only record when the guest dies
+        "--run", str(cfg.vmlinuz),
+        "--root", str(cfg.root),
+        "--rwdir", f"{GUEST_RUN_DIR}={cfg.run_dir}",
+        "--rodir", f"{GUEST_PROJECT_DIR}={cfg.project_dir}",
+        "--memory", cfg.memory,
+        "--cpus", str(cfg.cpus),
+        # virtme-ng tries virtiofsd first and falls back to 9p after ~2.5 s per
+        # shared directory; the only virtiofsd on bookworm hosts is QEMU's old C
+        # one, which virtme-ng cannot use.
+        "--force-9p",
+    ]
+    if cfg.accel is Accel.TCG:
+        argv.append("--disable-kvm")
+    for a in BASE_APPEND + tuple(cfg.append):
+        argv += ["--append", a]
+    argv += ["--exec", cfg.command]
+    return argv
+
+
+def find_vng() -> str:
+    """vng from the harness's own environment first (a venv is not always on PATH)."""
+    here = Path(sys.executable).parent / "vng"
+    if here.exists():
+        return str(here)
+    found = shutil.which("vng")
+    if not found:
+        raise InfraError("virtme-ng (vng) not found", hint="pip install virtme-ng (`make setup` does it)")
+    return found
+
+
+def vng_env() -> dict[str, str]:
+    """vng runs ``virtme-run`` by name: put the harness's bin dir first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def check_qemu() -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise InfraError("qemu-system-x86_64 not found", hint="install the package 'qemu-system-x86'")
+
+
+def parse_guest_lines(stdout: str) -> tuple[Optional[str], list[str]]:
+    """Find the runner's result path and the steps it announced in the exec channel."""
+    result = None
+    steps = []
+    for line in stdout.splitlines():
+        if line.startswith("HARNESS-RESULT "):
+            result = line.split(" ", 1)[1].strip()
+        elif line.startswith("HARNESS-STEP "):
+            steps.append(line.split(" ", 1)[1].strip())
+    return result, steps
