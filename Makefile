@@ -1,0 +1,53 @@
+# kmod-harness: `make run` runs the default job, `make test` the whole test suite.
+# Both install what is missing first (Debian packages with apt, then a
+# virtualenv with the package). Packages need root: sudo is used when not root.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+KERNEL   ?= debian:bookworm
+PYTEST_ARGS ?=
+
+# Debian/Ubuntu packages the harness needs on the host.
+DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
+	apt kmod python3-venv udev busybox-static zstd
+SETUP_STAMP := $(VENV)/.setup-done
+
+.PHONY: setup run test test-unit test-vm lint clean help
+
+help:
+	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
+	@echo "make test    unit tests, then tests that boot real VMs"
+	@echo "make setup   install host packages and the virtualenv only"
+
+$(SETUP_STAMP): pyproject.toml
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		[ -n "$(SUDO)" ] && echo "installing$$(echo " $$missing") with sudo (not root)"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+setup: $(SETUP_STAMP)
+
+run: setup
+	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(VENV)/bin/python -m pytest -m "not vm" $(PYTEST_ARGS)
+
+test-vm: setup
+	$(VENV)/bin/python -m pytest -m vm $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check harness tests userspace
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
