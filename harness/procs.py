@@ -57,10 +57,9 @@ def start(argv: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[Path
 
 def kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
     """End the child's whole process group: SIGTERM, wait ``grace``, then SIGKILL."""
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = None
+    # start_new_session made the child a group leader: its pid is the group id,
+    # and the group outlives the leader while any member (qemu) lives.
+    pgid: Optional[int] = proc.pid
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if pgid is not None:
             try:

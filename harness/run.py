@@ -175,6 +175,7 @@ class _Run:
         gpath = run_dir / "guest-result.json"
         if gpath.is_file():
             guest = json.loads(gpath.read_text())
+            shutil.copy(gpath, self.out_dir / "guest-result.json")  # raw records: the evidence
         j = analyze.judge(guest, console_path.read_text(errors="replace"), expected, rules,
                           {s["name"]: s.get("expect_rc", 0) for s in plan["steps"]}, vm_timed_out=timed_out)
         res.verdict, res.reason = j.verdict, j.reason

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from harness import buildroot
+from harness.model import KernelSpec, ResolvedKernel
+
+KERNEL = ResolvedKernel(KernelSpec("debian", "bookworm"), "6.1.0-56-amd64", "6.1.192-2",
+                        ("linux-image-6.1.0-56-amd64", "linux-headers-6.1.0-56-amd64"), "gcc-12")
+
+
+def fake_root(tmp_path: Path) -> Path:
+    """The files a root is checked for, with a 4 KiB stand-in for the kernel image."""
+    root = tmp_path / "root"
+    r = KERNEL.release
+    for rel in (f"usr/src/linux-headers-{r}/Makefile", f"lib/modules/{r}/modules.dep", "usr/bin/gcc-12",
+                "usr/bin/python3", "usr/bin/udevadm"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    (root / "boot").mkdir()
+    (root / f"boot/vmlinuz-{r}").write_bytes(bytes(range(256)) * 16)
+    for d in buildroot.GUEST_MOUNTS:
+        (root / d).mkdir()
+    buildroot.write_manifest(root, KERNEL)
+    return root
+
+
+def test_sound_root_passes(tmp_path):
+    assert buildroot.check_root(fake_root(tmp_path), KERNEL) is None
+
+
+def test_truncated_image_is_detected(tmp_path):
+    root = fake_root(tmp_path)
+    img = root / f"boot/vmlinuz-{KERNEL.release}"
+    img.write_bytes(img.read_bytes()[:2048])
+    assert "2048 bytes, expected 4096" in buildroot.check_root(root, KERNEL)
+
+
+def test_corrupted_image_of_the_same_size_is_detected(tmp_path):
+    root = fake_root(tmp_path)
+    img = root / f"boot/vmlinuz-{KERNEL.release}"
+    img.write_bytes(bytes(4096))
+    assert "sha256" in buildroot.check_root(root, KERNEL)
+
+
+def test_missing_headers_are_detected(tmp_path):
+    root = fake_root(tmp_path)
+    (root / f"usr/src/linux-headers-{KERNEL.release}/Makefile").unlink()
+    assert "headers Makefile is missing" in buildroot.check_root(root, KERNEL)
+
+
+def test_half_made_root_without_manifest_is_rejected(tmp_path):
+    root = fake_root(tmp_path)
+    (root / buildroot.MANIFEST).unlink()
+    assert "no manifest" in buildroot.check_root(root, KERNEL)
+
+
+def test_usrmerged_image_location(tmp_path):
+    root = tmp_path / "r"
+    p = root / f"usr/lib/modules/{KERNEL.release}/vmlinuz"
+    p.parent.mkdir(parents=True)
+    p.write_text("x")
+    assert buildroot.find_vmlinuz(root, KERNEL.release) == p
+
+
+def test_key_changes_with_the_package_set():
+    other = ResolvedKernel(KERNEL.spec, KERNEL.release, "6.1.192-3", KERNEL.packages, KERNEL.compiler)
+    assert buildroot.root_key(KERNEL) != buildroot.root_key(other)
+    assert buildroot.root_key(KERNEL).startswith("debian-bookworm-6.1.0-56-amd64-")
+
+
+def test_cache_dir_honours_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "c"))
+    assert buildroot.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("HARNESS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert buildroot.cache_dir() == tmp_path / "x" / "kmod-harness"
+
+
+def test_failed_mmdebstrap_leaves_no_half_made_root(tmp_path, monkeypatch):
+    """make_root with an mmdebstrap that fails: nothing left beside the cache entry but the log."""
+    fake = tmp_path / "bin" / "mmdebstrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nfor a; do last=$a; done\necho 'E: No space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    from harness.errors import InfraError
+    from harness.kernels import Mirror
+    from harness.progress import Printer
+    import io
+    dest = tmp_path / "roots" / "k"
+    with pytest.raises(InfraError) as e:
+        buildroot.make_root(KERNEL, Mirror(), dest, Printer(io.StringIO()), timeout=30)
+    assert "disk holding the cache is full" in str(e.value)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["k.log"]

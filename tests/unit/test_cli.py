@@ -1,0 +1,77 @@
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.model import EXIT_CODES, Verdict
+
+from conftest import REPO
+
+
+def run_cli(argv, capsys):
+    out = io.StringIO()
+    code = cli.main(argv, out=out)
+    return code, out.getvalue(), capsys.readouterr().err
+
+
+def test_help_answers_exit_codes_and_specs(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for words in ("--kernel", "--accel", "--build-in", "--timeout", "--results", "exit codes",
+                  "4  kernel crash", "debian:SUITE@ABI", "HARNESS_MIRROR"):
+        assert words in text
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--kernel", "debian:bookwurm"], "unknown Debian suite 'bookwurm'"),
+    (["run", "--kernel", "bookworm"], "valid forms"),
+    (["run", "--timeout", "-3"], "must be more than 0"),
+    (["run", "--accel", "xen"], "invalid choice: 'xen'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["run", "--project", "/nonexistent-project"], "no harness.toml"),
+])
+def test_usage_errors_exit_2_and_say_what_was_wrong(argv, words, capsys, tmp_path):
+    extra = ["--results", str(tmp_path)] if argv[0] == "run" else []
+    code, _, err = run_cli(argv + extra, capsys)
+    assert code == EXIT_CODES[Verdict.ERROR] == 2
+    assert words in err
+
+
+def test_usage_error_writes_a_result_saying_so(capsys, tmp_path):
+    code, _, _ = run_cli(["run", "--kernel", "debian:bookwurm", "--results", str(tmp_path)], capsys)
+    assert code == 2
+    res = json.loads((tmp_path / "debian-bookwurm" / "result.json").read_text())
+    assert res["verdict"] == "error" and res["exit_code"] == 2
+    assert (tmp_path / "junit.xml").is_file()
+
+
+def test_missing_qemu_exits_3_naming_the_package(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    monkeypatch.chdir(REPO)
+    code, _, err = run_cli(["run", "--accel", "tcg", "--results", str(tmp_path / "r")], capsys)
+    assert code == 3
+    assert "qemu-system-x86_64 not found" in err and "qemu-system-x86" in err
+
+
+def test_kernels_list_shows_suites(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    code, out, _ = run_cli(["kernels", "list"], capsys)
+    assert code == 0 and "bookworm" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = run_cli([], capsys)
+    assert code == 2 and "COMMAND" in out
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True,
+                       env=dict(os.environ), cwd=REPO)
+    assert p.returncode == 0 and "exit codes" in p.stdout

@@ -1,0 +1,77 @@
+import io
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import procs
+from harness.errors import PhaseTimeout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_streams_lines_to_log_and_sink():
+    log = io.StringIO()
+    seen = []
+    res = procs.run(["sh", "-c", "echo out1; echo err1 >&2; echo out2"], timeout=10, what="t", log=log,
+                    on_line=lambda s, ln: seen.append((s, ln)))
+    assert res.returncode == 0
+    assert res.stdout == "out1\nout2\n" and res.stderr == "err1\n"
+    assert ("stderr", "err1") in seen and ("stdout", "out2") in seen
+    assert sorted(log.getvalue().splitlines()) == ["err1", "out1", "out2"]
+
+
+def test_timeout_ends_the_whole_group_including_grandchildren(tmp_path):
+    pidfile = tmp_path / "pid"
+    t0 = time.monotonic()
+    with pytest.raises(PhaseTimeout, match="did not finish within 1s"):
+        procs.run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started; wait"], timeout=1, what="sleeper")
+    assert time.monotonic() - t0 < 10
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def test_output_before_a_timeout_is_in_the_log():
+    log = io.StringIO()
+    with pytest.raises(PhaseTimeout):
+        procs.run(["sh", "-c", "echo evidence; sleep 300"], timeout=1, what="t", log=log)
+    assert "evidence" in log.getvalue()
+
+
+def test_orphans_left_by_an_exiting_leader_are_ended(tmp_path):
+    pidfile = tmp_path / "pid"
+    # the leader exits at once, leaving a background child holding no pipe
+    procs.run(["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pidfile}"], timeout=10, what="t")
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def test_a_process_ignoring_sigterm_is_killed():
+    p = procs.start(["sh", "-c", "trap '' TERM; sleep 300"])
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    procs.kill_group(p, grace=0.5)
+    assert p.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 < 5
+
+
+def test_missing_program_is_an_infra_error():
+    from harness.errors import InfraError
+    with pytest.raises(InfraError, match="no-such-program-x not found"):
+        procs.run(["no-such-program-x"], timeout=5, what="t")
