@@ -1,0 +1,83 @@
+"""Boots real VMs (TCG here, ~20-60 s a boot with the root cached; the first run makes the root)."""
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from harness import cli
+
+from conftest import REPO
+
+pytestmark = pytest.mark.vm
+
+
+def qemu_pids(tag: str) -> set[int]:
+    """QEMU processes whose command line holds ``tag`` (the test's own temp dir)."""
+    p = subprocess.run(["pgrep", "-f", f"qemu-system.*{tag}"], capture_output=True, text=True)
+    return {int(x) for x in p.stdout.split()}
+
+
+@pytest.fixture
+def own_tmp(tmp_path, monkeypatch):
+    """Run directories (shared into the guest, so on QEMU's command line) go under tmp_path:
+    QEMU processes of this test are told apart from any other VM on the machine."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    yield tmp_path
+    left = qemu_pids(str(tmp_path))
+    assert not left, f"qemu processes outlived the run: {left}"
+
+
+def test_default_run_passes_with_the_five_trail_records(own_tmp, monkeypatch):
+    tmp_path = own_tmp
+    monkeypatch.chdir(REPO)
+    code = cli.main(["run", "--results", str(tmp_path)])
+    res = json.loads((tmp_path / "debian-bookworm" / "result.json").read_text())
+    assert code == 0, res["reason"]
+    assert res["verdict"] == "pass"
+    assert res["kernel_release"].startswith("6.1.") and res["package_version"]
+    assert [t["text"] for t in res["trail"]] == [
+        "Entering: myNetLink_init, protocol family = 30 ",
+        "MyNetLink Init OK!",
+        "Entering: myNetLink_recv_msg",
+        "MyNetlink has received: Hello this is a msg from userspace",
+        "exiting myNetLink module",
+    ]
+    seqs = [t["seq"] for t in res["trail"]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert {p["name"] for p in res["phases"]} == {"resolve", "root", "build", "vm"}
+    assert res["build_warnings"] == []
+    client = next(s for s in res["steps"] if s["name"] == "client")
+    reply = json.loads(client["stdout"])
+    assert reply["replies"][0]["payload"] == "Hello msg from kernel"
+    assert reply["replies"][0]["type"] == 3
+    console = (tmp_path / "debian-bookworm" / "console.log").read_text()
+    assert "Linux version 6.1." in console
+    assert (tmp_path / "junit.xml").is_file()
+
+
+def test_sigterm_during_boot_stops_the_run_and_leaves_no_qemu(own_tmp):
+    """SIGTERM while QEMU boots: verdict interrupted within seconds, nothing left running."""
+    import signal
+    import time
+
+    tmp_path = own_tmp
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(tmp_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("==> vm"):
+            break
+    time.sleep(3)  # QEMU is up and booting
+    assert qemu_pids(str(tmp_path)), "QEMU should be running by now"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode == 130, rest
+    res = json.loads((tmp_path / "debian-bookworm" / "result.json").read_text())
+    assert res["verdict"] == "interrupted"
+    assert "SIGTERM" in res["reason"]
