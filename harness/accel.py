@@ -57,6 +57,7 @@ def choose(requested: str, facts: AccelFacts) -> tuple[Accel, str]:
 def _why_not(facts: AccelFacts) -> str:
     reasons: list[Optional[str]] = [
         None if facts.kvm_rw else "/dev/kvm is missing or not read-writable",
-        None if facts.cpu_flags & {"vmx", "svm"} else "the CPU advertises neither vmx nor svm (nested or paravirtual KVM)",
+        None if facts.cpu_flags & {"vmx", "svm"}
+        else "the CPU advertises neither vmx nor svm (nested or paravirtual KVM)",
     ]
     return "; ".join(r for r in reasons if r)

@@ -31,6 +31,7 @@ from harness.progress import Printer
 # What every root gets besides the kernel packages and the suite's compiler.
 BASE_PACKAGES = (
     "make", "libc6-dev", "kmod", "dwarves",  # module build (pahole for BTF)
+    "perl",  # W=1 builds run kernel-doc, which needs more than perl-base from 6.12 on
     "python3",  # guest runner and client
     "udev", "mount", "iproute2", "busybox",  # virtme-ng's guest init
 )

@@ -130,7 +130,9 @@ class AptIndex:
         except FileNotFoundError:
             raise InfraError(f"{args[0]} not found", hint="install the package 'apt'") from None
         except subprocess.TimeoutExpired:
-            raise InfraError(f"{' '.join(args[:2])} took longer than {timeout:.0f}s against {self.mirror.debian}") from None
+            raise InfraError(
+                f"{' '.join(args[:2])} took longer than {timeout:.0f}s against {self.mirror.debian}"
+            ) from None
         if proc.returncode != 0:
             raise InfraError(
                 f"{' '.join(args[:2])} failed for suite {self.suite} at {self.mirror.debian}:\n"

@@ -63,7 +63,8 @@ def parse_project(data: dict[str, Any], directory: Path, where: str) -> Project:
     steps = []
     for i, s in enumerate(data.get("step", [])):
         run = s.get("run")
-        if not isinstance(s.get("name"), str) or not (isinstance(run, list) and run and all(isinstance(a, str) for a in run)):
+        run_ok = isinstance(run, list) and run and all(isinstance(a, str) for a in run)
+        if not isinstance(s.get("name"), str) or not run_ok:
             raise UsageError(f"{where}: [[step]] #{i + 1} needs a 'name' and a 'run' list of strings")
         steps.append(GuestStep(s["name"], tuple(run), float(s.get("timeout", 60)), int(s.get("expect_rc", 0))))
     return Project(directory, mod["name"], source, trail, tuple(steps))

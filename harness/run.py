@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 
 from harness import accel as accel_mod
 from harness import analyze, buildroot, kbuild, kernels, procs, report, splat, trail, vm
-from harness.errors import HarnessError, Interrupted, PhaseTimeout
+from harness.errors import HarnessError, PhaseTimeout
 from harness.model import Accel, BuildIn, Phase, RunResult, Verdict
 from harness.progress import Printer
 from harness.project import Project, load_project
@@ -158,7 +158,8 @@ class _Run:
                 self.printer.status(line)
                 self.printer.detail(line)
 
-        with self.phase("vm", f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps") as ph:
+        what = f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps"
+        with self.phase("vm", what) as ph:
             with open(console_path, "w") as console:
                 console.write(f"# {' '.join(argv)}\n")
                 try:

@@ -14,7 +14,6 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from harness.errors import InfraError
 from harness.model import Accel
@@ -87,15 +86,3 @@ def vng_env() -> dict[str, str]:
 def check_qemu() -> None:
     if shutil.which("qemu-system-x86_64") is None:
         raise InfraError("qemu-system-x86_64 not found", hint="install the package 'qemu-system-x86'")
-
-
-def parse_guest_lines(stdout: str) -> tuple[Optional[str], list[str]]:
-    """Find the runner's result path and the steps it announced in the exec channel."""
-    result = None
-    steps = []
-    for line in stdout.splitlines():
-        if line.startswith("HARNESS-RESULT "):
-            result = line.split(" ", 1)[1].strip()
-        elif line.startswith("HARNESS-STEP "):
-            steps.append(line.split(" ", 1)[1].strip())
-    return result, steps

@@ -84,10 +84,11 @@ def test_failed_mmdebstrap_leaves_no_half_made_root(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\nfor a; do last=$a; done\necho 'E: No space left on device' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    import io
+
     from harness.errors import InfraError
     from harness.kernels import Mirror
     from harness.progress import Printer
-    import io
     dest = tmp_path / "roots" / "k"
     with pytest.raises(InfraError) as e:
         buildroot.make_root(KERNEL, Mirror(), dest, Printer(io.StringIO()), timeout=30)

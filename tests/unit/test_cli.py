@@ -1,14 +1,12 @@
 import io
 import json
 import os
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from harness import cli
 from harness.model import EXIT_CODES, Verdict
-
-from conftest import REPO
 
 
 def run_cli(argv, capsys):

@@ -1,12 +1,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import DATA
 
 from harness import kernels
 from harness.errors import InfraError, UsageError
 from harness.model import KernelSpec
-
-from conftest import DATA
 
 
 class RecordedIndex:
@@ -61,7 +60,8 @@ def test_unknown_pinned_version_names_package_and_mirror():
 
 
 @pytest.mark.parametrize("depends, gcc", [
-    ("linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), linux-compiler-gcc-12-x86", "gcc-12"),
+    ("linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), "
+     "linux-compiler-gcc-12-x86", "gcc-12"),
     ("linux-kbuild-6.12.57+deb13, gcc-14", "gcc-14"),
     ("linux-kbuild-5.10", None),
 ])

@@ -1,7 +1,6 @@
 import io
 import os
 import signal
-import subprocess
 import time
 
 import pytest

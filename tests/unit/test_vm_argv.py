@@ -1,0 +1,32 @@
+from pathlib import Path
+
+from harness import vm
+from harness.model import Accel
+
+
+def cfg(accel: Accel) -> vm.VmConfig:
+    return vm.VmConfig(vmlinuz=Path("/c/root/boot/vmlinuz-6.1.0-56-amd64"), root=Path("/c/root"),
+                       run_dir=Path("/tmp/run"), project_dir=Path("/src/proj"), accel=accel,
+                       command="python3 /harness/runner.py /harness/plan.json")
+
+
+def test_tcg_disables_kvm_and_kvm_does_not():
+    assert "--disable-kvm" in vm.vng_argv("vng", cfg(Accel.TCG))
+    assert "--disable-kvm" not in vm.vng_argv("vng", cfg(Accel.KVM))
+
+
+def test_argv_is_a_list_with_the_exec_command_as_one_element():
+    argv = vm.vng_argv("/venv/bin/vng", cfg(Accel.TCG))
+    assert argv[0] == "/venv/bin/vng"
+    assert argv[argv.index("--exec") + 1] == "python3 /harness/runner.py /harness/plan.json"
+    assert argv[argv.index("--run") + 1] == "/c/root/boot/vmlinuz-6.1.0-56-amd64"
+    assert argv[argv.index("--root") + 1] == "/c/root"
+    assert "--rwdir" in argv and argv[argv.index("--rwdir") + 1] == "/harness=/tmp/run"
+    assert argv[argv.index("--rodir") + 1] == "/project=/src/proj"
+    assert "--verbose" in argv  # the console is the only record when a guest dies
+
+
+def test_large_log_buffer_is_requested():
+    argv = vm.vng_argv("vng", cfg(Accel.TCG))
+    appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert "log_buf_len=8M" in appends
