@@ -33,6 +33,7 @@ def steps_from_guest(guest: dict[str, Any]) -> list[StepResult]:
             stdout=s.get("stdout", ""), stderr=s.get("stderr", "") or s.get("reason", ""),
             seconds=s.get("seconds", 0.0), timed_out=s.get("timed_out", False),
             kmsg_seq_before=s.get("kmsg_seq_before"), kmsg_seq_after=s.get("kmsg_seq_after"),
+            skipped=s.get("skipped", False),
         ))
     return out
 

@@ -55,7 +55,7 @@ def build_on_host(root: Root, build: Path, module: str, timeout: float, printer:
         *make_argv(root, inside),
     ]
     res = procs.run(argv, timeout=timeout, what="module build", on_line=lambda _n, ln: printer.status(ln))
-    return summarize(res.returncode == 0, res.stdout + res.stderr, build, module)
+    return summarize(res.returncode == 0, res.output, build, module)
 
 
 def summarize(ok: bool, log: str, build: Path, module: str) -> BuildResult:

@@ -143,6 +143,7 @@ class StepResult:
     timed_out: bool = False
     kmsg_seq_before: Optional[int] = None
     kmsg_seq_after: Optional[int] = None
+    skipped: bool = False
 
 
 @dataclass

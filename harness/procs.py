@@ -34,6 +34,7 @@ class Completed:
     stdout: str
     stderr: str
     seconds: float
+    output: str = ""  # stdout and stderr interleaved as they arrived
 
 
 def start(argv: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[Path] = None) -> subprocess.Popen:
@@ -107,7 +108,7 @@ def run(
     """
     t0 = time.monotonic()
     proc = start(argv, env=env, cwd=cwd)
-    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    out: dict[str, list[str]] = {"stdout": [], "stderr": [], "both": []}
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     bufs = {"stdout": b"", "stderr": b""}
@@ -118,6 +119,7 @@ def run(
         line = raw.decode("utf-8", "backslashreplace")
         if keep:
             out[name].append(line)
+            out["both"].append(line)
         if log is not None:
             log.write(line)
             log.flush()
@@ -160,7 +162,7 @@ def run(
             # The leader exited; anything left in its group is an orphan to end.
             kill_group(proc, grace=0.5)
     return Completed(list(argv), proc.returncode, "".join(out["stdout"]), "".join(out["stderr"]),
-                     time.monotonic() - t0)
+                     time.monotonic() - t0, "".join(out["both"]))
 
 
 class SignalGuard:

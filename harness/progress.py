@@ -17,6 +17,12 @@ _COLOURS = {"pass": "32", "fail": "31", "crash": "31;1", "timeout": "33", "infra
             "error": "35", "interrupted": "33"}
 
 
+class PhaseMark:
+    """Set ``ok = False`` inside a phase that failed without raising."""
+
+    ok = True
+
+
 class Printer:
     def __init__(self, output: Optional[IO[str]] = None, verbose: bool = False, heartbeat: float = 10.0):
         self.out = output or sys.stderr
@@ -40,7 +46,7 @@ class Printer:
         self._status = text
 
     @contextmanager
-    def phase(self, name: str, what: str = "") -> Iterator[None]:
+    def phase(self, name: str, what: str = "") -> Iterator["PhaseMark"]:
         self.line(f"==> {name}" + (f": {what}" if what else ""))
         t0 = time.monotonic()
         self._status = ""
@@ -53,10 +59,11 @@ class Printer:
 
         t = threading.Thread(target=beat, daemon=True)
         t.start()
+        status = PhaseMark()
         ok = False
         try:
-            yield
-            ok = True
+            yield status
+            ok = status.ok
         finally:
             stop.set()
             t.join()

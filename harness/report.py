@@ -48,6 +48,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are for everyone who can read the results dir
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

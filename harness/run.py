@@ -68,8 +68,9 @@ class _Run:
         ph = Phase(name, 0.0)
         t0 = time.monotonic()
         try:
-            with self.printer.phase(name, what):
+            with self.printer.phase(name, what) as mark:
                 yield ph
+                mark.ok = ph.ok
         except BaseException as e:
             ph.ok = False
             ph.detail = ph.detail or str(e)
@@ -166,7 +167,9 @@ class _Run:
                     done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
                                      on_line=on_line, env=vm.vng_env())
                     stdout = done.stdout
-                    ph.detail = f"vng exit {done.returncode}"
+                    ph.ok = done.returncode == 0
+                    ph.detail = f"vng exit {done.returncode}" + (
+                        "" if ph.ok else " (255: the guest died; 1: a required guest step failed)")
                 except PhaseTimeout as e:
                     timed_out = True
                     ph.ok = False

@@ -76,5 +76,11 @@ def find_in_console(rules: Iterable[SplatRule], console: str, context: int = 30)
                 if first is None:
                     first = i
                 break
-    excerpt = "\n".join(lines[first:first + context]) if first is not None else ""
-    return out, excerpt
+    if first is None:
+        return out, ""
+    excerpt = lines[first:first + context]
+    panic = next((i for i in range(len(lines) - 1, first + context - 1, -1) if "Kernel panic" in lines[i]), None)
+    if panic is not None:  # a long backtrace sits between the splat and the panic: keep both ends
+        excerpt += [f"[... {panic - first - context} console lines left out: see console.log ...]"]
+        excerpt += lines[panic:panic + 10]
+    return out, "\n".join(excerpt)

@@ -123,6 +123,11 @@ def match(trail: Trail, records: Sequence[KmsgRecord]) -> TrailMatch:
     else:
         for extra in relevant[len(expected):]:
             res.problems.append(f"unexpected extra record seq {extra.seq} <{extra.level}> {extra.text!r}")
+    if res.problems and res.other and not trail.strict:
+        res.problems.append("records in the window that match no expectation:")
+        res.problems += [f"  seq {r.seq} <{r.level}> {r.text!r}" for r in res.other[:10]]
+        if len(res.other) > 10:
+            res.problems.append(f"  ... and {len(res.other) - 10} more")
     if trail.strict:
         for r in res.other:
             res.problems.append(f"record not in the trail (strict): seq {r.seq} <{r.level}> {r.text!r}")

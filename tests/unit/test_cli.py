@@ -3,10 +3,11 @@ import json
 import os
 
 import pytest
-from conftest import REPO
 
 from harness import cli
 from harness.model import EXIT_CODES, Verdict
+
+from conftest import REPO
 
 
 def run_cli(argv, capsys):

@@ -1,11 +1,12 @@
 from pathlib import Path
 
 import pytest
-from conftest import DATA
 
 from harness import kernels
 from harness.errors import InfraError, UsageError
 from harness.model import KernelSpec
+
+from conftest import DATA
 
 
 class RecordedIndex:

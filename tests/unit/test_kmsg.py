@@ -1,8 +1,9 @@
 import pytest
-from conftest import load_guest
 
 from harness import kmsg
 from harness.kmsg import KmsgParseError, parse_record, parse_records
+
+from conftest import load_guest
 
 
 def test_record_fields_split_prio_into_facility_and_level():

@@ -2,11 +2,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import REPO, load_guest
 
 from harness import analyze, kmsg, trail
 from harness.errors import UsageError
 from harness.kmsg import parse_records
+
+from conftest import REPO, load_guest
 
 TRAIL = trail.load_trail(REPO / "vm" / "trail.toml")
 

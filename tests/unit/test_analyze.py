@@ -1,0 +1,95 @@
+"""Verdicts from recorded real runs (tests/data/*, see its README)."""
+
+import pytest
+
+from harness import analyze, splat, trail
+from harness.model import Verdict
+
+from conftest import DATA, REPO, load_guest
+
+RULES = splat.load_rules(REPO / "vm" / "splats.toml")
+DEFAULT_TRAIL = trail.load_trail(REPO / "vm" / "trail.toml")
+
+
+def fixture_trail(name: str) -> trail.Trail:
+    return trail.load_trail(REPO / "tests" / "fixtures" / name / "trail.toml")
+
+
+def judge(name: str, expected: trail.Trail, guest=True, **kw) -> analyze.Judgement:
+    console = (DATA / name / "console.log").read_text(errors="replace")
+    return analyze.judge(load_guest(name) if guest else None, console, expected, RULES, {}, **kw)
+
+
+def test_recorded_pass():
+    j = judge("pass_bookworm", DEFAULT_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert len(j.trail.matched) == 5 and j.splats == []
+
+
+def test_warn_on_load_is_a_crash_with_the_warning_record():
+    j = judge("warn_on_load", fixture_trail("warn_on_load"))
+    assert j.verdict is Verdict.CRASH
+    assert j.splats[0].rule == "warning"
+    assert j.splats[0].text.startswith("WARNING: CPU: ") and "warn_on_load" in j.splats[0].text
+    assert j.splats[0].seq is not None
+
+
+def test_init_failure_is_a_fail_quoting_insmod():
+    j = judge("init_fails", fixture_trail("init_fails"))
+    assert j.verdict is Verdict.FAIL
+    assert "insmod" in j.reason and "No such device" in j.reason
+
+
+def test_forged_bug_in_a_payload_is_not_a_splat():
+    j = judge("forged_bug", fixture_trail("forged_bug"))
+    assert j.verdict is Verdict.PASS, j.reason
+    assert any("x\\x0aBUG: fake oops" in r.text for r in j.trail.matched)
+
+
+def test_the_same_text_as_a_real_record_would_be_a_splat():
+    forged = next(r for r in judge("forged_bug", fixture_trail("forged_bug")).records if "\\x0aBUG:" in r.text)
+    real = type(forged)(level=0, facility=0, seq=forged.seq, usec=forged.usec, text="BUG: fake oops")
+    assert splat.find(RULES, [forged]) == []
+    assert [s.rule for s in splat.find(RULES, [real])] == ["bug"]
+
+
+def test_guest_that_panicked_is_a_crash_with_the_console_excerpt():
+    j = judge("blog_unsafe", fixture_trail("blog_unsafe"), guest=False)
+    assert j.verdict is Verdict.CRASH
+    assert "stack guard page was hit" in j.reason
+    assert "Kernel panic - not syncing" in j.console_excerpt
+
+
+@pytest.mark.parametrize("timed_out, verdict", [(True, Verdict.TIMEOUT), (False, Verdict.INFRA)])
+def test_guest_that_vanished_without_a_splat(timed_out, verdict):
+    console = (DATA / "pass_bookworm" / "console.log").read_text()
+    j = analyze.judge(None, console, DEFAULT_TRAIL, RULES, {}, vm_timed_out=timed_out)
+    assert j.verdict is verdict and "console.log" in j.reason
+
+
+def test_step_timeout_beats_a_trail_mismatch():
+    g = load_guest("pass_bookworm")
+    client = next(s for s in g["steps"] if s["name"] == "client")
+    client["timed_out"], client["returncode"] = True, None
+    j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})
+    assert j.verdict is Verdict.TIMEOUT and "'client' timed out" in j.reason
+
+
+def test_client_exit_code_mismatch_is_a_fail():
+    g = load_guest("pass_bookworm")
+    j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {"client": 3})
+    assert j.verdict is Verdict.FAIL and "exited 0 (expected 3)" in j.reason
+
+
+def test_lost_records_fail_the_trail():
+    g = load_guest("pass_bookworm")
+    g["kmsg_lost"] = 4
+    j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})
+    assert j.verdict is Verdict.FAIL and "4 kernel log records were lost" in j.reason
+
+
+def test_boot_records_before_the_first_step_are_not_judged():
+    g = load_guest("pass_bookworm")
+    g["kmsg"].insert(3, "4,3,100,-;WARNING: CPU: 0 PID: 1 at boot noise")
+    j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})
+    assert j.verdict is Verdict.PASS
