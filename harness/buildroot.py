@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 
 from harness import procs
 from harness.errors import InfraError
-from harness.kernels import Mirror, require_tool
+from harness.kernels import DEFAULT_RELEASE, Mirror, require_tool
 from harness.model import ResolvedKernel
 from harness.progress import Printer
 
@@ -98,14 +98,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, Path]:
+def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...]]:
+    """What a usable root must hold; any one of the alternatives will do (bullseye is not usrmerged)."""
     r = kernel.release
     return {
-        "headers Makefile": root / f"usr/src/linux-headers-{r}/Makefile",
-        "modules.dep": root / f"lib/modules/{r}/modules.dep",
-        "compiler": root / f"usr/bin/{kernel.compiler}",
-        "python3": root / "usr/bin/python3",
-        "udevadm": root / "usr/bin/udevadm",
+        "headers Makefile": (root / f"usr/src/linux-headers-{r}/Makefile",),
+        "modules.dep": (root / f"lib/modules/{r}/modules.dep", root / f"usr/lib/modules/{r}/modules.dep"),
+        "compiler": (root / f"usr/bin/{kernel.compiler}",),
+        "python3": (root / "usr/bin/python3",),
+        "udevadm": (root / "usr/bin/udevadm", root / "bin/udevadm"),
     }
 
 
@@ -140,9 +141,9 @@ def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
         return f"kernel image {img.name} has {img.stat().st_size} bytes, expected {manifest.get('vmlinuz_size')}"
     if _sha256(img) != manifest.get("vmlinuz_sha256"):
         return f"kernel image {img.name} does not match its recorded sha256"
-    for what, path in _essentials(root, kernel).items():
-        if not path.exists():
-            return f"{what} is missing ({path.relative_to(root)})"
+    for what, paths in _essentials(root, kernel).items():
+        if not any(p.exists() for p in paths):
+            return f"{what} is missing ({paths[0].relative_to(root)})"
     for d in GUEST_MOUNTS:
         if not (root / d).is_dir():
             return f"mount point /{d} is missing"
@@ -178,6 +179,8 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Print
         "--include=" + ",".join(root_packages(kernel)),
         *[f"--customize-hook={h}" for h in hooks],
         *[f"--aptopt={o.split('=', 1)[0]} \"{o.split('=', 1)[1]}\"" for o in mirror.apt_options],
+        *([f'--aptopt=APT::Default-Release "{DEFAULT_RELEASE[kernel.spec.suite]}"']
+          if kernel.spec.suite in DEFAULT_RELEASE else []),
         kernel.spec.suite, str(tmp), *mirror.sources(kernel.spec.suite),
     ]
     # INITRD=No makes the kernel's postinst skip update-initramfs: virtme-ng boots

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from harness import buildroot, kernels, report
+from harness import buildroot, kernels, matrix, report
 from harness.errors import HarnessError, UsageError
 from harness.model import EXIT_CODES, Verdict
 from harness.progress import Printer
@@ -81,11 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory with harness.toml describing the module (default .)")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
 
+    m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel",
+                       description="Run the job on each kernel of vm/kernels.toml (or --kernels), several at "
+                       "a time. Writes DIR/matrix.json, DIR/summary.md, DIR/junit.xml and DIR/<kernel>/*. "
+                       "Exit code: the worst verdict's.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--kernels", metavar="SPEC,...", help="comma-separated specs (default: all of --matrix-file)")
+    m.add_argument("--matrix-file", type=Path, default=None, metavar="FILE",
+                   help="kernel list (default vm/kernels.toml)")
+    m.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                   help="kernels at a time (default: from CPU count and free memory)")
+    m.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the kernel list (CI)")
+    m.add_argument("--list", action="store_true", help="print the selected kernels as JSON and exit")
+    m.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    m.add_argument("--timeout", type=_positive, default=Timeouts.guest, metavar="S",
+                   help="limit for boot + guest steps + shutdown, per kernel")
+    m.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
+    m.add_argument("--project", type=Path, default=Path("."), metavar="DIR")
+    m.add_argument("--mirror", metavar="URL")
+    m.add_argument("--apt-option", action="append", default=[], metavar="KEY=VALUE")
+
     k = sub.add_parser("kernels", help="list, fetch or prune cached kernel roots")
     ksub = k.add_subparsers(dest="kcommand", metavar="ACTION", parser_class=_Parser)
     ksub.add_parser("list", help="cached roots and the known suites")
     kf = ksub.add_parser("fetch", help="resolve a kernel and make its root now")
     add_kernel_opts(kf)
+    kr = ksub.add_parser("resolve", help="print the concrete kernel a spec names now (no root is made)")
+    add_kernel_opts(kr)
+    kr.add_argument("--matrix-options", action="store_true",
+                    help="also use the apt options vm/kernels.toml gives this kernel")
     ksub.add_parser("prune", help="delete every cached root")
     return p
 
@@ -98,6 +124,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
         if args.command == "run":
             printer.verbose = args.verbose
             return _cmd_run(args, printer, out)
+        if args.command == "matrix":
+            return _cmd_matrix(args, printer, out)
         if args.command == "kernels":
             return _cmd_kernels(args, printer, out)
         build_parser().print_help(out)
@@ -123,6 +151,29 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     return result.verdict.exit_code
 
 
+def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    entries = matrix.load_matrix(args.matrix_file or matrix.DEFAULT_MATRIX)
+    entries = matrix.select(entries, [s for s in (args.kernels or "").split(",") if s.strip()])
+    if args.shard:
+        entries = matrix.shard(entries, *matrix.parse_shard(args.shard))
+    if args.list:
+        out.write(json.dumps([e.spec for e in entries]) + "\n")
+        return 0
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"-j {args.jobs}: give at least 1")
+    jobs = args.jobs or matrix.default_jobs()
+    base = RunRequest(project=args.project, results=args.results, accel=args.accel, build_in="auto",
+                      timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
+                      apt_options=tuple(args.apt_option), cpus=1)
+    t0 = time.monotonic()
+    results = matrix.run_matrix(entries, base, jobs, printer)
+    wall = time.monotonic() - t0
+    matrix.write_reports(results, args.results, wall)
+    out.write(report.summary_markdown(results, wall))
+    printer.line(f"report: {args.results}/summary.md, matrix.json, junit.xml")
+    return matrix.matrix_exit_code(results)
+
+
 def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     roots = buildroot.cache_dir() / "roots"
     if args.kcommand == "list":
@@ -139,6 +190,17 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
         kernel = kernels.resolve(spec, index)
         root = buildroot.ensure_root(kernel, mirror, printer, Timeouts.root)
         out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}\n")
+        return 0
+    if args.kcommand == "resolve":
+        spec = kernels.parse_spec(args.kernel)
+        extra = tuple(args.apt_option)
+        if args.matrix_options:
+            extra += matrix.select(matrix.load_matrix(), [args.kernel])[0].apt_options
+        mirror = kernels.Mirror.from_env(args.mirror, extra)
+        index = kernels.AptIndex(buildroot.cache_dir(), spec.suite, mirror)
+        index.update()
+        kernel = kernels.resolve(spec, index)
+        out.write(f"{kernel.kernel_id}-{kernel.package_version}\n")
         return 0
     if args.kcommand == "prune":
         if roots.is_dir():

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from harness.errors import InfraError, UsageError
+from harness import procs
+from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.model import KernelSpec, ResolvedKernel
 
 SPEC_FORMS = (
@@ -35,6 +36,8 @@ SUITES: dict[str, tuple[str, ...]] = {
     "sid": ("sid",),
     "experimental": ("sid", "experimental"),
 }
+# experimental is NotAutomatic: apt would pick sid's kernel unless told to prefer it.
+DEFAULT_RELEASE = {"experimental": "experimental"}
 DEFAULT_KERNEL = "debian:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -118,6 +121,8 @@ class AptIndex:
             'Acquire::Languages "none";',
             'Acquire::Retries "3";',
         ]
+        if self.suite in DEFAULT_RELEASE:
+            conf.append(f'APT::Default-Release "{DEFAULT_RELEASE[self.suite]}";')
         for opt in self.mirror.apt_options:
             key, _, value = opt.partition("=")
             conf.append(f'{key} "{value}";')
@@ -126,10 +131,8 @@ class AptIndex:
     def _run(self, args: list[str], timeout: float) -> str:
         env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
         try:
-            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise InfraError(f"{args[0]} not found", hint="install the package 'apt'") from None
-        except subprocess.TimeoutExpired:
+            proc = procs.run(args, env=env, timeout=timeout, what=f"{' '.join(args[:2])} for {self.suite}")
+        except PhaseTimeout:
             raise InfraError(
                 f"{' '.join(args[:2])} took longer than {timeout:.0f}s against {self.mirror.debian}"
             ) from None

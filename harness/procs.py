@@ -25,6 +25,21 @@ LineSink = Callable[[str, str], None]  # (stream name, line)
 
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
+_interrupted = threading.Event()
+_interrupt_reason = ""
+
+
+def interrupt(reason: str) -> None:
+    """Stop everything: end every running group; runs in other threads raise Interrupted."""
+    global _interrupt_reason
+    _interrupt_reason = reason
+    _interrupted.set()
+    kill_all()
+
+
+def check_interrupted() -> None:
+    if _interrupted.is_set():
+        raise Interrupted(_interrupt_reason or "interrupted")
 
 
 @dataclass
@@ -39,6 +54,7 @@ class Completed:
 
 def start(argv: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[Path] = None) -> subprocess.Popen:
     """Start ``argv`` in a new session with piped stdout/stderr. Tests patch this seam."""
+    check_interrupted()
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -129,6 +145,7 @@ def run(
     try:
         open_streams = 2
         while open_streams:
+            check_interrupted()
             remaining = timeout - (time.monotonic() - t0)
             if remaining <= 0:
                 raise PhaseTimeout(f"{what} did not finish within {timeout:.0f}s")
@@ -151,6 +168,7 @@ def run(
             proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             raise PhaseTimeout(f"{what} did not exit within {timeout:.0f}s") from None
+        check_interrupted()  # a group ended by interrupt() must not look like a normal exit
     except BaseException:
         kill_group(proc)
         raise

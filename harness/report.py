@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from harness.model import RunResult, Verdict
+from harness.model import RunResult, Verdict, worst
 
 
 def result_json(result: RunResult) -> str:
@@ -70,3 +70,46 @@ def summary_lines(result: RunResult) -> list[str]:
         out.append("  trail diff:")
         out += ["    " + ln for ln in result.trail_diff.splitlines()]
     return out
+
+
+def _phase_seconds(r: RunResult) -> dict[str, float]:
+    return {p.name: p.seconds for p in r.phases}
+
+
+def matrix_json(results: Sequence[RunResult], wall: float) -> str:
+    return json.dumps({
+        "schema": "kmod-harness/matrix/v1",
+        "verdict": worst([r.verdict for r in results]).value,
+        "wall_seconds": round(wall, 3),
+        "kernels": [{
+            "kernel": r.kernel, "kernel_release": r.kernel_release, "package_version": r.package_version,
+            "verdict": r.verdict.value, "exit_code": r.verdict.exit_code, "reason": r.reason.split("\n")[0],
+            "build_warnings": len(r.build_warnings), "phases": _phase_seconds(r), "seconds": r.seconds,
+        } for r in results],
+    }, indent=1) + "\n"
+
+
+PHASES = ("resolve", "root", "build", "vm")
+
+
+def summary_markdown(results: Sequence[RunResult], wall: float) -> str:
+    """A Markdown table in the form GitHub's job summary shows."""
+    head = "| kernel | package version | verdict | build warnings | "
+    head += " | ".join(f"{p} (s)" for p in PHASES) + " | total (s) |"
+    out = ["## kmod-harness matrix", "", head, "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in PHASES)
+           + " | ---: |"]
+    for r in results:
+        ph = _phase_seconds(r)
+        version = (r.package_version or "-") + (f" ({r.kernel_release})" if r.kernel_release else "")
+        mark = "pass" if r.verdict is Verdict.PASS else f"**{r.verdict.value}**"
+        cells = [f"`{r.kernel}`", version, mark, str(len(r.build_warnings))]
+        cells += [f"{ph[p]:.1f}" if p in ph else "-" for p in PHASES]
+        cells.append(f"{r.seconds:.1f}")
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", f"Wall time {wall:.0f} s for {len(results)} kernels."]
+    for r in results:
+        if r.verdict is not Verdict.PASS:
+            fence = "~~~~"
+            out += ["", f"<details><summary>{r.kernel}: {r.verdict.value}</summary>", "", fence,
+                    r.reason[:4000], fence, "", "</details>"]
+    return "\n".join(out) + "\n"

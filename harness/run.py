@@ -49,6 +49,7 @@ class RunRequest:
     apt_options: tuple[str, ...] = ()
     splats: Optional[Path] = None
     cache: Optional[Path] = None
+    cpus: int = 2  # guest vCPUs
 
 
 def results_id(spec_text: str) -> str:
@@ -143,6 +144,7 @@ class _Run:
         shutil.copy(RUNNER, run_dir / "runner.py")
         cfg = vm.VmConfig(
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
+            cpus=self.req.cpus,
             command=f"python3 {vm.GUEST_RUN_DIR}/runner.py {vm.GUEST_RUN_DIR}/plan.json",
         )
         argv = vm.vng_argv(vng, cfg)
@@ -210,7 +212,8 @@ def run(req: RunRequest, printer: Printer) -> RunResult:
     except KeyboardInterrupt:
         r.result.verdict, r.result.reason = Verdict.INTERRUPTED, "interrupted by SIGINT (Ctrl-C)"
     finally:
-        procs.kill_all()
+        # Every process this run started was ended by procs.run on its way out; other runs'
+        # processes (matrix threads) are not this run's to end.
         r.result.seconds = round(time.monotonic() - t0, 3)
     with procs.SignalGuard():
         report.write_atomic(r.out_dir / "result.json", report.result_json(r.result))

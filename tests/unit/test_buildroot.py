@@ -94,3 +94,13 @@ def test_failed_mmdebstrap_leaves_no_half_made_root(tmp_path, monkeypatch):
         buildroot.make_root(KERNEL, Mirror(), dest, Printer(io.StringIO()), timeout=30)
     assert "disk holding the cache is full" in str(e.value)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["k.log"]
+
+
+def test_root_that_is_not_usrmerged_is_sound(tmp_path):
+    """bullseye keeps udevadm in /bin: the check must accept it there."""
+    root = fake_root(tmp_path)
+    (root / "bin").mkdir()
+    (root / "usr/bin/udevadm").rename(root / "bin/udevadm")
+    assert buildroot.check_root(root, KERNEL) is None
+    (root / "bin/udevadm").unlink()
+    assert "udevadm is missing" in buildroot.check_root(root, KERNEL)
