@@ -27,6 +27,7 @@ from harness.project import Project, load_project
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "vm"
 RUNNER = Path(__file__).resolve().parent / "guest" / "runner.py"
+RESULT_FILES = ("result.json", "console.log", "exec.log", "guest-result.json", "build.log")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class _Run:
 
     def execute(self) -> None:
         req, res = self.req, self.result
+        for stale in RESULT_FILES:  # a previous run's evidence must not pass for this one's
+            (self.out_dir / stale).unlink(missing_ok=True)
         spec = kernels.parse_spec(req.kernel)
         project = load_project(req.project)
         expected = trail.load_trail(project.trail)
@@ -113,6 +116,7 @@ class _Run:
                 with self.phase("build", f"{project.module}.ko with {kernel.compiler}") as ph:
                     built = kbuild.build_on_host(root, build_dir, project.module, req.timeouts.build, self.printer)
                     res.build_log, res.build_warnings = built.log, built.warnings
+                    report.write_atomic(self.out_dir / "build.log", built.log)
                     ph.ok = built.ok
                     if not built.ok:
                         ph.detail = "\n".join(built.errors[-20:])

@@ -3,32 +3,14 @@
 import json
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from harness import cli
 
-from conftest import REPO
+from conftest import REPO, qemu_pids
 
 pytestmark = pytest.mark.vm
-
-
-def qemu_pids(tag: str) -> set[int]:
-    """QEMU processes whose command line holds ``tag`` (the test's own temp dir)."""
-    p = subprocess.run(["pgrep", "-f", f"qemu-system.*{tag}"], capture_output=True, text=True)
-    return {int(x) for x in p.stdout.split()}
-
-
-@pytest.fixture
-def own_tmp(tmp_path, monkeypatch):
-    """Run directories (shared into the guest, so on QEMU's command line) go under tmp_path:
-    QEMU processes of this test are told apart from any other VM on the machine."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    yield tmp_path
-    left = qemu_pids(str(tmp_path))
-    assert not left, f"qemu processes outlived the run: {left}"
 
 
 def test_default_run_passes_with_the_five_trail_records(own_tmp, monkeypatch):
