@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where result.json, console.log and junit.xml go (default ./results)")
     r.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
                    help="directory with harness.toml describing the module (default .)")
+    r.add_argument("--append", action="append", default=[], metavar="PARAM",
+                   help="extra kernel parameter, repeatable (e.g. --append kasan.fault=panic)")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel",
@@ -141,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
                      build_in=args.build_in, timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
-                     apt_options=tuple(args.apt_option))
+                     apt_options=tuple(args.apt_option), append=tuple(args.append))
     result = run(req, printer)
     report.write_atomic(args.results / "junit.xml", report.junit_xml([result]))
     for line in report.summary_lines(result):

@@ -51,6 +51,7 @@ class RunRequest:
     splats: Optional[Path] = None
     cache: Optional[Path] = None
     cpus: int = 2  # guest vCPUs
+    append: tuple[str, ...] = ()  # extra kernel parameters
 
 
 def results_id(spec_text: str) -> str:
@@ -148,7 +149,7 @@ class _Run:
         shutil.copy(RUNNER, run_dir / "runner.py")
         cfg = vm.VmConfig(
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
-            cpus=self.req.cpus,
+            cpus=self.req.cpus, append=self.req.append,
             command=f"python3 {vm.GUEST_RUN_DIR}/runner.py {vm.GUEST_RUN_DIR}/plan.json",
         )
         argv = vm.vng_argv(vng, cfg)
