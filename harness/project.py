@@ -11,12 +11,16 @@ from harness import tomlload
 from harness.errors import UsageError
 
 
+WHEN = ("before", "loaded", "after")
+
+
 @dataclass(frozen=True)
 class GuestStep:
     name: str
     argv: tuple[str, ...]
     timeout: float = 60.0
     expect_rc: int = 0
+    when: str = "loaded"  # "before" insmod, while "loaded", or "after" rmmod
 
 
 @dataclass(frozen=True)
@@ -66,5 +70,9 @@ def parse_project(data: dict[str, Any], directory: Path, where: str) -> Project:
         run_ok = isinstance(run, list) and run and all(isinstance(a, str) for a in run)
         if not isinstance(s.get("name"), str) or not run_ok:
             raise UsageError(f"{where}: [[step]] #{i + 1} needs a 'name' and a 'run' list of strings")
-        steps.append(GuestStep(s["name"], tuple(run), float(s.get("timeout", 60)), int(s.get("expect_rc", 0))))
+        when = s.get("when", "loaded")
+        if when not in WHEN:
+            raise UsageError(f"{where}: [[step]] {s['name']!r}: when = {when!r}; use one of {', '.join(WHEN)}")
+        steps.append(GuestStep(s["name"], tuple(run), float(s.get("timeout", 60)), int(s.get("expect_rc", 0)),
+                               when))
     return Project(directory, mod["name"], source, trail, tuple(steps))

@@ -135,10 +135,16 @@ class _Run:
         if build_in is BuildIn.GUEST:
             steps.append({"name": "build", "argv": kbuild.make_argv(root, f"{vm.GUEST_RUN_DIR}/build"),
                           "timeout": self.req.timeouts.build, "required": True})
+
+        def project_steps(when: str) -> list[dict]:
+            return [{"name": s.name, "argv": list(s.argv), "timeout": s.timeout, "expect_rc": s.expect_rc}
+                    for s in project.steps if s.when == when]
+
+        steps += project_steps("before")
         steps.append({"name": "insmod", "argv": ["insmod", ko], "timeout": 60, "required": True})
-        for s in project.steps:
-            steps.append({"name": s.name, "argv": list(s.argv), "timeout": s.timeout, "expect_rc": s.expect_rc})
+        steps += project_steps("loaded")
         steps.append({"name": "rmmod", "argv": ["rmmod", project.module], "timeout": 60, "always": True})
+        steps += project_steps("after")
         return {"steps": steps, "result_path": f"{vm.GUEST_RUN_DIR}/guest-result.json",
                 "env": {"PYTHONDONTWRITEBYTECODE": "1"}}
 
