@@ -10,7 +10,6 @@ from typing import Any
 from harness import tomlload
 from harness.errors import UsageError
 
-
 WHEN = ("before", "loaded", "after")
 
 
