@@ -33,7 +33,8 @@ BASE_PACKAGES = (
     "make", "libc6-dev", "kmod", "dwarves",  # module build (pahole for BTF)
     "perl",  # W=1 builds run kernel-doc, which needs more than perl-base from 6.12 on
     "python3",  # guest runner and client
-    "udev", "mount", "iproute2", "busybox",  # virtme-ng's guest init
+    "udev", "mount", "iproute2", "busybox",  # virtme-ng's guest init (busybox: udhcpc for --ssh)
+    "openssh-server",  # --transport ssh and live sessions
 )
 # Directories the guest mounts host directories onto (virtme-ng needs them to exist).
 GUEST_MOUNTS = ("harness", "project")

@@ -6,11 +6,12 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from harness import buildroot, kernels, matrix, report
+from harness import buildroot, kernels, matrix, procs, report
 from harness.errors import HarnessError, UsageError
 from harness.model import EXIT_CODES, Verdict
 from harness.progress import Printer
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where result.json, console.log and junit.xml go (default ./results)")
     r.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
                    help="directory with harness.toml describing the module (default .)")
+    r.add_argument("--transport", choices=("exec", "ssh"), default="exec",
+                   help="start the guest runner through virtme-ng's exec channel (default) or over SSH "
+                   "(paramiko; sshd in the guest on a free 127.0.0.1 port)")
     r.add_argument("--append", action="append", default=[], metavar="PARAM",
                    help="extra kernel parameter, repeatable (e.g. --append kasan.fault=panic)")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
@@ -105,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--mirror", metavar="URL")
     m.add_argument("--apt-option", action="append", default=[], metavar="KEY=VALUE")
 
+    sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
+                        description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
+                        "SSH. The project directory is at /project, the built module at /harness/build. "
+                        "Leaving the shell shuts the VM down.")
+    add_kernel_opts(sh)
+    sh.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    sh.add_argument("--project", type=Path, default=Path("."), metavar="DIR")
+    sh.add_argument("--no-load", action="store_true", help="do not insmod the module")
+
     k = sub.add_parser("kernels", help="list, fetch or prune cached kernel roots")
     ksub = k.add_subparsers(dest="kcommand", metavar="ACTION", parser_class=_Parser)
     ksub.add_parser("list", help="cached roots and the known suites")
@@ -128,6 +141,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
             return _cmd_run(args, printer, out)
         if args.command == "matrix":
             return _cmd_matrix(args, printer, out)
+        if args.command == "shell":
+            return _cmd_shell(args, printer)
         if args.command == "kernels":
             return _cmd_kernels(args, printer, out)
         build_parser().print_help(out)
@@ -143,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
                      build_in=args.build_in, timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
-                     apt_options=tuple(args.apt_option), append=tuple(args.append))
+                     apt_options=tuple(args.apt_option), append=tuple(args.append), transport=args.transport)
     result = run(req, printer)
     report.write_atomic(args.results / "junit.xml", report.junit_xml([result]))
     for line in report.summary_lines(result):
@@ -174,6 +189,25 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     out.write(report.summary_markdown(results, wall))
     printer.line(f"report: {args.results}/summary.md, matrix.json, junit.xml")
     return matrix.matrix_exit_code(results)
+
+
+def _cmd_shell(args: argparse.Namespace, printer: Printer) -> int:
+    from harness import ssh
+    from harness.session import Session
+
+    req = RunRequest(kernel=args.kernel, project=args.project, results=Path(tempfile.mkdtemp()),
+                     accel=args.accel, build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option))
+    with procs.SignalGuard(), Session(req, printer) as s:
+        if not args.no_load:
+            r = s.run(f"insmod {s.ko}")
+            if r.status != 0:
+                printer.line(f"harness: insmod failed: {r.stderr.strip()}")
+        assert s.guest is not None
+        known = ssh.known_hosts(s.guest.keys, s.guest.port, s.run_dir / "known_hosts")
+        printer.line(f"shell: {s.module} {'not ' if args.no_load else ''}loaded; the project is at /project; "
+                     "exit the shell to power the VM off")
+        import subprocess
+        return subprocess.call(ssh.ssh_argv(s.guest.keys, s.guest.port, known))
 
 
 def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:

@@ -200,3 +200,75 @@ class SignalGuard:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+class Background:
+    """A child that runs while the caller works (a VM reached over SSH).
+
+    A thread pumps its output line by line into ``log`` and ``on_line``; leaving
+    the ``with`` block ends the group whatever happened.
+    """
+
+    def __init__(self, argv: Sequence[str], *, what: str, log: Optional[IO[str]] = None,
+                 on_line: Optional[LineSink] = None, env: Optional[dict] = None):
+        self.argv, self.what, self.log, self.on_line, self.env = list(argv), what, log, on_line, env
+        self.stdout: list[str] = []
+        self.proc: Optional[subprocess.Popen] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "Background":
+        self.proc = start(self.argv, env=self.env)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
+        bufs = {"stdout": b"", "stderr": b""}
+        open_streams = 2
+        while open_streams:
+            for key, _ in sel.select(timeout=1.0):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    lines = [bufs[key.data]] if bufs[key.data] else []
+                else:
+                    bufs[key.data] += chunk
+                    *lines, bufs[key.data] = bufs[key.data].split(b"\n")
+                    lines = [ln + b"\n" for ln in lines]
+                for raw in lines:
+                    line = raw.decode("utf-8", "backslashreplace")
+                    if key.data == "stdout":
+                        self.stdout.append(line)
+                    if self.log is not None:
+                        self.log.write(line)
+                        self.log.flush()
+                    if self.on_line is not None:
+                        self.on_line(key.data, line.rstrip("\n"))
+        sel.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise PhaseTimeout(f"{self.what} did not exit within {timeout:.0f}s") from None
+        if self._thread is not None:
+            self._thread.join(5)
+        return rc
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            kill_group(self.proc)
+            if self._thread is not None:
+                self._thread.join(5)
+            for f in (self.proc.stdout, self.proc.stderr):
+                if f is not None:
+                    f.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from harness import accel as accel_mod
-from harness import analyze, buildroot, kbuild, kernels, procs, report, splat, trail, vm
+from harness import analyze, buildroot, kbuild, kernels, procs, report, splat, ssh, trail, vm
 from harness.errors import HarnessError, PhaseTimeout
 from harness.model import Accel, BuildIn, Phase, RunResult, Verdict
 from harness.progress import Printer
@@ -51,7 +51,22 @@ class RunRequest:
     splats: Optional[Path] = None
     cache: Optional[Path] = None
     cpus: int = 2  # guest vCPUs
+    transport: str = "exec"  # how the guest runner is started: virtme-ng's exec channel, or "ssh"
     append: tuple[str, ...] = ()  # extra kernel parameters
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a boot needs: the module is built in ``run_dir/build`` (unless built in the guest)."""
+
+    project: Project
+    expected: trail.Trail
+    rules: tuple[splat.SplatRule, ...]
+    accel: Accel
+    build_in: BuildIn
+    vng: str
+    root: buildroot.Root
+    run_dir: Path
 
 
 def results_id(spec_text: str) -> str:
@@ -65,6 +80,7 @@ class _Run:
         self.printer = printer
         self.result = RunResult(kernel=req.kernel, started_at=datetime.now(timezone.utc).isoformat())
         self.out_dir = req.results / results_id(req.kernel)
+        self.cache = req.cache or buildroot.cache_dir()
 
     @contextmanager
     def phase(self, name: str, what: str = "") -> Iterator[Phase]:
@@ -82,10 +98,12 @@ class _Run:
             ph.seconds = round(time.monotonic() - t0, 3)
             self.result.phases.append(ph)
 
-    def execute(self) -> None:
+    def prepare(self, run_dir: Path) -> Optional["Prepared"]:
+        """Resolve, make the root, build the module into ``run_dir/build``.
+
+        Returns None when the module did not build (the result already says so).
+        """
         req, res = self.req, self.result
-        for stale in RESULT_FILES:  # a previous run's evidence must not pass for this one's
-            (self.out_dir / stale).unlink(missing_ok=True)
         spec = kernels.parse_spec(req.kernel)
         project = load_project(req.project)
         expected = trail.load_trail(project.trail)
@@ -97,35 +115,43 @@ class _Run:
         vm.check_qemu()
         vng = vm.find_vng()
         mirror = kernels.Mirror.from_env(req.mirror, req.apt_options)
-        cache = req.cache or buildroot.cache_dir()
 
         with self.phase("resolve", f"{spec} at {mirror.debian}"):
-            index = kernels.AptIndex(cache, spec.suite, mirror)
+            index = kernels.AptIndex(self.cache, spec.suite, mirror)
             index.update()
             kernel = kernels.resolve(spec, index)
         res.kernel_release, res.package_version = kernel.release, kernel.package_version
         self.printer.line(f"    {spec} is {kernel.release} (package {kernel.package_version}, {kernel.compiler})")
 
         with self.phase("root", f"Debian {spec.suite} root for {kernel.release}"):
-            root = buildroot.ensure_root(kernel, mirror, self.printer, req.timeouts.root, cache)
+            root = buildroot.ensure_root(kernel, mirror, self.printer, req.timeouts.root, self.cache)
 
+        kbuild.prepare_source(project.source, run_dir / "build")
+        if build_in is BuildIn.HOST:
+            with self.phase("build", f"{project.module}.ko with {kernel.compiler}") as ph:
+                built = kbuild.build_on_host(root, run_dir / "build", project.module, req.timeouts.build,
+                                             self.printer)
+                res.build_log, res.build_warnings = built.log, built.warnings
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                report.write_atomic(self.out_dir / "build.log", built.log)
+                ph.ok = built.ok
+                if not built.ok:
+                    ph.detail = "\n".join(built.errors[-20:])
+            if not built.ok:
+                res.verdict = Verdict.FAIL
+                res.reason = "the module does not build:\n" + "\n".join(built.errors[-20:])
+                return None
+        shutil.copy(RUNNER, run_dir / "runner.py")
+        return Prepared(project, expected, rules, chosen, build_in, vng, root, run_dir)
+
+    def execute(self) -> None:
+        for stale in RESULT_FILES:  # a previous run's evidence must not pass for this one's
+            (self.out_dir / stale).unlink(missing_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-run-"))
         try:
-            build_dir = run_dir / "build"
-            kbuild.prepare_source(project.source, build_dir)
-            if build_in is BuildIn.HOST:
-                with self.phase("build", f"{project.module}.ko with {kernel.compiler}") as ph:
-                    built = kbuild.build_on_host(root, build_dir, project.module, req.timeouts.build, self.printer)
-                    res.build_log, res.build_warnings = built.log, built.warnings
-                    report.write_atomic(self.out_dir / "build.log", built.log)
-                    ph.ok = built.ok
-                    if not built.ok:
-                        ph.detail = "\n".join(built.errors[-20:])
-                if not built.ok:
-                    res.verdict = Verdict.FAIL
-                    res.reason = "the module does not build:\n" + "\n".join(built.errors[-20:])
-                    return
-            self._guest(project, root, run_dir, vng, chosen, build_in, expected, rules)
+            prep = self.prepare(run_dir)
+            if prep is not None:
+                self._guest(prep)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -148,17 +174,21 @@ class _Run:
         return {"steps": steps, "result_path": f"{vm.GUEST_RUN_DIR}/guest-result.json",
                 "env": {"PYTHONDONTWRITEBYTECODE": "1"}}
 
-    def _guest(self, project, root, run_dir, vng, chosen, build_in, expected, rules) -> None:
+    def _guest(self, prep: "Prepared") -> None:
         res = self.result
-        plan = self._plan(project, root, build_in)
+        project, root, run_dir, chosen = prep.project, prep.root, prep.run_dir, prep.accel
+        plan = self._plan(project, root, prep.build_in)
         (run_dir / "plan.json").write_text(json.dumps(plan, indent=1))
-        shutil.copy(RUNNER, run_dir / "runner.py")
+        runner_cmd = f"python3 {vm.GUEST_RUN_DIR}/runner.py {vm.GUEST_RUN_DIR}/plan.json"
+        ssh_keys = ssh.ensure_keys(self.cache) if self.req.transport == "ssh" else None
         cfg = vm.VmConfig(
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
             cpus=self.req.cpus, append=self.req.append,
-            command=f"python3 {vm.GUEST_RUN_DIR}/runner.py {vm.GUEST_RUN_DIR}/plan.json",
+            # Over SSH the exec channel only keeps the guest up; the runner comes through sshd.
+            command=runner_cmd if ssh_keys is None else "sleep 86400",
+            ssh_port=ssh.free_port() if ssh_keys is not None else None,
         )
-        argv = vm.vng_argv(vng, cfg)
+        argv = vm.vng_argv(prep.vng, cfg)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         console_path = self.out_dir / "console.log"
         res.console_log = str(console_path)
@@ -172,16 +202,20 @@ class _Run:
                 self.printer.status(line)
                 self.printer.detail(line)
 
-        what = f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps"
+        what = (f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps"
+                f" over {self.req.transport}")
         with self.phase("vm", what) as ph:
             with open(console_path, "w") as console:
                 console.write(f"# {' '.join(argv)}\n")
                 try:
-                    done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
-                                     on_line=on_line, env=vm.vng_env())
-                    stdout = done.stdout
-                    ph.ok = done.returncode == 0
-                    ph.detail = f"vng exit {done.returncode}" + (
+                    if ssh_keys is None:
+                        done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
+                                         on_line=on_line, env=vm.vng_env())
+                        stdout, rc = done.stdout, done.returncode
+                    else:
+                        stdout, rc = self._over_ssh(argv, cfg, ssh_keys, runner_cmd, console, on_line)
+                    ph.ok = rc == 0
+                    ph.detail = f"{self.req.transport}: exit {rc}" + (
                         "" if ph.ok else " (255: the guest died; 1: a required guest step failed)")
                 except PhaseTimeout as e:
                     timed_out = True
@@ -193,7 +227,7 @@ class _Run:
         if gpath.is_file():
             guest = json.loads(gpath.read_text())
             shutil.copy(gpath, self.out_dir / "guest-result.json")  # raw records: the evidence
-        j = analyze.judge(guest, console_path.read_text(errors="replace"), expected, rules,
+        j = analyze.judge(guest, console_path.read_text(errors="replace"), prep.expected, prep.rules,
                           {s["name"]: s.get("expect_rc", 0) for s in plan["steps"]}, vm_timed_out=timed_out)
         res.verdict, res.reason = j.verdict, j.reason
         res.kmsg, res.steps = j.records, j.steps
@@ -203,6 +237,27 @@ class _Run:
             res.trail_diff = j.trail.diff()
         if j.console_excerpt:
             res.reason += "\n" + j.console_excerpt
+
+
+    def _over_ssh(self, argv, cfg, keys, runner_cmd, console, on_line) -> tuple[str, int]:
+        """Boot with sshd, run the runner through paramiko, power the guest off."""
+        deadline = time.monotonic() + self.req.timeouts.guest
+        with procs.Background(argv, what="the VM", log=console, on_line=on_line,
+                              env=vm.vng_env(home=keys.home)) as bg:
+            guest = ssh.GuestSsh(cfg.ssh_port, keys)
+            try:
+                took = guest.connect(timeout=deadline - time.monotonic(), alive=bg.alive)
+                self.printer.detail(f"ssh: connected to 127.0.0.1:{cfg.ssh_port} after {took:.1f}s")
+                res = guest.run(runner_cmd, timeout=max(1.0, deadline - time.monotonic()))
+                console.write(res.stdout)
+                guest.poweroff()
+            finally:
+                guest.close()
+            try:
+                bg.wait(min(30.0, max(1.0, deadline - time.monotonic())))
+            except PhaseTimeout:
+                pass  # the group is ended on leaving the block
+            return res.stdout, res.status
 
 
 def _build_in(requested: str, chosen: Accel) -> BuildIn:

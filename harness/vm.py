@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from harness.errors import InfraError
 from harness.model import Accel
@@ -33,6 +34,7 @@ class VmConfig:
     memory: str = "1G"
     cpus: int = 2
     append: tuple[str, ...] = field(default_factory=tuple)
+    ssh_port: Optional[int] = None  # sshd in the guest, forwarded from 127.0.0.1:PORT only
 
 
 # Modules udev's coldplug would load for QEMU's q35 devices that no test here
@@ -77,6 +79,8 @@ def vng_argv(vng: str, cfg: VmConfig) -> list[str]:
         argv.append("--disable-kvm")
     for a in BASE_APPEND + tuple(cfg.append):
         argv += ["--append", a]
+    if cfg.ssh_port is not None:
+        argv += ["--ssh", str(cfg.ssh_port), "--ssh-tcp"]
     argv += ["--exec", cfg.command]
     return argv
 
@@ -92,9 +96,14 @@ def find_vng() -> str:
     return found
 
 
-def vng_env() -> dict[str, str]:
-    """vng runs ``virtme-run`` by name: put the harness's bin dir first on PATH."""
+def vng_env(home: Optional[Path] = None) -> dict[str, str]:
+    """vng runs ``virtme-run`` by name: put the harness's bin dir first on PATH.
+
+    ``home`` replaces HOME: virtme-ng keeps its SSH keys under $HOME/.cache/virtme-ng.
+    """
     env = dict(os.environ)
+    if home is not None:
+        env["HOME"] = str(home)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 

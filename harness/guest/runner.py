@@ -5,6 +5,7 @@ Runs inside the VM on the guest root's own python3 (3.9 or newer), so it uses
 the standard library only. It is started by virtme-ng's exec channel as::
 
     python3 /harness/runner.py /harness/plan.json
+    python3 /harness/runner.py kmsg SEQ      (records after SEQ, for live sessions)
 
 While the steps run, a thread streams ``/dev/kmsg`` so that no record is lost
 to the ring buffer wrapping. When the steps are done (or one marked
@@ -117,7 +118,33 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
+def dump_kmsg(after):
+    """Print the raw records with a sequence number above ``after`` as one JSON list."""
+    fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
+    out, lost = [], 0
+    try:
+        while True:
+            try:
+                data = os.read(fd, 16384)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPIPE:
+                    lost += 1
+                    continue
+                raise
+            rec = data.decode("utf-8", "backslashreplace")
+            if int(rec.split(",", 2)[1]) > after:
+                out.append(rec)
+    finally:
+        os.close(fd)
+    json.dump({"kmsg": out, "kmsg_lost": lost}, sys.stdout)
+    return 0
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "kmsg":
+        return dump_kmsg(int(argv[2]))
     t0 = time.monotonic()
     with open(argv[1]) as f:
         plan = json.load(f)

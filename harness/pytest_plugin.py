@@ -1,0 +1,244 @@
+"""pytest plugin: booted guests as fixtures, kernel splats as test failures.
+
+Registered through the ``pytest11`` entry point, so any project that installs
+kmod-harness can use it. Options (mirrored by ini settings and environment
+variables; the command line wins):
+
+    --kernel SPEC           repeatable; tests using the guest run once per kernel
+                            (ini ``harness_kernels``, env ``HARNESS_KERNELS``, comma-separated)
+    --accel auto|kvm|tcg    (ini ``harness_accel``, env ``HARNESS_ACCEL``)
+    --build-in host|guest   (ini ``harness_build_in``, env ``HARNESS_BUILD_IN``)
+    --harness-results DIR   console logs of the guests (ini ``harness_results``)
+    --harness-project DIR   the project with harness.toml (ini ``harness_project``; default rootdir)
+
+Fixtures: ``harness_vm`` (one booted guest per kernel, for the whole session;
+rebooted if it died), ``guest_run`` (run a command: (status, stdout, stderr)),
+``module_loaded`` (insmod for the test, rmmod after it, with the module's
+unload record checked), ``kmsg`` (a cursor over the kernel log from the
+test's start: ``records()``, ``expect()``, ``expect_absent()``,
+``expect_sequence()``).
+
+A splat (Oops, BUG, WARNING, KASAN, panic: vm/splats.toml) logged while a test
+ran fails that test with the splat in the message; the test's kernel records
+are attached to its report (and to pytest's JUnit XML as a property).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import pytest
+
+Pattern = Union[str, "re.Pattern[str]"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("kmod-harness", "kernel module tests in VMs (kmod-harness)")
+    g.addoption("--kernel", action="append", dest="harness_kernels", metavar="SPEC",
+                help="kernel to run guest tests on; repeatable (default debian:bookworm)")
+    g.addoption("--accel", dest="harness_accel", choices=("auto", "kvm", "tcg"), help="accelerator (auto)")
+    g.addoption("--build-in", dest="harness_build_in", choices=("auto", "host", "guest"),
+                help="where the module is built (auto)")
+    g.addoption("--harness-results", dest="harness_results", metavar="DIR", help="where guest consoles go")
+    g.addoption("--harness-project", dest="harness_project", metavar="DIR", help="directory with harness.toml")
+    parser.addini("harness_kernels", "kernels for guest tests", type="args")
+    parser.addini("harness_accel", "accelerator: auto, kvm or tcg")
+    parser.addini("harness_build_in", "where the module is built: auto, host or guest")
+    parser.addini("harness_results", "where guest consoles go")
+    parser.addini("harness_project", "directory with harness.toml")
+
+
+def _setting(config: pytest.Config, name: str, default: Any) -> Any:
+    cli = config.getoption(f"harness_{name}")
+    if cli:
+        return cli
+    ini = config.getini(f"harness_{name}")
+    if ini:
+        return ini
+    env = os.environ.get(f"HARNESS_{name.upper()}")
+    if env:
+        return [s.strip() for s in env.split(",") if s.strip()] if name == "kernels" else env
+    return default
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: boots a real VM (slow under TCG)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_kernel" in metafunc.fixturenames:
+        from harness.kernels import DEFAULT_KERNEL, parse_spec
+
+        kernels = _setting(metafunc.config, "kernels", [DEFAULT_KERNEL])
+        for k in kernels:
+            parse_spec(k)  # a bad spec fails collection with the valid forms
+        metafunc.parametrize("harness_kernel", kernels, scope="session")
+
+
+class GuestVM:
+    """One kernel's guest for the whole session; rebooted when it died."""
+
+    def __init__(self, config: pytest.Config, kernel: str):
+        self.config, self.kernel = config, kernel
+        self.session: Any = None
+        self.boots = 0
+
+    def ensure(self) -> Any:
+        if self.session is not None and self.session.alive():
+            return self.session
+        self.stop()
+        from harness.progress import Printer
+        from harness.run import RunRequest, Timeouts, results_id
+        from harness.session import Session
+
+        results = Path(_setting(self.config, "results", self.config.rootpath / "results" / "pytest"))
+        req = RunRequest(kernel=self.kernel, project=Path(_setting(self.config, "project", self.config.rootpath)),
+                         results=results, accel=_setting(self.config, "accel", "auto"),
+                         build_in=_setting(self.config, "build_in", "auto"), timeouts=Timeouts(guest=900))
+        self.boots += 1
+        console = results / results_id(self.kernel) / f"session-console-{self.boots}.log"
+        self.session = Session(req, Printer(verbose=False), console=console).start()
+        return self.session
+
+    def stop(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+@pytest.fixture(scope="session")
+def harness_vm(request: pytest.FixtureRequest, harness_kernel: str):
+    vm = GuestVM(request.config, harness_kernel)
+    try:
+        yield vm
+    finally:
+        vm.stop()
+
+
+@pytest.fixture
+def guest(request: pytest.FixtureRequest, harness_vm: GuestVM):
+    """The running guest session for this test (booted or rebooted as needed)."""
+    session = harness_vm.ensure()
+    request.node._harness = {"session": session, "seq": session.last_seq(), "vm": harness_vm}
+    return session
+
+
+@pytest.fixture
+def guest_run(guest):
+    def run(command: str, timeout: float = 60.0) -> tuple[int, str, str]:
+        r = guest.run(command, timeout=timeout)
+        return r.status, r.stdout, r.stderr
+
+    return run
+
+
+class KmsgCursor:
+    """Kernel log records since a point (the test's start, or the last ``mark()``)."""
+
+    def __init__(self, session: Any, seq: int):
+        self.session, self.seq = session, seq
+
+    def mark(self) -> None:
+        self.seq = self.session.last_seq()
+
+    def records(self) -> list:
+        return self.session.kmsg_after(self.seq)
+
+    def texts(self) -> list[str]:
+        return [r.text for r in self.records()]
+
+    @staticmethod
+    def _match(p: Pattern, text: str) -> bool:
+        return bool(p.search(text)) if isinstance(p, re.Pattern) else p in text
+
+    def expect(self, pattern: Pattern, level: Optional[int] = None, count: Optional[int] = None) -> list:
+        """Records matching (``str``: substring, compiled regex: search); at least one, or exactly ``count``."""
+        recs = self.records()
+        hits = [r for r in recs if self._match(pattern, r.text) and (level is None or r.level == level)]
+        if (count is None and not hits) or (count is not None and len(hits) != count):
+            want = f"exactly {count}" if count is not None else "at least one"
+            raise AssertionError(f"expected {want} kernel record matching {pattern!r}"
+                                 + (f" at level {level}" if level is not None else "")
+                                 + f", found {len(hits)} in:\n" + _fmt(recs))
+        return hits
+
+    def expect_absent(self, pattern: Pattern) -> None:
+        recs = self.records()
+        hits = [r for r in recs if self._match(pattern, r.text)]
+        if hits:
+            raise AssertionError(f"expected no kernel record matching {pattern!r}, found:\n" + _fmt(hits))
+
+    def expect_sequence(self, patterns: Sequence[Pattern]) -> list:
+        """The patterns appear in this order (other records may come between)."""
+        recs = self.records()
+        found, i = [], 0
+        for r in recs:
+            if i < len(patterns) and self._match(patterns[i], r.text):
+                found.append(r)
+                i += 1
+        if i < len(patterns):
+            raise AssertionError(f"kernel records did not show {patterns[i]!r} (step {i + 1} of {len(patterns)}) "
+                                 "after the earlier ones; records:\n" + _fmt(recs))
+        return found
+
+
+def _fmt(recs: Sequence[Any]) -> str:
+    return "\n".join(f"  seq {r.seq} <{r.level}> {r.text}" for r in recs[-40:]) or "  (none)"
+
+
+@pytest.fixture
+def kmsg(guest, request: pytest.FixtureRequest) -> KmsgCursor:
+    return KmsgCursor(guest, request.node._harness["seq"])
+
+
+@pytest.fixture
+def module_loaded(guest, request: pytest.FixtureRequest):
+    """The module under test, loaded for the test; unloaded after it, its unload record checked."""
+    r = guest.run(f"insmod {guest.ko}")
+    if r.status != 0:
+        pytest.fail(f"insmod {guest.ko} failed ({r.status}): {r.stderr.strip()}")
+    yield guest.module
+    if not guest.alive():
+        return
+    before = guest.last_seq()
+    r = guest.run(f"rmmod {guest.module}")
+    if r.status != 0:
+        pytest.fail(f"rmmod {guest.module} failed ({r.status}): {r.stderr.strip()}")
+    last = guest.prep.expected.expect[-1]  # the trail's last record is the unload record
+    after = guest.kmsg_after(before)
+    if not any(last.matches_text(x) for x in after):
+        pytest.fail(f"rmmod {guest.module}: no unload record {last.describe()} in:\n{_fmt(after)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    rep = outcome.get_result()
+    state = getattr(item, "_harness", None)
+    if state is None or rep.when != "call":
+        return
+    session = state["session"]
+    if not session.alive():
+        rep.outcome = "failed"
+        rep.longrepr = f"the guest died during the test; see {session.console_path}"
+        state["vm"].stop()  # the next test reboots
+        return
+    from harness import splat
+    from harness.run import DATA_DIR
+
+    try:
+        recs = session.kmsg_after(state["seq"])
+    except Exception as e:  # a guest that stopped answering is a failure of this test
+        rep.outcome, rep.longrepr = "failed", f"could not read the guest's kernel log after the test: {e}"
+        state["vm"].stop()
+        return
+    text = "\n".join(f"seq {r.seq} <{r.level}> {r.text}" for r in recs)
+    rep.sections.append(("kernel log", text))
+    item.user_properties.append(("kmsg", text))
+    found = splat.find(splat.load_rules(DATA_DIR / "splats.toml"), recs)
+    if found:
+        rep.outcome = "failed"
+        rep.longrepr = "kernel splat during the test:\n" + "\n".join(f"  seq {s.seq}: {s.text}" for s in found)
