@@ -187,8 +187,6 @@ def test_guest_step_that_never_ends_is_stopped_by_the_host_side_vm_timeout(vm_ti
     assert not qemu_pids(str(run.tmp))
 
 
-@pytest.mark.xfail(strict=True, reason="harness bug: run.py _guest writes exec.log from done.stdout only, "
-                   "so after a VM timeout exec.log is empty although the HARNESS-STEP lines arrived")
 def test_exec_log_after_a_vm_timeout_shows_the_step_that_was_running(vm_timeout_run):
     # tests/data/README.md: exec.log "shows which step was running when a guest died".
     exec_log = (vm_timeout_run.out / "exec.log").read_text()
