@@ -55,6 +55,7 @@ def judge(
     rules: Sequence[splat.SplatRule],
     expect_rc: dict[str, int],
     vm_timed_out: bool = False,
+    last_step: Optional[str] = None,
 ) -> Judgement:
     if guest is None:
         found, excerpt = splat.find_in_console(rules, console)
@@ -62,7 +63,8 @@ def judge(
             return Judgement(Verdict.CRASH, f"the guest died: {found[0].text}", splats=found,
                              console_excerpt=excerpt)
         if vm_timed_out:
-            return Judgement(Verdict.TIMEOUT, "the guest did not finish in time; see console.log",
+            running = f" (guest step {last_step!r} was still running)" if last_step else " (during boot)"
+            return Judgement(Verdict.TIMEOUT, f"the guest did not finish in time{running}; see console.log",
                              console_excerpt="\n".join(console.splitlines()[-30:]))
         return Judgement(Verdict.INFRA, "the guest ended without reporting a result; see console.log",
                          console_excerpt="\n".join(console.splitlines()[-30:]))

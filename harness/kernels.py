@@ -7,14 +7,16 @@ signatures are always checked.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from harness import procs
 from harness.errors import InfraError, PhaseTimeout, UsageError
@@ -146,20 +148,29 @@ class AptIndex:
         return proc.stdout
 
     def update(self, attempts: int = 3) -> None:
+        """``apt-get update`` into the private state, retried with backoff.
+
+        Under a lock of our own: a second harness run on the same cache waits for the
+        first one's update instead of failing on apt's lists lock (or reading an
+        apt.conf being rewritten).
+        """
         check_keyring()
-        self._write_config()
-        last: Optional[InfraError] = None
-        for i in range(attempts):
-            try:
-                out = self._run(["apt-get", "update", "-q"], timeout=300)
-            except InfraError as e:
-                last = e
-                time.sleep(2 * (i + 1))
-                continue
-            # apt-get update exits 0 even when a source failed: look for its warnings.
-            return None if "Err:" not in out else self._failed_sources(out)
-        assert last is not None
-        raise last
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.dir / "update.lock"):
+            self._write_config()
+            last: Optional[InfraError] = None
+            for i in range(attempts):
+                if i:
+                    time.sleep(2 * i)
+                try:
+                    out = self._run(["apt-get", "update", "-q"], timeout=300)
+                except InfraError as e:
+                    last = e
+                    continue
+                # apt-get update exits 0 even when a source failed: look for its warnings.
+                return None if "Err:" not in out else self._failed_sources(out)
+            assert last is not None
+            raise last
 
     def _failed_sources(self, out: str) -> None:
         errs = [line for line in out.splitlines() if line.startswith("Err:")]
@@ -177,6 +188,16 @@ class AptIndex:
         if proc.returncode != 0 or not proc.stdout.strip():
             return None
         return parse_control(proc.stdout)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def parse_control(text: str) -> dict[str, str]:

@@ -193,11 +193,13 @@ class _Run:
         console_path = self.out_dir / "console.log"
         res.console_log = str(console_path)
         timed_out = False
-        stdout = ""
+        exec_lines: list[str] = []  # the exec channel, kept as it arrives: a timeout or signal loses nothing
 
         def on_line(stream: str, line: str) -> None:
-            if stream == "stdout" and line.startswith("HARNESS-STEP "):
-                self.printer.status("guest step " + line.split(" ", 1)[1])
+            if stream == "stdout":
+                exec_lines.append(line)
+                if line.startswith("HARNESS-STEP "):
+                    self.printer.status("guest step " + line.split(" ", 1)[1])
             elif stream == "stderr":
                 self.printer.status(line)
                 self.printer.detail(line)
@@ -211,9 +213,10 @@ class _Run:
                     if ssh_keys is None:
                         done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
                                          on_line=on_line, env=vm.vng_env())
-                        stdout, rc = done.stdout, done.returncode
+                        rc = done.returncode
                     else:
                         stdout, rc = self._over_ssh(argv, cfg, ssh_keys, runner_cmd, console, on_line)
+                        exec_lines.extend(stdout.splitlines())
                     ph.ok = rc == 0
                     ph.detail = f"{self.req.transport}: exit {rc}" + (
                         "" if ph.ok else " (255: the guest died; 1: a required guest step failed)")
@@ -221,14 +224,17 @@ class _Run:
                     timed_out = True
                     ph.ok = False
                     ph.detail = str(e)
-        (self.out_dir / "exec.log").write_text(stdout)
+                finally:
+                    (self.out_dir / "exec.log").write_text("".join(ln + "\n" for ln in exec_lines))
         guest = None
         gpath = run_dir / "guest-result.json"
         if gpath.is_file():
             guest = json.loads(gpath.read_text())
             shutil.copy(gpath, self.out_dir / "guest-result.json")  # raw records: the evidence
         j = analyze.judge(guest, console_path.read_text(errors="replace"), prep.expected, prep.rules,
-                          {s["name"]: s.get("expect_rc", 0) for s in plan["steps"]}, vm_timed_out=timed_out)
+                          {s["name"]: s.get("expect_rc", 0) for s in plan["steps"]}, vm_timed_out=timed_out,
+                          last_step=next((ln.split(" ", 1)[1] for ln in reversed(exec_lines)
+                                          if ln.startswith("HARNESS-STEP ")), None))
         res.verdict, res.reason = j.verdict, j.reason
         res.kmsg, res.steps = j.records, j.steps
         res.splats = [s.to_json() for s in j.splats]
