@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 
 # Debian/Ubuntu packages the harness needs on the host.
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
-	apt kmod python3-venv udev busybox-static zstd
+	apt kmod python3-venv udev busybox-static zstd openssh-client
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-unit test-vm lint clean help
+.PHONY: setup run test test-unit test-vm lint clean help bench-ssh
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
@@ -46,8 +46,11 @@ test-unit: setup
 test-vm: setup
 	$(VENV)/bin/python -m pytest -m vm $(PYTEST_ARGS)
 
+bench-ssh: setup
+	$(SUDO) $(VENV)/bin/python bench/ssh_commands.py --commands 20
+
 lint: setup
-	$(VENV)/bin/ruff check harness tests userspace
+	$(VENV)/bin/ruff check harness tests userspace bench
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

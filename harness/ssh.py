@@ -113,6 +113,9 @@ class GuestSsh:
             if not alive():
                 raise InfraError(f"the guest ended before its SSH server answered on 127.0.0.1:{self.port}"
                                  + (f" (last error: {last})" if last else ""))
+            if not self._banner_ready():
+                time.sleep(0.2)
+                continue
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             self._host_keys(client)
@@ -131,6 +134,17 @@ class GuestSsh:
                 time.sleep(0.5)
         raise PhaseTimeout(f"no SSH answer from the guest on 127.0.0.1:{self.port} within {timeout:.0f}s"
                            + (f" (last error: {last})" if last else ""))
+
+    def _banner_ready(self) -> bool:
+        """True once sshd's banner arrives. QEMU's user network accepts the TCP connection
+        on the host side even before sshd listens in the guest; probing the banner with a
+        short timeout is much cheaper than a paramiko handshake that waits for it."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.settimeout(1.0)
+                return s.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
 
     def run(self, command: str, timeout: float = 60.0, stdin: Optional[bytes] = None) -> CommandResult:
         """Run a shell command; stdout and stderr are kept apart."""

@@ -37,24 +37,8 @@ class VmConfig:
     ssh_port: Optional[int] = None  # sshd in the guest, forwarded from 127.0.0.1:PORT only
 
 
-# Modules udev's coldplug would load for QEMU's q35 devices that no test here
-# uses (disk/cdrom controllers, watchdogs, KVM, input, crypto accelerators).
-# Under TCG, loading them was 5 of the guest's 17 s before the exec script ran
-# (bookworm 6.1: udev coldplug+settle 7.7 s -> 2.5 s; vm phase median 19.5 s
-# -> 15.5 s over 3 runs each). Only alias loads are blocked: `insmod` and
-# `modprobe NAME` still work.
-UNUSED_MODULES = (
-    "ahci", "libahci", "libata", "ata_piix", "sr_mod", "cdrom", "sg", "floppy", "parport_pc",
-    "i6300esb", "iTCO_wdt", "iTCO_vendor_support", "intel_pmc_bxt", "lpc_ich", "i2c_i801", "i2c_smbus",
-    "kvm", "kvm_amd", "kvm_intel", "irqbypass", "edac_mce_amd", "powernow_k8",
-    "evdev", "joydev", "psmouse", "serio_raw", "pcspkr", "snd_pcsp", "button", "qemu_fw_cfg",
-    "aesni_intel", "ccp", "crc32_pclmul", "crc32c_intel", "crct10dif_pclmul", "cryptd", "crypto_simd",
-    "ghash_clmulni_intel", "sha1_ssse3", "sha256_ssse3", "sha512_ssse3", "sha512_generic",
-)
-
 # Kernel parameters every harness boot gets, each for a reason:
 BASE_APPEND = (
-    "modprobe.blacklist=" + ",".join(UNUSED_MODULES),
     "log_buf_len=8M",  # Debian's 128 KiB buffer drops records under load
     "softlockup_panic=1",  # a locked-up guest ends (and says why) instead of hanging to the timeout
 )

@@ -14,7 +14,7 @@ def fake_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     r = KERNEL.release
     for rel in (f"usr/src/linux-headers-{r}/Makefile", f"lib/modules/{r}/modules.dep", "usr/bin/gcc-12",
-                "usr/bin/python3", "usr/bin/udevadm"):
+                "usr/bin/python3", "usr/bin/udevadm", buildroot.BLACKLIST_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     (root / "boot").mkdir()
