@@ -60,6 +60,9 @@ def add_kernel_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mirror", metavar="URL", help="Debian mirror (default $HARNESS_MIRROR or deb.debian.org)")
     g.add_argument("--apt-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra apt option, repeatable (e.g. Acquire::Check-Valid-Until=false for an expired sid)")
+    g.add_argument("--refresh", action="store_true",
+                   help="download the package index now, even if the cached one is younger than "
+                   "HARNESS_INDEX_TTL seconds (default 3600)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
                      build_in=args.build_in, timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
-                     apt_options=tuple(args.apt_option), append=tuple(args.append), transport=args.transport)
+                     apt_options=tuple(args.apt_option), append=tuple(args.append), transport=args.transport,
+                     refresh=args.refresh)
     result = run(req, printer)
     report.write_atomic(args.results / "junit.xml", report.junit_xml([result]))
     for line in report.summary_lines(result):

@@ -8,8 +8,12 @@ The same command line runs in the guest for ``--build-in guest``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -21,6 +25,7 @@ from harness.progress import Printer
 
 _WARNING = re.compile(r"(\bwarning: |^WARNING: )")
 _IGNORE = ("Skipping BTF generation",)  # headers-only builds have no vmlinux for BTF: not the module's fault
+BUILD_PRODUCT_RE = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.a|^Module\.symvers|^modules\.order|^\..*\.cmd)$")
 BUILD_PRODUCTS = shutil.ignore_patterns("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "Module.symvers",
                                         "modules.order", ".tmp_versions", "*.a")
 
@@ -32,6 +37,7 @@ class BuildResult:
     log: str
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cached: bool = False
 
 
 def make_argv(root: Root, build_dir: str) -> list[str]:
@@ -41,6 +47,46 @@ def make_argv(root: Root, build_dir: str) -> list[str]:
 def prepare_source(source: Path, dest: Path) -> None:
     """Copy the module source without build products (the user's tree is never written)."""
     shutil.copytree(source, dest, ignore=BUILD_PRODUCTS, symlinks=True)
+
+
+def source_key(source: Path, root: Root) -> str:
+    """What a built module depends on: every source file, the kernel and its compiler, the build command."""
+    h = hashlib.sha256()
+    for p in sorted(source.rglob("*")):
+        if p.is_file() and not BUILD_PRODUCT_RE.search(p.name):
+            h.update(str(p.relative_to(source)).encode() + b"\0" + p.read_bytes() + b"\0")
+    h.update(json.dumps([root.path.name, root.kernel.release, root.kernel.package_version, root.kernel.compiler,
+                         make_argv(root, "/tmp/build")]).encode())
+    return h.hexdigest()[:16]
+
+
+def build_cached(root: Root, source: Path, build: Path, module: str, timeout: float, printer: Printer,
+                 cache: Path) -> BuildResult:
+    """Build, or reuse the .ko built from identical sources for the same kernel and root.
+
+    Only successful builds are kept (with their log and warnings); entries are written
+    to a temporary directory and renamed into place, so a half-written one never exists.
+    """
+    entry = cache / "builds" / f"{module}-{source_key(source, root)}"
+    ko = entry / f"{module}.ko"
+    if ko.is_file() and (entry / "build.log").is_file():
+        shutil.copy(ko, build / f"{module}.ko")
+        log = (entry / "build.log").read_text()
+        printer.detail(f"reusing {ko} (sources unchanged)")
+        res = summarize(True, log, build, module)
+        res.cached = True
+        return res
+    res = build_on_host(root, build, module, timeout, printer)
+    if res.ok and res.ko is not None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+        try:
+            shutil.copy(res.ko, tmp / ko.name)
+            (tmp / "build.log").write_text(res.log)
+            os.rename(tmp, entry)
+        except OSError:  # another run stored the same entry first: fine
+            shutil.rmtree(tmp, ignore_errors=True)
+    return res
 
 
 def build_on_host(root: Root, build: Path, module: str, timeout: float, printer: Printer) -> BuildResult:

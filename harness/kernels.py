@@ -42,6 +42,8 @@ SUITES: dict[str, tuple[str, ...]] = {
 DEFAULT_RELEASE = {"experimental": "experimental"}
 DEFAULT_KERNEL = "debian:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# How long a downloaded package index counts as current (HARNESS_INDEX_TTL, --refresh).
+INDEX_TTL = float(os.environ.get("HARNESS_INDEX_TTL", "3600"))
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 ARCH = "amd64"
@@ -147,8 +149,18 @@ class AptIndex:
             )
         return proc.stdout
 
-    def update(self, attempts: int = 3) -> None:
-        """``apt-get update`` into the private state, retried with backoff.
+    def fresh(self, ttl: float) -> bool:
+        """Whether the last successful update is younger than ``ttl`` seconds (same sources)."""
+        stamp = self.dir / "updated"
+        try:
+            same = stamp.read_text() == "\n".join(self.mirror.sources(self.suite) + list(self.mirror.apt_options))
+            return same and time.time() - stamp.stat().st_mtime < ttl
+        except OSError:
+            return False
+
+    def update(self, attempts: int = 3, ttl: float = 0) -> None:
+        """``apt-get update`` into the private state, retried with backoff; skipped when
+        an update of the same sources is younger than ``ttl`` seconds.
 
         Under a lock of our own: a second harness run on the same cache waits for the
         first one's update instead of failing on apt's lists lock (or reading an
@@ -157,6 +169,8 @@ class AptIndex:
         check_keyring()
         self.dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.dir / "update.lock"):
+            if ttl > 0 and self.fresh(ttl):
+                return None
             self._write_config()
             last: Optional[InfraError] = None
             for i in range(attempts):
@@ -168,7 +182,11 @@ class AptIndex:
                     last = e
                     continue
                 # apt-get update exits 0 even when a source failed: look for its warnings.
-                return None if "Err:" not in out else self._failed_sources(out)
+                if "Err:" in out:
+                    self._failed_sources(out)
+                (self.dir / "updated").write_text(
+                    "\n".join(self.mirror.sources(self.suite) + list(self.mirror.apt_options)))
+                return None
             assert last is not None
             raise last
 

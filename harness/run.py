@@ -51,6 +51,7 @@ class RunRequest:
     splats: Optional[Path] = None
     cache: Optional[Path] = None
     cpus: int = 2  # guest vCPUs
+    refresh: bool = False  # download the package index even when it is fresh
     transport: str = "exec"  # how the guest runner is started: virtme-ng's exec channel, or "ssh"
     append: tuple[str, ...] = ()  # extra kernel parameters
 
@@ -118,7 +119,7 @@ class _Run:
 
         with self.phase("resolve", f"{spec} at {mirror.debian}"):
             index = kernels.AptIndex(self.cache, spec.suite, mirror)
-            index.update()
+            index.update(ttl=0 if req.refresh else kernels.INDEX_TTL)
             kernel = kernels.resolve(spec, index)
         res.kernel_release, res.package_version = kernel.release, kernel.package_version
         self.printer.line(f"    {spec} is {kernel.release} (package {kernel.package_version}, {kernel.compiler})")
@@ -129,8 +130,10 @@ class _Run:
         kbuild.prepare_source(project.source, run_dir / "build")
         if build_in is BuildIn.HOST:
             with self.phase("build", f"{project.module}.ko with {kernel.compiler}") as ph:
-                built = kbuild.build_on_host(root, run_dir / "build", project.module, req.timeouts.build,
-                                             self.printer)
+                built = kbuild.build_cached(root, project.source, run_dir / "build", project.module,
+                                            req.timeouts.build, self.printer, self.cache)
+                if built.cached:
+                    ph.detail = "reused: sources, kernel and compiler unchanged"
                 res.build_log, res.build_warnings = built.log, built.warnings
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 report.write_atomic(self.out_dir / "build.log", built.log)

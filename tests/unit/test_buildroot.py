@@ -104,3 +104,43 @@ def test_root_that_is_not_usrmerged_is_sound(tmp_path):
     assert buildroot.check_root(root, KERNEL) is None
     (root / "bin/udevadm").unlink()
     assert "udevadm is missing" in buildroot.check_root(root, KERNEL)
+
+
+def test_build_cache_reuses_a_module_built_from_the_same_sources(tmp_path, monkeypatch):
+    import io
+
+    from harness import kbuild
+    from harness.progress import Printer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.c").write_text("int x;\n")
+    (src / "m.o").write_text("stale object: not part of the key")
+    root = buildroot.Root(tmp_path / "root", KERNEL)
+    key = kbuild.source_key(src, root)
+    (src / "m.o").write_text("another object")
+    assert kbuild.source_key(src, root) == key, "build products must not change the key"
+    entry = tmp_path / "cache" / "builds" / f"m-{key}"
+    entry.mkdir(parents=True)
+    (entry / "m.ko").write_bytes(b"\x7fELF built earlier")
+    (entry / "build.log").write_text("  CC [M]  /tmp/build/m.o\n/tmp/build/m.c:1: warning: unused\n")
+    monkeypatch.setattr(kbuild, "build_on_host", lambda *a, **k: pytest.fail("must not rebuild"))
+    build = tmp_path / "build"
+    build.mkdir()
+    res = kbuild.build_cached(root, src, build, "m", 60, Printer(io.StringIO()), tmp_path / "cache")
+    assert res.ok and res.cached and (build / "m.ko").read_bytes() == b"\x7fELF built earlier"
+    assert res.warnings == ["/tmp/build/m.c:1: warning: unused"]
+    (src / "m.c").write_text("int y;\n")
+    assert kbuild.source_key(src, root) != key, "a source change must change the key"
+
+
+def test_package_index_freshness(tmp_path):
+    from harness import kernels
+
+    idx = kernels.AptIndex(tmp_path, "bookworm", kernels.Mirror())
+    assert not idx.fresh(3600)
+    idx.dir.mkdir(parents=True)
+    (idx.dir / "updated").write_text("\n".join(kernels.Mirror().sources("bookworm")))
+    assert idx.fresh(3600) and not idx.fresh(0)
+    other = kernels.AptIndex(tmp_path, "bookworm", kernels.Mirror(debian="http://elsewhere/debian"))
+    assert not other.fresh(3600), "a different mirror needs its own update"
