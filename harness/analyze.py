@@ -48,6 +48,25 @@ def window(records: Sequence[KmsgRecord], steps: Sequence[StepResult]) -> list[K
     return [r for r in records if (start is None or r.seq > start) and (end is None or r.seq <= end)]
 
 
+def boot_breakdown(marks: dict[str, float], guest: Optional[dict[str, Any]],
+                   records: Sequence[KmsgRecord]) -> dict[str, float]:
+    """Split the vm phase: host start to kernel start (vng, initramfs, QEMU, firmware), kernel to
+    its init, init to the guest runner (virtme-ng-init, udev), guest steps, and shutdown."""
+    out: dict[str, float] = {}
+    if "kernel" in marks:
+        out["qemu_to_kernel"] = marks["kernel"] - marks["start"]
+    init = next((r.seconds for r in records if r.text.startswith("Run /init as init process")), None)
+    if init is not None:
+        out["kernel_to_init"] = init
+        if guest and "uptime_at_start" in guest:
+            out["init_to_runner"] = guest["uptime_at_start"] - init
+    if guest and "seconds" in guest:
+        out["guest_steps"] = guest["seconds"]
+    if "result" in marks and "end" in marks:
+        out["shutdown"] = marks["end"] - marks["result"]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 def judge(
     guest: Optional[dict[str, Any]],
     console: str,

@@ -166,6 +166,7 @@ class RunResult:
     build_warnings: list[str] = field(default_factory=list)
     build_log: str = ""
     console_log: Optional[str] = None
+    boot: dict[str, float] = field(default_factory=dict)  # where the vm phase's time went
     started_at: str = ""
     seconds: float = 0.0
 

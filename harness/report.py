@@ -60,6 +60,8 @@ def summary_lines(result: RunResult) -> list[str]:
                                          if result.kernel_release else "")]
     for p in result.phases:
         out.append(f"  {p.name:<8} {p.seconds:7.1f}s  {'ok' if p.ok else 'FAILED'}")
+    if result.boot:
+        out.append("  vm phase: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in result.boot.items()))
     if result.build_warnings:
         out.append(f"  build warnings: {len(result.build_warnings)}")
         out += [f"    {w}" for w in result.build_warnings[:10]]

@@ -198,12 +198,18 @@ class _Run:
         timed_out = False
         exec_lines: list[str] = []  # the exec channel, kept as it arrives: a timeout or signal loses nothing
 
+        marks: dict[str, float] = {"start": time.monotonic()}  # host-side moments, for the boot breakdown
+
         def on_line(stream: str, line: str) -> None:
             if stream == "stdout":
                 exec_lines.append(line)
                 if line.startswith("HARNESS-STEP "):
                     self.printer.status("guest step " + line.split(" ", 1)[1])
+                elif line.startswith("HARNESS-RESULT "):
+                    marks.setdefault("result", time.monotonic())
             elif stream == "stderr":
+                if "Linux version" in line:
+                    marks.setdefault("kernel", time.monotonic())
                 self.printer.status(line)
                 self.printer.detail(line)
 
@@ -220,6 +226,7 @@ class _Run:
                     else:
                         stdout, rc = self._over_ssh(argv, cfg, ssh_keys, runner_cmd, console, on_line)
                         exec_lines.extend(stdout.splitlines())
+                    marks["end"] = time.monotonic()
                     ph.ok = rc == 0
                     ph.detail = f"{self.req.transport}: exit {rc}" + (
                         "" if ph.ok else " (255: the guest died; 1: a required guest step failed)")
@@ -240,6 +247,7 @@ class _Run:
                                           if ln.startswith("HARNESS-STEP ")), None))
         res.verdict, res.reason = j.verdict, j.reason
         res.kmsg, res.steps = j.records, j.steps
+        res.boot = analyze.boot_breakdown(marks, guest, j.records)
         res.splats = [s.to_json() for s in j.splats]
         if j.trail is not None:
             res.trail = [{"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text} for r in j.trail.matched]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import analyze, splat, trail
+from harness import analyze, kmsg, splat, trail
 from harness.model import Verdict
 
 from conftest import DATA, REPO, load_guest
@@ -93,3 +93,15 @@ def test_boot_records_before_the_first_step_are_not_judged():
     g["kmsg"].insert(3, "4,3,100,-;WARNING: CPU: 0 PID: 1 at boot noise")
     j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})
     assert j.verdict is Verdict.PASS
+
+
+def test_boot_breakdown_from_a_recorded_run():
+    g = load_guest("pass_bookworm")
+    records = list(kmsg.parse_records(g["kmsg"]))
+    b = analyze.boot_breakdown({"start": 100.0, "kernel": 103.5, "result": 115.0, "end": 115.75}, g, records)
+    assert b["qemu_to_kernel"] == 3.5 and b["shutdown"] == 0.75
+    init = next(r.seconds for r in records if r.text.startswith("Run /init as init process"))
+    assert 0 < b["kernel_to_init"] == round(init, 3) < 10
+    assert b["init_to_runner"] == round(g["uptime_at_start"] - init, 3) > 0
+    assert b["guest_steps"] == g["seconds"]
+    assert analyze.boot_breakdown({"start": 1.0}, None, []) == {}
