@@ -13,7 +13,7 @@ DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	apt kmod python3-venv udev busybox-static zstd openssh-client
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-unit test-vm lint clean help bench-ssh
+.PHONY: setup run test test-unit test-vm lint clean help bench bench-ssh bench-roundtrip
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
@@ -46,8 +46,15 @@ test-unit: setup
 test-vm: setup
 	$(VENV)/bin/python -m pytest -m vm $(PYTEST_ARGS)
 
+bench: setup  # harness run vs plain vng, phases, a cold run: the table in docs/PERFORMANCE.md
+	$(SUDO) $(VENV)/bin/python bench/startup.py --reps 5 --cold --markdown results/bench-startup.md \
+		--json results/bench-startup.json
+
+bench-roundtrip: setup
+	$(SUDO) $(VENV)/bin/python bench/roundtrip.py --json results/bench-roundtrip.json
+
 bench-ssh: setup
-	$(SUDO) $(VENV)/bin/python bench/ssh_commands.py --commands 20
+	$(SUDO) $(VENV)/bin/python bench/ssh_commands.py --commands 20 --json results/bench-ssh.json
 
 lint: setup
 	$(VENV)/bin/ruff check harness tests userspace bench

@@ -90,6 +90,7 @@ def main() -> int:
           f"| one SSH session | {ssh_wall:.1f} (boot {ssh_boot:.1f}) | {out['ssh_per_command_median_s']:.3f} "
           f"(median; max {out['ssh_per_command_max_s']:.3f}) |\n\nspeedup: {out['speedup']}x")
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
