@@ -11,20 +11,19 @@ damaged cache entry is noticed before boot and rebuilt.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from harness import procs
 from harness.errors import InfraError
 from harness.kernels import DEFAULT_RELEASE, Mirror, require_tool
+from harness.locks import locked
 from harness.model import ResolvedKernel
 from harness.progress import Printer
 
@@ -98,17 +97,6 @@ def root_key(kernel: ResolvedKernel) -> str:
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
                                    UNUSED_MODULES]).encode())
     return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _sha256(path: Path) -> str:

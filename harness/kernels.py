@@ -7,19 +7,18 @@ signatures are always checked.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from harness import procs
 from harness.errors import InfraError, PhaseTimeout, UsageError
+from harness.locks import locked
 from harness.model import KernelSpec, ResolvedKernel
 
 SPEC_FORMS = (
@@ -168,7 +167,7 @@ class AptIndex:
         """
         check_keyring()
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _locked(self.dir / "update.lock"):
+        with locked(self.dir / "update.lock"):
             if ttl > 0 and self.fresh(ttl):
                 return None
             self._write_config()
@@ -206,16 +205,6 @@ class AptIndex:
         if proc.returncode != 0 or not proc.stdout.strip():
             return None
         return parse_control(proc.stdout)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def parse_control(text: str) -> dict[str, str]:

@@ -21,9 +21,9 @@ from typing import Optional
 
 import paramiko
 
-from harness.buildroot import locked
 from harness.errors import InfraError, PhaseTimeout
 from harness.kernels import require_tool
+from harness.locks import locked
 
 
 @dataclass(frozen=True)
