@@ -31,8 +31,13 @@ class Project:
     steps: tuple[GuestStep, ...]
 
 
-def load_project(directory: Path) -> Project:
-    directory = directory.resolve()
+def load_project(path: Path) -> Project:
+    """A directory with harness.toml (or [tool.harness] in pyproject.toml), or a .toml file itself:
+    several descriptions can then share one directory (and the files in it the guest sees)."""
+    path = path.resolve()
+    if path.is_file():
+        return parse_project(tomlload.load(path), path.parent, str(path))
+    directory = path
     toml = directory / "harness.toml"
     if toml.is_file():
         data, where = tomlload.load(toml), str(toml)

@@ -12,7 +12,9 @@ DEFAULT_TRAIL = trail.load_trail(REPO / "vm" / "trail.toml")
 
 
 def fixture_trail(name: str) -> trail.Trail:
-    return trail.load_trail(REPO / "tests" / "fixtures" / name / "trail.toml")
+    fixtures = REPO / "tests" / "fixtures"
+    shared = fixtures / "netlink" / f"{name}.trail.toml"  # the netlink fixtures share one directory
+    return trail.load_trail(shared if shared.exists() else fixtures / name / "trail.toml")
 
 
 def judge(name: str, expected: trail.Trail, guest=True, **kw) -> analyze.Judgement:

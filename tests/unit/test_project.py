@@ -40,3 +40,9 @@ def test_bad_descriptions_name_the_problem(tmp_path: Path, data, words):
     (tmp_path / "t.toml").write_text("")
     with pytest.raises(UsageError, match=words):
         parse_project(data, tmp_path, "harness.toml")
+
+
+def test_a_toml_file_describes_a_project_in_a_shared_directory():
+    p = load_project(REPO / "tests" / "fixtures" / "netlink" / "forged_bug.toml")
+    assert p.root == REPO / "tests" / "fixtures" / "netlink"  # what the guest sees at /project
+    assert p.source == REPO / "kernel_src" and p.trail.name == "forged_bug.trail.toml"

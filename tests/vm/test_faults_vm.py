@@ -101,7 +101,7 @@ def test_init_that_returns_an_error_fails_with_insmods_error_and_the_modules_rec
 def test_blog_unsafe_reply_to_pid_0_panics_and_is_a_crash_with_the_panic_in_the_reason(own_tmp, capsys):
     results = own_tmp / "r"
     timeout = 300
-    code, secs, _ = harness(["run", "--project", str(FIXTURES / "blog_unsafe"),
+    code, secs, _ = harness(["run", "--project", str(FIXTURES / "netlink" / "blog_unsafe.toml"),
                              "--results", str(results), "--timeout", str(timeout)], capsys)
     assert_no_qemu(own_tmp)
     res = result(results)
