@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                    help="where result.json, console.log and junit.xml go (default ./results)")
     r.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
-                   help="directory with harness.toml describing the module (default .)")
+                   help="directory with harness.toml (or [tool.harness] in pyproject.toml) describing the module, "
+                   "or a .toml file with that description (default .)")
     r.add_argument("--transport", choices=("exec", "ssh"), default="exec",
                    help="start the guest runner through virtme-ng's exec channel (default) or over SSH "
                    "(paramiko; sshd in the guest on a free 127.0.0.1 port)")

@@ -10,13 +10,18 @@
  *  - every system call is checked, replies are validated before use;
  *  - a receive timeout, so a lost reply cannot hang it forever.
  *
- * Usage: netlink_client [-m MESSAGE] [-c COUNT] [-t SECONDS] [-q]
+ * Usage: netlink_client [-m MESSAGE] [-c COUNT [-s]] [-t SECONDS] [-q]
  *   no option      the blog's behaviour: hello, then one message per line
  *   -m MESSAGE     send MESSAGE instead of the hello, do not read stdin
  *   -c COUNT       send the message COUNT times (each waits for its reply)
  *                  and print "sent N received N" at the end
  *   -t SECONDS     reply timeout (default 5, 0 waits forever)
  *   -q             only print the final "sent N received N" line
+ *   -s             with -c: time each round trip (CLOCK_MONOTONIC) on a
+ *                  socket connected to the kernel and print only one JSON
+ *                  line at the end, with the keys of netlink_client.py
+ *                  --stats: client, messages, seconds, msgs_per_s, p50_us,
+ *                  p99_us, max_us (nearest-rank percentiles)
  *
  * Exit codes (same as netlink_client.py): 0 ok, 2 usage, 3 protocol not
  * available (module not loaded), 4 no reply in time, 5 other system error,
@@ -25,12 +30,14 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/netlink.h>
 
@@ -65,11 +72,13 @@ struct client {
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
-		"usage: %s [-m MESSAGE] [-c COUNT] [-t SECONDS] [-q]\n"
+		"usage: %s [-m MESSAGE] [-c COUNT [-s]] [-t SECONDS] [-q]\n"
 		"  -m MESSAGE  send MESSAGE instead of the hello, no prompt\n"
 		"  -c COUNT    send the message COUNT times, each awaiting its reply\n"
 		"  -t SECONDS  reply timeout (default 5, 0 = wait forever)\n"
 		"  -q          quiet: only print \"sent N received N\"\n"
+		"  -s          with -c: time each round trip, print one JSON line:\n"
+		"              client, messages, seconds, msgs_per_s, p50_us, p99_us, max_us\n"
 		"exit codes: 0 ok, 2 usage, 3 protocol %d not available (module not loaded),\n"
 		"            4 no reply in time, 5 other system error, 6 malformed reply\n",
 		prog, NETLINK_USER);
@@ -117,12 +126,9 @@ static int open_socket(struct client *c, unsigned int timeout_s)
 	return EXIT_OK;
 }
 
-/* Send one NLMSG_SPACE(MAX_PAYLOAD) frame holding text (len < MAX_PAYLOAD). */
-static int send_text(struct client *c, const char *text, size_t len)
+/* Build the NLMSG_SPACE(MAX_PAYLOAD) frame holding text (len < MAX_PAYLOAD). */
+static void fill_frame(struct client *c, const char *text, size_t len)
 {
-	struct sockaddr_nl dest;
-	ssize_t ret;
-
 	memset(c->req.buf, 0, sizeof(c->req.buf));
 	c->req.hdr.nlmsg_len = NLMSG_SPACE(MAX_PAYLOAD);
 	c->req.hdr.nlmsg_type = 0;
@@ -130,6 +136,15 @@ static int send_text(struct client *c, const char *text, size_t len)
 	c->req.hdr.nlmsg_seq = 0;
 	c->req.hdr.nlmsg_pid = c->port;
 	memcpy(NLMSG_DATA(&c->req.hdr), text, len);
+}
+
+/* Send one NLMSG_SPACE(MAX_PAYLOAD) frame holding text (len < MAX_PAYLOAD). */
+static int send_text(struct client *c, const char *text, size_t len)
+{
+	struct sockaddr_nl dest;
+	ssize_t ret;
+
+	fill_frame(c, text, len);
 
 	memset(&dest, 0, sizeof(dest));
 	dest.nl_family = AF_NETLINK;
@@ -149,6 +164,28 @@ static int send_text(struct client *c, const char *text, size_t len)
 	return EXIT_OK;
 }
 
+/* Check the n bytes received in c->resp: lengths, then type NLMSG_DONE. */
+static int check_reply(const struct client *c, ssize_t n)
+{
+	const struct nlmsghdr *nlh = &c->resp.hdr;
+
+	if ((size_t)n < NLMSG_HDRLEN) {
+		fprintf(stderr, "malformed reply: %zd bytes, shorter than a header\n", n);
+		return EXIT_MALFORMED;
+	}
+	if (nlh->nlmsg_len < NLMSG_HDRLEN || nlh->nlmsg_len > (size_t)n) {
+		fprintf(stderr, "malformed reply: nlmsg_len %u but %zd bytes received\n",
+			nlh->nlmsg_len, n);
+		return EXIT_MALFORMED;
+	}
+	if (nlh->nlmsg_type != NLMSG_DONE) {
+		fprintf(stderr, "malformed reply: type %u, expected NLMSG_DONE (%d)\n",
+			nlh->nlmsg_type, NLMSG_DONE);
+		return EXIT_MALFORMED;
+	}
+	return EXIT_OK;
+}
+
 /* Wait for the kernel's reply, validate it and print its payload. */
 static int recv_reply(struct client *c)
 {
@@ -158,6 +195,7 @@ static int recv_reply(struct client *c)
 	const char *payload;
 	size_t plen;
 	ssize_t n;
+	int rc;
 
 	for (;;) {
 		fromlen = sizeof(from);
@@ -179,20 +217,9 @@ static int recv_reply(struct client *c)
 		break;
 	}
 
-	if ((size_t)n < NLMSG_HDRLEN) {
-		fprintf(stderr, "malformed reply: %zd bytes, shorter than a header\n", n);
-		return EXIT_MALFORMED;
-	}
-	if (nlh->nlmsg_len < NLMSG_HDRLEN || nlh->nlmsg_len > (size_t)n) {
-		fprintf(stderr, "malformed reply: nlmsg_len %u but %zd bytes received\n",
-			nlh->nlmsg_len, n);
-		return EXIT_MALFORMED;
-	}
-	if (nlh->nlmsg_type != NLMSG_DONE) {
-		fprintf(stderr, "malformed reply: type %u, expected NLMSG_DONE (%d)\n",
-			nlh->nlmsg_type, NLMSG_DONE);
-		return EXIT_MALFORMED;
-	}
+	rc = check_reply(c, n);
+	if (rc)
+		return rc;
 
 	payload = NLMSG_DATA(nlh);
 	plen = nlh->nlmsg_len - NLMSG_HDRLEN;
@@ -279,6 +306,146 @@ static int interactive(struct client *c, unsigned long *sent,
 	}
 }
 
+/* ---- -s: timed round trips ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest rank of n sorted values: ceil(p * n / 100), at least 1 (n > 0). */
+static uint64_t percentile(const uint64_t *sorted, unsigned long n, unsigned int p)
+{
+	unsigned long rank = (n / 100) * p + ((n % 100) * p + 99) / 100;
+
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return sorted[rank - 1];
+}
+
+/*
+ * count round trips of the frame already in c->req, on a socket connected
+ * to the kernel: lat[i] is round trip i in ns. *done is how many completed,
+ * *wall the ns from before the first send to after the last reply.
+ */
+static int timed_round_trips(struct client *c, unsigned long count, uint64_t *lat,
+			     unsigned long *done, uint64_t *wall)
+{
+	const size_t len = c->req.hdr.nlmsg_len;
+	uint64_t start, t0, t1;
+	unsigned long i;
+	ssize_t n;
+	int rc = EXIT_OK;
+
+	start = now_ns();
+	for (i = 0; i < count; i++) {
+		t0 = now_ns();
+		do {
+			n = send(c->fd, c->req.buf, len, 0);
+		} while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			perror("send");
+			rc = EXIT_OS_ERROR;
+			break;
+		}
+		do {
+			n = recv(c->fd, c->resp.buf, sizeof(c->resp.buf), 0);
+		} while (n < 0 && errno == EINTR);
+		t1 = now_ns();
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				fprintf(stderr, "no reply from the kernel before the timeout\n");
+				rc = EXIT_TIMEOUT;
+			} else {
+				perror("recv");
+				rc = EXIT_OS_ERROR;
+			}
+			break;
+		}
+		rc = check_reply(c, n);
+		if (rc)
+			break;
+		lat[i] = t1 - t0;
+	}
+	*wall = now_ns() - start;
+	*done = i;
+	return rc;
+}
+
+static void print_us(const char *key, int have, uint64_t ns, const char *end)
+{
+	if (have)
+		printf("\"%s\": %.3f%s", key, (double)ns / 1e3, end);
+	else
+		printf("\"%s\": null%s", key, end);
+}
+
+/* The JSON line of -s; sorts lat[0..n). Same keys as netlink_client.py --stats. */
+static void print_stats(uint64_t *lat, unsigned long n, uint64_t wall)
+{
+	double seconds = (double)wall / 1e9;
+
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	printf("{\"client\": \"c\", \"messages\": %lu, \"seconds\": %.6f, \"msgs_per_s\": %.1f, ",
+	       n, seconds, seconds > 0 ? (double)n / seconds : 0.0);
+	print_us("p50_us", n > 0, n ? percentile(lat, n, 50) : 0, ", ");
+	print_us("p99_us", n > 0, n ? percentile(lat, n, 99) : 0, ", ");
+	print_us("max_us", n > 0, n ? lat[n - 1] : 0, "}\n");
+	fflush(stdout);
+}
+
+static int run_stats(struct client *c, const char *message, size_t msglen,
+		     unsigned long count, unsigned int timeout_s)
+{
+	struct sockaddr_nl kernel;
+	uint64_t *lat, wall = 0;
+	unsigned long done = 0;
+	int rc;
+
+	if (count > SIZE_MAX / sizeof(*lat)) {
+		fprintf(stderr, "-c %lu: too many messages to time\n", count);
+		return EXIT_USAGE;
+	}
+	lat = malloc(count * sizeof(*lat));
+	if (!lat) {
+		perror("malloc");
+		return EXIT_OS_ERROR;
+	}
+
+	rc = open_socket(c, timeout_s);
+	if (!rc) {
+		memset(&kernel, 0, sizeof(kernel));
+		kernel.nl_family = AF_NETLINK;	/* nl_pid 0: the kernel */
+		if (connect(c->fd, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+			perror("connect");
+			rc = EXIT_OS_ERROR;
+		}
+	}
+	if (!rc) {
+		fill_frame(c, message, msglen);	/* once: the payload never changes */
+		rc = timed_round_trips(c, count, lat, &done, &wall);
+	}
+	if (c->fd >= 0 && close(c->fd) < 0 && !rc) {
+		perror("close");
+		rc = EXIT_OS_ERROR;
+	}
+	print_stats(lat, done, wall);
+	free(lat);
+	return rc;
+}
+
 static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
 {
 	char *end;
@@ -300,11 +467,11 @@ int main(int argc, char *argv[])
 	const char *message = NULL;
 	unsigned long count = 1, timeout_s = 5;
 	unsigned long sent = 0, received = 0;
-	int have_count = 0, interactive_mode;
+	int have_count = 0, stats = 0, interactive_mode;
 	size_t msglen;
 	int opt, rc;
 
-	while ((opt = getopt(argc, argv, "m:c:t:qh")) != -1) {
+	while ((opt = getopt(argc, argv, "m:c:t:qsh")) != -1) {
 		switch (opt) {
 		case 'm':
 			message = optarg;
@@ -325,6 +492,9 @@ int main(int argc, char *argv[])
 		case 'q':
 			c.quiet = 1;
 			break;
+		case 's':
+			stats = 1;
+			break;
 		case 'h':
 			usage(stdout, argv[0]);
 			return EXIT_OK;
@@ -335,6 +505,11 @@ int main(int argc, char *argv[])
 	}
 	if (optind < argc) {
 		fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+		usage(stderr, argv[0]);
+		return EXIT_USAGE;
+	}
+	if (stats && !have_count) {
+		fprintf(stderr, "%s: -s requires -c COUNT\n", argv[0]);
 		usage(stderr, argv[0]);
 		return EXIT_USAGE;
 	}
@@ -349,6 +524,10 @@ int main(int argc, char *argv[])
 	}
 
 	c.fd = -1;
+	if (stats) {
+		c.quiet = 1;
+		return run_stats(&c, message, msglen, count, (unsigned int)timeout_s);
+	}
 	rc = open_socket(&c, (unsigned int)timeout_s);
 	if (rc)
 		goto out;
