@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(paramiko; sshd in the guest on a free 127.0.0.1 port)")
     r.add_argument("--append", action="append", default=[], metavar="PARAM",
                    help="extra kernel parameter, repeatable (e.g. --append kasan.fault=panic)")
+    r.add_argument("--console-level", type=int, choices=range(0, 9), default=6, metavar="N",
+                   help="records below level N go to the serial console (default 6: notices and worse, "
+                   "with every splat and panic; 8: everything, slow under TCG). /dev/kmsg records, and "
+                   "so result.json, always hold every level")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel",
@@ -163,7 +167,7 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
                      build_in=args.build_in, timeouts=Timeouts(guest=args.timeout), mirror=args.mirror,
                      apt_options=tuple(args.apt_option), append=tuple(args.append), transport=args.transport,
-                     refresh=args.refresh)
+                     refresh=args.refresh, console_level=args.console_level)
     result = run(req, printer)
     report.write_atomic(args.results / "junit.xml", report.junit_xml([result]))
     for line in report.summary_lines(result):

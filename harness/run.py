@@ -54,6 +54,7 @@ class RunRequest:
     refresh: bool = False  # download the package index even when it is fresh
     transport: str = "exec"  # how the guest runner is started: virtme-ng's exec channel, or "ssh"
     append: tuple[str, ...] = ()  # extra kernel parameters
+    console_level: int = 6  # see vm.VmConfig.console_level
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class _Run:
         ssh_keys = ssh.ensure_keys(self.cache) if self.req.transport == "ssh" else None
         cfg = vm.VmConfig(
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
-            cpus=self.req.cpus, append=self.req.append,
+            cpus=self.req.cpus, append=self.req.append, console_level=self.req.console_level,
             # Over SSH the exec channel only keeps the guest up; the runner comes through sshd.
             command=runner_cmd if ssh_keys is None else "sleep 86400",
             ssh_port=ssh.free_port() if ssh_keys is not None else None,

@@ -55,6 +55,7 @@ class Session:
         cfg = vm.VmConfig(
             vmlinuz=self.prep.root.vmlinuz, root=self.prep.root.path, run_dir=self.run_dir,
             project_dir=self.prep.project.root, accel=self.prep.accel, cpus=self.req.cpus, append=self.req.append,
+            console_level=self.req.console_level,
             command="sleep 86400", ssh_port=ssh.free_port(),
         )
         argv = vm.vng_argv(self.prep.vng, cfg)

@@ -30,3 +30,12 @@ def test_large_log_buffer_is_requested():
     argv = vm.vng_argv("vng", cfg(Accel.TCG))
     appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
     assert "log_buf_len=8M" in appends
+
+
+def test_console_level_follows_virtme_ngs_own_and_can_be_raised():
+    argv = vm.vng_argv("vng", cfg(Accel.TCG))
+    appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert "loglevel=6" in appends
+    import dataclasses
+    argv = vm.vng_argv("vng", dataclasses.replace(cfg(Accel.TCG), console_level=8))
+    assert "loglevel=8" in [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
