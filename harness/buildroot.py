@@ -189,7 +189,12 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Print
         "--include=" + ",".join(root_packages(kernel)),
         *[f"--customize-hook={h}" for h in hooks],
         *[f"--aptopt={o.split('=', 1)[0]} \"{o.split('=', 1)[1]}\"" for o in mirror.apt_options],
-        *([f'--aptopt=APT::Default-Release "{DEFAULT_RELEASE[kernel.spec.suite]}"']
+        # experimental: take the kernel's own packages (source package linux) from it, and
+        # everything else from sid. Preferring experimental wholesale (Default-Release)
+        # mixed its newer perl with sid's perl modules: unsatisfiable.
+        *([f"--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && printf 'Package: src:linux\\n"
+           f"Pin: release a={DEFAULT_RELEASE[kernel.spec.suite]}\\nPin-Priority: 990\\n' "
+           f"> \"$1/etc/apt/preferences.d/kmod-harness-kernel.pref\""]
           if kernel.spec.suite in DEFAULT_RELEASE else []),
         kernel.spec.suite, str(tmp), *mirror.sources(kernel.spec.suite),
     ]
