@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -66,6 +68,15 @@ def _setting(config: pytest.Config, name: str, default: Any) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a real VM (slow under TCG)")
+    # SIGTERM (a CI runner's timeout) would kill pytest without teardown and leave the
+    # session's QEMU running: turn it into the interrupt pytest tears down after.
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

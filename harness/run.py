@@ -146,6 +146,7 @@ class _Run:
                 res.reason = "the module does not build:\n" + "\n".join(built.errors[-20:])
                 return None
         shutil.copy(RUNNER, run_dir / "runner.py")
+        shutil.copy(vm.SSH_UP, run_dir / "ssh-up.sh")
         return Prepared(project, expected, rules, chosen, build_in, vng, root, run_dir)
 
     def execute(self) -> None:
@@ -189,7 +190,7 @@ class _Run:
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
             cpus=self.req.cpus, append=self.req.append, console_level=self.req.console_level,
             # Over SSH the exec channel only keeps the guest up; the runner comes through sshd.
-            command=runner_cmd if ssh_keys is None else "sleep 86400",
+            command=runner_cmd if ssh_keys is None else vm.SSH_GUEST_COMMAND,
             ssh_port=ssh.free_port() if ssh_keys is not None else None,
         )
         argv = vm.vng_argv(prep.vng, cfg)

@@ -56,7 +56,7 @@ class Session:
             vmlinuz=self.prep.root.vmlinuz, root=self.prep.root.path, run_dir=self.run_dir,
             project_dir=self.prep.project.root, accel=self.prep.accel, cpus=self.req.cpus, append=self.req.append,
             console_level=self.req.console_level,
-            command="sleep 86400", ssh_port=ssh.free_port(),
+            command=vm.SSH_GUEST_COMMAND, ssh_port=ssh.free_port(),
         )
         argv = vm.vng_argv(self.prep.vng, cfg)
         path = self.console_path or (self.run_dir / "console.log")
@@ -76,13 +76,16 @@ class Session:
         return self._bg is not None and self._bg.alive() and self.guest is not None
 
     def close(self) -> None:
+        asked = False
         if self.guest is not None:
+            asked = self.guest.client is not None
             self.guest.poweroff()
             self.guest.close()
             self.guest = None
         if self._bg is not None:
             try:
-                self._bg.wait(20)
+                if asked:  # a guest that was never reached cannot be asked: end it at once
+                    self._bg.wait(20)
             except HarnessError:
                 pass
             self._bg.__exit__(None, None, None)

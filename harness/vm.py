@@ -20,6 +20,9 @@ from harness.errors import InfraError
 from harness.model import Accel
 
 GUEST_RUN_DIR = "/harness"
+SSH_UP = Path(__file__).resolve().parent / "guest" / "ssh-up.sh"
+# The exec channel's command while the host works over SSH (copy SSH_UP into the run dir).
+SSH_GUEST_COMMAND = f"sh {GUEST_RUN_DIR}/ssh-up.sh"
 GUEST_PROJECT_DIR = "/project"
 
 
