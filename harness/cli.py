@@ -201,22 +201,24 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 
 
 def _cmd_shell(args: argparse.Namespace, printer: Printer) -> int:
+    import subprocess
+
     from harness import ssh
     from harness.session import Session
 
-    req = RunRequest(kernel=args.kernel, project=args.project, results=Path(tempfile.mkdtemp()),
-                     accel=args.accel, build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option))
-    with procs.SignalGuard(), Session(req, printer) as s:
-        if not args.no_load:
-            r = s.run(f"insmod {s.ko}")
-            if r.status != 0:
-                printer.line(f"harness: insmod failed: {r.stderr.strip()}")
-        assert s.guest is not None
-        known = ssh.known_hosts(s.guest.keys, s.guest.port, s.run_dir / "known_hosts")
-        printer.line(f"shell: {s.module} {'not ' if args.no_load else ''}loaded; the project is at /project; "
-                     "exit the shell to power the VM off")
-        import subprocess
-        return subprocess.call(ssh.ssh_argv(s.guest.keys, s.guest.port, known))
+    with tempfile.TemporaryDirectory(prefix="kmod-harness-shell-") as results:
+        req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
+                         build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option))
+        with procs.SignalGuard(), Session(req, printer) as s:
+            if not args.no_load:
+                r = s.run(f"insmod {s.ko}")
+                if r.status != 0:
+                    printer.line(f"harness: insmod failed: {r.stderr.strip()}")
+            assert s.guest is not None and s.run_dir is not None
+            known = ssh.known_hosts(s.guest.keys, s.guest.port, s.run_dir / "known_hosts")
+            printer.line(f"shell: {s.module} {'not ' if args.no_load else ''}loaded; the project is at "
+                         "/project; exit the shell to power the VM off")
+            return subprocess.call(ssh.ssh_argv(s.guest.keys, s.guest.port, known))
 
 
 def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
