@@ -91,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(paramiko; sshd in the guest on a free 127.0.0.1 port)")
     r.add_argument("--append", action="append", default=[], metavar="PARAM",
                    help="extra kernel parameter, repeatable (e.g. --append kasan.fault=panic)")
-    r.add_argument("--console-level", type=int, choices=range(0, 9), default=6, metavar="N",
-                   help="records below level N go to the serial console (default 6: notices and worse, "
-                   "with every splat and panic; 8: everything, slow under TCG). /dev/kmsg records, and "
-                   "so result.json, always hold every level")
+    r.add_argument("--console-level", type=int, choices=range(0, 9), default=7, metavar="N",
+                   help="records below level N go to the serial console (default 7, virtme-ng's; lower it "
+                   "for modules that log per message: under TCG console output is slow, but a guest "
+                   "that dies may then take its last records with it). /dev/kmsg records, and so "
+                   "result.json, always hold every level")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel",

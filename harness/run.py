@@ -54,7 +54,7 @@ class RunRequest:
     refresh: bool = False  # download the package index even when it is fresh
     transport: str = "exec"  # how the guest runner is started: virtme-ng's exec channel, or "ssh"
     append: tuple[str, ...] = ()  # extra kernel parameters
-    console_level: int = 6  # see vm.VmConfig.console_level
+    console_level: int = 7  # see vm.VmConfig.console_level
 
 
 @dataclass(frozen=True)

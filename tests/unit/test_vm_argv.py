@@ -35,7 +35,7 @@ def test_large_log_buffer_is_requested():
 def test_console_level_follows_virtme_ngs_own_and_can_be_raised():
     argv = vm.vng_argv("vng", cfg(Accel.TCG))
     appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
-    assert "loglevel=6" in appends
+    assert "loglevel=7" in appends
     import dataclasses
     argv = vm.vng_argv("vng", dataclasses.replace(cfg(Accel.TCG), console_level=8))
     assert "loglevel=8" in [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
