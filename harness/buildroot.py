@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -168,6 +169,7 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, printer: Printer, timeou
     dest = roots / key
     with locked(roots / f"{key}.lock"):
         if dest.exists():
+            _remove_stale_init_scripts(dest)
             problem = check_root(dest, kernel)
             if problem is None:
                 printer.detail(f"using cached root {dest}")
@@ -176,6 +178,20 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, printer: Printer, timeou
             shutil.rmtree(dest)
         make_root(kernel, mirror, dest, printer, timeout)
         return Root(dest, kernel)
+
+
+def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
+    """virtme-ng writes its guest init script into the root (/virtme-init-XXXX) when the
+    kernel command line is long, as it always is with a root and two shared directories,
+    and removes it at exit; a vng that was killed leaves it behind. A boot reads it in its
+    first seconds, so one older than ``age`` belongs to no running guest."""
+    now = time.time()
+    for p in root.glob("virtme-init-*"):
+        try:
+            if now - p.stat().st_mtime > age:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Printer, timeout: float) -> None:

@@ -144,3 +144,16 @@ def test_package_index_freshness(tmp_path):
     assert idx.fresh(3600) and not idx.fresh(0)
     other = kernels.AptIndex(tmp_path, "bookworm", kernels.Mirror(debian="http://elsewhere/debian"))
     assert not other.fresh(3600), "a different mirror needs its own update"
+
+
+def test_stale_virtme_init_scripts_are_removed_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    root = fake_root(tmp_path)
+    old, new = root / "virtme-init-old1", root / "virtme-init-new1"
+    old.write_text("x")
+    new.write_text("x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    buildroot._remove_stale_init_scripts(root)
+    assert not old.exists() and new.exists()
