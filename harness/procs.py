@@ -184,17 +184,29 @@ def run(
 
 
 class SignalGuard:
-    """Turn SIGTERM/SIGHUP into ``Interrupted`` (SIGINT already raises KeyboardInterrupt)."""
+    """Turn SIGTERM/SIGHUP into ``Interrupted`` and SIGINT into ``KeyboardInterrupt``.
+
+    The first signal ends every running process group before raising, and later
+    ones are ignored until the guard exits: a second SIGTERM (``timeout`` and a
+    process manager both sending one) or a second Ctrl-C must not cut the
+    clean-up short and leave QEMU running.
+    """
 
     def __enter__(self) -> "SignalGuard":
-        self._old = {}
+        self._old: dict = {}
+        self._stopping = False
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self._old[sig] = signal.signal(sig, self._raise)
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._on_signal)
         return self
 
-    @staticmethod
-    def _raise(signum: int, _frame: object) -> None:
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        kill_all()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
     def __exit__(self, *exc: object) -> None:

@@ -1,12 +1,13 @@
 import io
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from harness import procs
-from harness.errors import PhaseTimeout
+from harness.errors import Interrupted, PhaseTimeout
 
 
 def _alive(pid: int) -> bool:
@@ -74,3 +75,18 @@ def test_missing_program_is_an_infra_error():
     from harness.errors import InfraError
     with pytest.raises(InfraError, match="no-such-program-x not found"):
         procs.run(["no-such-program-x"], timeout=5, what="t")
+
+
+def test_a_second_signal_does_not_cut_the_clean_up_short():
+    """timeout(1) and a process manager can both send SIGTERM: the group still ends."""
+    proc = procs.start(["sh", "-c", "trap '' TERM; sleep 60"])  # ignores SIGTERM: needs the SIGKILL step
+    try:
+        # The second one lands while the first one's clean-up waits out its grace period.
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            with procs.SignalGuard():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        assert proc.poll() is not None, "the group outlived the signal"
+    finally:
+        procs.kill_group(proc, grace=0.1)
