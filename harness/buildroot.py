@@ -55,9 +55,24 @@ UNUSED_MODULES = (
 
 BLACKLIST_FILE = "etc/modprobe.d/kmod-harness-blacklist.conf"
 
+# What else the guest's start-up does that no test needs, cut in the root (virtme-ng
+# stays the engine; its init runs these whenever the root has them):
+# - udev rules: virtme-ng-init needs udev for /dev/virtio-ports/* (its exec channel,
+#   50-udev-default.rules) and for module autoload (80-drivers.rules: virtio_net, without
+#   which virtme-ng-init waits for eth0 forever when --ssh asks for a network; the
+#   blacklist above keeps the rest out). Every other rule file (persistent names, input,
+#   sound, hwdb lookups) is masked with a link to /dev/null in /etc/udev/rules.d, udev's
+#   own override mechanism.
+# - systemd-tmpfiles (trixie on): virtme-ng-init runs it over tmpfiles.d, which sets up
+#   journald, systemd and package state this guest never uses; each file is masked in
+#   /etc/tmpfiles.d the same way.
+KEEP_UDEV_RULES = ("50-udev-default.rules", "80-drivers.rules")
+MASKS = {"udev/rules.d": "rules", "tmpfiles.d": "conf"}
+CUTS_FILE = "etc/kmod-harness-cuts.txt"  # every path the cuts added (bench/startup.py undoes them)
+
 # Directories the guest mounts host directories onto (virtme-ng needs them to exist).
 GUEST_MOUNTS = ("harness", "project")
-ROOT_FORMAT = 2  # bump when the way roots are made changes
+ROOT_FORMAT = 4  # bump when the way roots are made changes
 MANIFEST = ".harness-root.json"
 
 
@@ -75,11 +90,16 @@ class Root:
 
     @property
     def vmlinuz(self) -> Path:
+        """The image to boot: a tree's bzImage (virtme-ng then reads the tree's .config), or the root's."""
+        if self.kernel.tree is not None:
+            return self.kernel.tree / "arch/x86/boot/bzImage"
         return find_vmlinuz(self.path, self.kernel.release)
 
     @property
     def headers(self) -> str:
-        """Headers directory as seen inside the root."""
+        """What modules are built against: the headers inside the root, or the kernel tree on the host."""
+        if self.kernel.tree is not None:
+            return str(self.kernel.tree)
         return f"/usr/src/linux-headers-{self.kernel.release}"
 
 
@@ -91,10 +111,15 @@ def find_vmlinuz(root: Path, release: str) -> Path:
 
 
 def root_packages(kernel: ResolvedKernel) -> list[str]:
+    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's
+        return sorted(BASE_PACKAGES)
     return sorted(set(kernel.packages) | {kernel.compiler} | set(BASE_PACKAGES))
 
 
 def root_key(kernel: ResolvedKernel) -> str:
+    if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
+        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES]).encode())
+        return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
                                    UNUSED_MODULES]).encode())
     return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
@@ -111,28 +136,34 @@ def _sha256(path: Path) -> str:
 def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...]]:
     """What a usable root must hold; any one of the alternatives will do (bullseye is not usrmerged)."""
     r = kernel.release
-    return {
+    kernel_parts = {
         "headers Makefile": (root / f"usr/src/linux-headers-{r}/Makefile",),
         "modules.dep": (root / f"lib/modules/{r}/modules.dep", root / f"usr/lib/modules/{r}/modules.dep"),
         "compiler": (root / f"usr/bin/{kernel.compiler}",),
+    }
+    return {
+        **(kernel_parts if kernel.tree is None else {}),
         "python3": (root / "usr/bin/python3",),
         "udevadm": (root / "usr/bin/udevadm", root / "bin/udevadm"),
         "module blacklist": (root / BLACKLIST_FILE,),
+        "start-up cuts": (root / CUTS_FILE,),
     }
 
 
 def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
-    img = find_vmlinuz(root, kernel.release)
-    manifest = {
-        "format": ROOT_FORMAT,
-        "kernel": str(kernel.spec),
-        "release": kernel.release,
-        "package_version": kernel.package_version,
-        "packages": root_packages(kernel),
-        "vmlinuz": str(img.relative_to(root)),
-        "vmlinuz_size": img.stat().st_size,
-        "vmlinuz_sha256": _sha256(img),
-    }
+    manifest: dict = {"format": ROOT_FORMAT, "packages": root_packages(kernel)}
+    if kernel.tree is None:
+        img = find_vmlinuz(root, kernel.release)
+        manifest.update({
+            "kernel": str(kernel.spec),
+            "release": kernel.release,
+            "package_version": kernel.package_version,
+            "vmlinuz": str(img.relative_to(root)),
+            "vmlinuz_size": img.stat().st_size,
+            "vmlinuz_sha256": _sha256(img),
+        })
+    else:
+        manifest["base"] = kernel.spec.suite
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -145,6 +176,23 @@ def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
         manifest = json.loads(mf.read_text())
     except ValueError:
         return "manifest is not valid JSON"
+    if kernel.tree is not None:
+        if manifest.get("base") != kernel.spec.suite:
+            return f"not a base root of {kernel.spec.suite}"
+    else:
+        problem = _check_image(root, manifest)
+        if problem:
+            return problem
+    for what, paths in _essentials(root, kernel).items():
+        if not any(p.exists() for p in paths):
+            return f"{what} is missing ({paths[0].relative_to(root)})"
+    for d in GUEST_MOUNTS:
+        if not (root / d).is_dir():
+            return f"mount point /{d} is missing"
+    return None
+
+
+def _check_image(root: Path, manifest: dict) -> Optional[str]:
     img = root / manifest.get("vmlinuz", "-")
     if not img.is_file():
         return f"kernel image {manifest.get('vmlinuz')} is missing"
@@ -152,12 +200,6 @@ def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
         return f"kernel image {img.name} has {img.stat().st_size} bytes, expected {manifest.get('vmlinuz_size')}"
     if _sha256(img) != manifest.get("vmlinuz_sha256"):
         return f"kernel image {img.name} does not match its recorded sha256"
-    for what, paths in _essentials(root, kernel).items():
-        if not any(p.exists() for p in paths):
-            return f"{what} is missing ({paths[0].relative_to(root)})"
-    for d in GUEST_MOUNTS:
-        if not (root / d).is_dir():
-            return f"mount point /{d} is missing"
     return None
 
 
@@ -230,6 +272,7 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Print
         (tmp / BLACKLIST_FILE).write_text(
             "# Written by kmod-harness: udev need not load these for QEMU's devices (see buildroot.py).\n"
             + "".join(f"blacklist {m}\n" for m in UNUSED_MODULES))
+        apply_startup_cuts(tmp)
         write_manifest(tmp, kernel)
         problem = check_root(tmp, kernel)
         if problem:
@@ -238,6 +281,31 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Print
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def apply_startup_cuts(root: Path) -> list[str]:
+    """Mask what the guest's start-up need not do (see KEEP_UDEV_RULES); returns the paths added."""
+    added = [BLACKLIST_FILE]
+    for sub, suffix in MASKS.items():
+        names = {p.name for base in ("usr/lib", "lib") for p in (root / base / sub).glob(f"*.{suffix}")}
+        if sub == "udev/rules.d":
+            names -= set(KEEP_UDEV_RULES)
+        mask_dir = root / "etc" / sub
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(names):
+            mask = mask_dir / name
+            if not mask.exists() and not mask.is_symlink():  # the admin's own file wins, as in udev
+                mask.symlink_to("/dev/null")
+                added.append(str(mask.relative_to(root)))
+    (root / CUTS_FILE).write_text("".join(a + "\n" for a in added))
+    return added
+
+
+def undo_startup_cuts(root: Path) -> None:
+    """Remove what apply_startup_cuts (and the blacklist) added: a root as mmdebstrap made it."""
+    for rel in (root / CUTS_FILE).read_text().split():
+        (root / rel).unlink(missing_ok=True)
+    (root / CUTS_FILE).unlink()
 
 
 def _mmdebstrap_hint(stderr: str) -> str:

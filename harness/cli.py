@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from harness import buildroot, kernels, matrix, procs, report
+from harness import buildroot, kernels, ktree, matrix, procs, report
 from harness.errors import HarnessError, UsageError
 from harness.model import EXIT_CODES, Verdict
 from harness.progress import Printer
-from harness.run import RunRequest, Timeouts, run
+from harness.run import RunRequest, Timeouts, resolve_spec, run
 
 EPILOG = """\
 exit codes:
@@ -30,6 +30,7 @@ exit codes:
 kernel specs:
 """ + "\n".join("  " + ln for ln in kernels.SPEC_FORMS.splitlines()) + """
   suites: """ + ", ".join(kernels.SUITES) + """
+  debian-src flavours: """ + ", ".join(kernels.flavours()) + """
 
 environment:
   HARNESS_MIRROR, HARNESS_SECURITY_MIRROR   Debian mirrors (default deb.debian.org)
@@ -130,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kernels", help="list, fetch or prune cached kernel roots")
     ksub = k.add_subparsers(dest="kcommand", metavar="ACTION", parser_class=_Parser)
     ksub.add_parser("list", help="cached roots and the known suites")
-    kf = ksub.add_parser("fetch", help="resolve a kernel and make its root now")
+    kf = ksub.add_parser("fetch", help="resolve a kernel, build it (debian-src:) and make its root now")
     add_kernel_opts(kf)
     kr = ksub.add_parser("resolve", help="print the concrete kernel a spec names now (no root is made)")
     add_kernel_opts(kr)
     kr.add_argument("--matrix-options", action="store_true",
                     help="also use the apt options vm/kernels.toml gives this kernel")
-    ksub.add_parser("prune", help="delete every cached root")
+    kp = ksub.add_parser("prune", help="delete every cached root (and with --kernels, every built kernel)")
+    kp.add_argument("--kernels", action="store_true",
+                    help="also delete kernels built from source (debian-src:), which take long to rebuild")
     return p
 
 
@@ -223,36 +226,43 @@ def _cmd_shell(args: argparse.Namespace, printer: Printer) -> int:
 
 
 def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    roots = buildroot.cache_dir() / "roots"
+    cache = buildroot.cache_dir()
+    roots, built = cache / "roots", cache / "kernels"
     if args.kcommand == "list":
         out.write("known suites: " + ", ".join(kernels.SUITES) + "\n")
+        out.write("debian-src flavours (vm/configs): " + ", ".join(kernels.flavours()) + "\n")
         for d in sorted(roots.glob("*")) if roots.is_dir() else []:
             if d.is_dir() and not d.name.startswith("."):
-                out.write(f"{d.name}\t{d}\n")
+                out.write(f"root\t{d.name}\t{d}\n")
+        for d in sorted(built.glob("*")) if built.is_dir() else []:
+            if d.is_dir() and not d.name.startswith("."):
+                out.write(f"kernel\t{d.name}\t{d / ktree.TREE_DIR}\n")
         return 0
-    if args.kcommand == "fetch":
-        spec = kernels.parse_spec(args.kernel)
-        mirror = kernels.Mirror.from_env(args.mirror, tuple(args.apt_option))
-        index = kernels.AptIndex(buildroot.cache_dir(), spec.suite, mirror)
-        index.update()
-        kernel = kernels.resolve(spec, index)
-        root = buildroot.ensure_root(kernel, mirror, printer, Timeouts.root)
-        out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}\n")
-        return 0
-    if args.kcommand == "resolve":
+    if args.kcommand in ("fetch", "resolve"):
         spec = kernels.parse_spec(args.kernel)
         extra = tuple(args.apt_option)
-        if args.matrix_options:
+        if getattr(args, "matrix_options", False):
             extra += matrix.select(matrix.load_matrix(), [args.kernel])[0].apt_options
         mirror = kernels.Mirror.from_env(args.mirror, extra)
-        index = kernels.AptIndex(buildroot.cache_dir(), spec.suite, mirror)
-        index.update()
-        kernel = kernels.resolve(spec, index)
-        out.write(f"{kernel.kernel_id}-{kernel.package_version}\n")
+        kernel, src, index = resolve_spec(spec, mirror, cache, 0)
+        if args.kcommand == "resolve":  # a cache key: changes exactly when the kernel does
+            out.write((f"debian-src-{src.key}" if src is not None else
+                       f"{kernel.kernel_id}-{kernel.package_version}" if spec.source == "debian" else
+                       f"{kernel.kernel_id}-{ktree.tree_fingerprint(kernel.tree)}") + "\n")
+            return 0
+        if src is not None:
+            assert index is not None
+            with printer.phase("kernel", f"{spec}: {src.package} {src.version}"):
+                kernel = ktree.ensure_built(src, index, cache, printer, Timeouts.kernel)
+        assert kernel is not None
+        root = buildroot.ensure_root(kernel, mirror, printer, Timeouts.root)
+        out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}"
+                  + (f"\t{kernel.tree}" if kernel.tree else "") + "\n")
         return 0
     if args.kcommand == "prune":
-        if roots.is_dir():
-            shutil.rmtree(roots)
-        out.write(f"removed {roots}\n")
+        for d in (roots, built) if args.kernels else (roots,):
+            if d.is_dir():
+                shutil.rmtree(d)
+            out.write(f"removed {d}\n")
         return 0
     raise UsageError("harness kernels: give an action: list, fetch or prune")

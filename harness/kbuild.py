@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from harness import procs
+from harness import ktree, procs
 from harness.buildroot import Root
 from harness.kernels import require_tool
 from harness.progress import Printer
@@ -55,8 +55,10 @@ def source_key(source: Path, root: Root) -> str:
     for p in sorted(source.rglob("*")):
         if p.is_file() and not BUILD_PRODUCT_RE.search(p.name):
             h.update(str(p.relative_to(source)).encode() + b"\0" + p.read_bytes() + b"\0")
+    tree = root.kernel.tree
     h.update(json.dumps([root.path.name, root.kernel.release, root.kernel.package_version, root.kernel.compiler,
-                         make_argv(root, "/tmp/build")]).encode())
+                         make_argv(root, "/tmp/build"),
+                         ktree.tree_fingerprint(tree) if tree is not None else None]).encode())
     return h.hexdigest()[:16]
 
 
@@ -90,13 +92,22 @@ def build_cached(root: Root, source: Path, build: Path, module: str, timeout: fl
 
 
 def build_on_host(root: Root, build: Path, module: str, timeout: float, printer: Printer) -> BuildResult:
+    """Build in a sandbox: the root's toolchain and headers, or, for a kernel tree, the host's
+    toolchain with the tree; either way read-only but for the build directory, no network."""
     bwrap = require_tool("bwrap", "bubblewrap")
-    inside = "/tmp/build"
+    if root.kernel.tree is None:
+        inside, tmp = "/tmp/build", "/tmp"
+        system = ["--ro-bind", str(root.path), "/", "--tmpfs", "/tmp"]
+    else:
+        # The host's / read-only, so the tree is where it is (even under /tmp); the build
+        # directory at its own path and the only writable place (TMPDIR too).
+        inside = tmp = str(build)
+        system = ["--ro-bind", "/", "/"]
     argv = [
-        bwrap, "--ro-bind", str(root.path), "/", "--proc", "/proc", "--dev", "/dev",
-        "--tmpfs", "/tmp", "--bind", str(build), inside, "--chdir", inside,
+        bwrap, *system, "--proc", "/proc", "--dev", "/dev",
+        "--bind", str(build), inside, "--chdir", inside,
         "--unshare-all", "--die-with-parent", "--clearenv",
-        "--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin", "--setenv", "HOME", "/tmp",
+        "--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin", "--setenv", "HOME", tmp, "--setenv", "TMPDIR", tmp,
         "--setenv", "LC_ALL", "C",
         *make_argv(root, inside),
     ]

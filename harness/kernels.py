@@ -23,8 +23,16 @@ from harness.model import KernelSpec, ResolvedKernel
 
 SPEC_FORMS = (
     "debian:SUITE            the suite's current kernel, e.g. debian:bookworm\n"
-    "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56"
+    "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56\n"
+    "debian-src:SUITE+FLAV   built here from the suite's linux-source with vm/configs/FLAV.config,\n"
+    "                        e.g. debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN)\n"
+    "local:PATH              a kernel tree you built (make, or vng --build), booted with a\n"
+    "                        Debian bookworm root; the module is built against the tree"
 )
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "vm" / "configs"
+# The guest root under a local: kernel (the tree brings the kernel, the root userspace).
+LOCAL_ROOT_SUITE = "bookworm"
+_SRC_SPEC = re.compile(r"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>[a-z0-9][a-z0-9_-]*)$")
 
 _SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?$")
 
@@ -48,17 +56,47 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 ARCH = "amd64"
 
 
+def flavours() -> list[str]:
+    """Configuration fragments a debian-src: kernel can be built with."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.config"))
+
+
 def parse_spec(text: str) -> KernelSpec:
-    m = _SPEC.match(text.strip())
+    text = text.strip()
+    if text.startswith("local:"):
+        return _parse_local(text)
+    if text.startswith("debian-src:"):
+        m = _SRC_SPEC.match(text)
+        if not m:
+            raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+        _check_suite(m["suite"], text)
+        if m["flavour"] not in flavours():
+            raise UsageError(f"unknown kernel flavour {m['flavour']!r} in {text!r}: no {CONFIGS_DIR}/"
+                             f"{m['flavour']}.config; known flavours: {', '.join(flavours()) or 'none'}")
+        return KernelSpec(source="debian-src", suite=m["suite"], flavour=m["flavour"])
+    m = _SPEC.match(text)
     if not m:
         raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
     if m["source"] != "debian":
         raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
-    if m["suite"] not in SUITES:
-        raise UsageError(
-            f"unknown Debian suite {m['suite']!r} in {text!r}; known suites: {', '.join(SUITES)}"
-        )
+    _check_suite(m["suite"], text)
     return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"])
+
+
+def _check_suite(suite: str, text: str) -> None:
+    if suite not in SUITES:
+        raise UsageError(f"unknown Debian suite {suite!r} in {text!r}; known suites: {', '.join(SUITES)}")
+
+
+def _parse_local(text: str) -> KernelSpec:
+    raw = text[len("local:"):]
+    if not raw:
+        raise UsageError(f"invalid kernel spec {text!r}: local: needs the path of a kernel build tree")
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"{text!r}: {path} is not a directory",
+                         hint="local:PATH takes a kernel source tree you have built (make, or vng --build)")
+    return KernelSpec(source="local", suite=LOCAL_ROOT_SUITE, path=str(path.resolve()))
 
 
 @dataclass(frozen=True)
@@ -195,6 +233,21 @@ class AptIndex:
             f"could not download the package index from {self.mirror.debian}:\n  " + "\n  ".join(errs),
             hint="check the mirror URL and the network; set --mirror or HARNESS_MIRROR",
         )
+
+    def download(self, package: str, version: str, dest: Path) -> Path:
+        """``apt-get download PACKAGE=VERSION`` into ``dest`` (signature-checked like every download)."""
+        env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
+        what = f"downloading {package} {version}"
+        try:
+            proc = procs.run(["apt-get", "download", "-q", f"{package}={version}"], env=env, cwd=dest,
+                             timeout=1800, what=what)
+        except PhaseTimeout:
+            raise InfraError(f"{what} from {self.mirror.debian} took longer than 1800s") from None
+        debs = list(dest.glob(f"{package}_*.deb"))
+        if proc.returncode != 0 or not debs:
+            raise InfraError(f"{what} from {self.mirror.debian} failed:\n" + _tail(proc.stderr or proc.stdout),
+                             hint="check the mirror (--mirror or HARNESS_MIRROR) and the network")
+        return debs[0]
 
     def show(self, package: str) -> Optional[dict[str, str]]:
         """The candidate version's control fields, or None when apt knows no such package."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -69,13 +70,20 @@ class BuildIn(enum.Enum):
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A kernel as the user named it: ``debian:bookworm`` or ``debian:bookworm@6.1.0-56``."""
+    """A kernel as the user named it: ``debian:bookworm``, ``debian:bookworm@6.1.0-56``,
+    ``debian-src:trixie+kasan`` (built here from the suite's source) or ``local:PATH``."""
 
-    source: str  # "debian"
-    suite: str  # "bookworm"
+    source: str  # "debian", "debian-src" or "local"
+    suite: str  # "bookworm"; for local: the suite of the guest root
     pin: Optional[str] = None  # ABI name without flavour, e.g. "6.1.0-56"
+    flavour: Optional[str] = None  # debian-src: the configuration fragment, vm/configs/FLAVOUR.config
+    path: Optional[str] = None  # local: the kernel build tree, absolute
 
     def __str__(self) -> str:
+        if self.source == "local":
+            return f"local:{self.path}"
+        if self.source == "debian-src":
+            return f"debian-src:{self.suite}+{self.flavour}"
         return f"{self.source}:{self.suite}" + (f"@{self.pin}" if self.pin else "")
 
 
@@ -87,11 +95,18 @@ class ResolvedKernel:
     release: str  # uname -r, e.g. "6.1.0-41-amd64"
     package_version: str  # Debian version of the image package, e.g. "6.1.158-1"
     packages: tuple[str, ...]  # what the root must contain for this kernel
-    compiler: str  # e.g. "gcc-12"
+    compiler: str  # e.g. "gcc-12"; "gcc" (the host's) for a kernel tree
+    # A kernel build tree (local:, debian-src:): booted from its bzImage, modules built
+    # against it on the host; the root is then the suite's base root, with no kernel.
+    tree: Optional[Path] = None
 
     @property
     def kernel_id(self) -> str:
         """Stable, filesystem-safe name: used for cache and results directories."""
+        if self.spec.source == "local":
+            return f"local-{self.release}"
+        if self.spec.source == "debian-src":
+            return f"debian-src-{self.spec.suite}-{self.spec.flavour}-{self.release}"
         return f"{self.spec.source}-{self.spec.suite}-{self.release}"
 
 

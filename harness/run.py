@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from harness import accel as accel_mod
-from harness import analyze, buildroot, kbuild, kernels, procs, report, splat, ssh, trail, vm
-from harness.errors import HarnessError, PhaseTimeout
-from harness.model import Accel, BuildIn, Phase, RunResult, Verdict
+from harness import analyze, buildroot, kbuild, kernels, ktree, procs, report, splat, ssh, trail, vm
+from harness.errors import HarnessError, PhaseTimeout, UsageError
+from harness.model import Accel, BuildIn, KernelSpec, Phase, ResolvedKernel, RunResult, Verdict
 from harness.progress import Printer
 from harness.project import Project, load_project
 
@@ -33,6 +33,7 @@ RESULT_FILES = ("result.json", "console.log", "exec.log", "guest-result.json", "
 @dataclass(frozen=True)
 class Timeouts:
     resolve: float = 300
+    kernel: float = 5400  # building a debian-src: kernel (a KASAN 6.12 took ~13 min on 2 cores)
     root: float = 1800
     build: float = 600
     guest: float = 600  # boot + every guest step + shutdown
@@ -111,21 +112,25 @@ class _Run:
         expected = trail.load_trail(project.trail)
         rules = splat.load_rules(req.splats or DATA_DIR / "splats.toml")
         chosen, why = accel_mod.choose(req.accel, accel_mod.probe())
-        build_in = _build_in(req.build_in, chosen)
+        build_in = _build_in(req.build_in, chosen, spec)
         res.accel, res.build_in = chosen.value, build_in.value
         self.printer.line(f"kernel {spec}; {why}; module built in the {build_in.value}")
         vm.check_qemu()
         vng = vm.find_vng()
         mirror = kernels.Mirror.from_env(req.mirror, req.apt_options)
 
-        with self.phase("resolve", f"{spec} at {mirror.debian}"):
-            index = kernels.AptIndex(self.cache, spec.suite, mirror)
-            index.update(ttl=0 if req.refresh else kernels.INDEX_TTL)
-            kernel = kernels.resolve(spec, index)
+        with self.phase("resolve", f"{spec}" + ("" if spec.source == "local" else f" at {mirror.debian}")):
+            kernel, src, index = resolve_spec(spec, mirror, self.cache, 0 if req.refresh else kernels.INDEX_TTL)
+        if src is not None:
+            assert index is not None
+            with self.phase("kernel", f"{spec}: {src.package} {src.version} built with {ktree.HOST_COMPILER}"):
+                kernel = ktree.ensure_built(src, index, self.cache, self.printer, req.timeouts.kernel)
+        assert kernel is not None
         res.kernel_release, res.package_version = kernel.release, kernel.package_version
-        self.printer.line(f"    {spec} is {kernel.release} (package {kernel.package_version}, {kernel.compiler})")
+        self.printer.line(f"    {spec} is {kernel.release} ({kernel.package_version}, {kernel.compiler})")
 
-        with self.phase("root", f"Debian {spec.suite} root for {kernel.release}"):
+        with self.phase("root", f"Debian {spec.suite} " + (f"root for {kernel.release}" if kernel.tree is None
+                                                           else f"base root (kernel from {kernel.tree})")):
             root = buildroot.ensure_root(kernel, mirror, self.printer, req.timeouts.root, self.cache)
 
         kbuild.prepare_source(project.source, run_dir / "build")
@@ -279,7 +284,25 @@ class _Run:
             return res.stdout, res.status
 
 
-def _build_in(requested: str, chosen: Accel) -> BuildIn:
+def resolve_spec(spec: KernelSpec, mirror: kernels.Mirror, cache: Path, ttl: float
+                 ) -> tuple[Optional[ResolvedKernel], Optional[ktree.SourceKernel], Optional[kernels.AptIndex]]:
+    """A spec -> (the kernel, or the source kernel still to build, and the index used)."""
+    if spec.source == "local":
+        return ktree.local_kernel(spec), None, None
+    index = kernels.AptIndex(cache, spec.suite, mirror)
+    index.update(ttl=ttl)
+    if spec.source == "debian-src":
+        return None, ktree.resolve_source(spec, index), index
+    return kernels.resolve(spec, index), None, index
+
+
+def _build_in(requested: str, chosen: Accel, spec: KernelSpec) -> BuildIn:
+    if spec.source in ("local", "debian-src"):
+        # The tree is on the host; the guest sees only the root.
+        if requested == "guest":
+            raise UsageError(f"--build-in guest does not work with {spec}: its kernel tree is on the host",
+                             hint="leave --build-in at auto (or host)")
+        return BuildIn.HOST
     if requested == "auto":
         # In-guest builds are ~80x slower under emulation.
         return BuildIn.GUEST if chosen is Accel.KVM else BuildIn.HOST
