@@ -3,12 +3,15 @@
 
     .venv/bin/python bench/startup.py [--reps 5] [--cold] [--json FILE] [--markdown FILE]
 
-Contenders, alternated so that noise hits both alike:
-  vng      the plain command: vng --disable-kvm -r KERNEL --root ROOT --rwdir ... --exec
+Contenders, alternated so that noise hits them alike:
+  vng      the plain command: vng [--disable-kvm] -r KERNEL --root ROOT --rwdir ... --exec
            'insmod ...; python3 netlink_client.py -n; rmmod ...; dmesg', module prebuilt,
-           on the same kernel and the same cached root;
+           on the same kernel and the same packages: a copy of the cached root with the
+           harness's start-up cuts undone (the root as mmdebstrap made it);
   harness  `harness run` on the same kernel with the root cached (resolve, root check,
-           build, boot, guest steps, judge, report), with its phases and vm breakdown.
+           build, boot, guest steps, judge, report), with its phases and vm breakdown;
+  vng-cut  the plain command on the harness's own root, to show what the cuts buy
+           and what the harness itself adds.
 With --cold, one `harness run` with an empty cache (download, root, build, boot) at the end.
 Prints medians and spread; --json writes every figure, --markdown the table.
 """
@@ -30,7 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import procs, vm  # noqa: E402
+from harness import buildroot, procs, vm  # noqa: E402
+from harness.model import Accel  # noqa: E402
 from harness.progress import Printer  # noqa: E402
 from harness.run import RunRequest, _Run, run  # noqa: E402
 
@@ -38,8 +42,22 @@ GUEST_CMD = ("insmod /harness/build/netlink_kernel.ko && python3 /harness/netlin
              "&& rmmod netlink_kernel && dmesg | tail -5")
 
 
-def plain_vng(prep, run_dir: Path) -> float:
-    argv = [prep.vng, "--disable-kvm", "--run", str(prep.root.vmlinuz), "--root", str(prep.root.path),
+def plain_root(prep) -> Path:
+    """The harness's cached root with its start-up cuts undone: the same packages as
+    mmdebstrap installed them, which is what a plain vng user boots."""
+    dest = Path(tempfile.mkdtemp(prefix="kmod-harness-plain-root-"))
+    done = procs.run(["cp", "-a", "--reflink=auto", f"{prep.root.path}/.", str(dest)], timeout=600,
+                     what="copying the root")
+    if done.returncode != 0:
+        raise SystemExit(f"copying the root failed: {done.stderr}")
+    buildroot.undo_startup_cuts(dest)
+    return dest
+
+
+def plain_vng(prep, run_dir: Path, root: Path) -> float:
+    # The same accelerator the harness chose: TCG here, KVM on GitHub's runners.
+    accel = ["--disable-kvm"] if prep.accel is Accel.TCG else []
+    argv = [prep.vng, *accel, "--run", str(prep.root.vmlinuz), "--root", str(root),
             "--rwdir", f"/harness={run_dir}", "--exec", GUEST_CMD]
     t0 = time.monotonic()
     done = procs.run(argv, timeout=600, what="plain vng", env=vm.vng_env())
@@ -75,13 +93,18 @@ def main() -> int:
         prep = _Run(RunRequest(results=results, project=REPO), Printer(io.StringIO())).prepare(run_dir)
         assert prep is not None, "the module must build"
         shutil.copy(REPO / "userspace" / "netlink_client.py", run_dir)
+        plain = plain_root(prep)
         harness_run(results)  # warm-up: the build cache and the package index are now current
-        vng_t, har = [], []
-        for i in range(a.reps):
-            vng_t.append(plain_vng(prep, run_dir))
-            har.append(harness_run(results))
-            print(f"  rep {i + 1}/{a.reps}: vng {vng_t[-1]:.1f}s, harness {har[-1]['wall']:.1f}s",
-                  file=sys.stderr, flush=True)
+        vng_t, vng_cut, har = [], [], []
+        try:
+            for i in range(a.reps):
+                vng_t.append(plain_vng(prep, run_dir, plain))
+                har.append(harness_run(results))
+                vng_cut.append(plain_vng(prep, run_dir, prep.root.path))
+                print(f"  rep {i + 1}/{a.reps}: vng {vng_t[-1]:.1f}s, harness {har[-1]['wall']:.1f}s, "
+                      f"vng on the harness's root {vng_cut[-1]:.1f}s", file=sys.stderr, flush=True)
+        finally:
+            shutil.rmtree(plain, ignore_errors=True)
         cold = None
         if a.cold:
             cache = Path(tempfile.mkdtemp(prefix="kmod-harness-cold-"))
@@ -91,18 +114,21 @@ def main() -> int:
                 shutil.rmtree(cache, ignore_errors=True)
     har_wall = [h["wall"] for h in har]
     ratio = statistics.median(har_wall) / statistics.median(vng_t)
-    keys = sorted({k for h in har for k in h["phases"]}, key=["resolve", "root", "build", "vm"].index)
+    keys = sorted({k for h in har for k in h["phases"]}, key=["resolve", "kernel", "root", "build", "vm"].index)
     bkeys = list(har[0]["boot"])
     lines = [
-        f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, TCG; "
+        f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {prep.accel.value.upper()}; "
         f"{a.reps} alternating repetitions, median (min-max) in seconds.", "",
         "| contender | wall |", "| --- | ---: |",
-        f"| plain vng (module prebuilt) | {spread(vng_t)} |",
+        f"| plain vng (module prebuilt; the root as mmdebstrap made it) | {spread(vng_t)} |",
         f"| harness run, warm | {spread(har_wall)} |",
+        f"| plain vng on the harness's root (its start-up cuts, see buildroot.py) | {spread(vng_cut)} |",
     ]
     if cold:
         lines.append(f"| harness run, cold cache (once) | {cold['wall']:.1f} |")
-    lines += ["", f"warm harness / plain vng = {ratio:.2f}", "",
+    ratio_cut = statistics.median(har_wall) / statistics.median(vng_cut)
+    lines += ["", f"warm harness / plain vng = {ratio:.2f}; "
+              f"warm harness / plain vng on the harness's root = {ratio_cut:.2f}", "",
               "| harness phase (warm) | seconds |", "| --- | ---: |"]
     lines += [f"| {k} | {spread([h['phases'][k] for h in har])} |" for k in keys]
     lines += [f"| vm: {k.replace('_', ' ')} | {spread([h['boot'][k] for h in har if k in h['boot']])} |"
@@ -117,7 +143,8 @@ def main() -> int:
     if a.markdown:
         a.markdown.write_text(text)
     if a.json:
-        a.json.write_text(json.dumps({"vng": vng_t, "harness": har, "cold": cold, "ratio": ratio}, indent=1))
+        a.json.write_text(json.dumps({"vng": vng_t, "vng_harness_root": vng_cut, "harness": har, "cold": cold,
+                                      "ratio": ratio}, indent=1))
     shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 

@@ -7,6 +7,7 @@ signatures are always checked.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -250,14 +251,45 @@ class AptIndex:
         return debs[0]
 
     def show(self, package: str) -> Optional[dict[str, str]]:
-        """The candidate version's control fields, or None when apt knows no such package."""
+        """The candidate version's control fields, or None when apt knows no such package.
+
+        Answers are kept with the index they came from (show-cache.json, dropped with
+        each update): a warm run resolves in milliseconds instead of three apt-cache
+        calls (~0.5 s).
+        """
+        memo_path = self.dir / "show-cache.json"
+        stamp = self._stamp()
+        memo: dict = {}
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            pass
+        if memo.get("stamp") != stamp:
+            memo = {"stamp": stamp, "answers": {}}
+        if package in memo["answers"]:
+            return memo["answers"][package]
         env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
         proc = subprocess.run(
             ["apt-cache", "show", "--no-all-versions", package], env=env, capture_output=True, text=True
         )
-        if proc.returncode != 0 or not proc.stdout.strip():
+        answer = parse_control(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+        if stamp is not None:
+            memo["answers"][package] = answer
+            tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
+            try:
+                tmp.write_text(json.dumps(memo))
+                os.replace(tmp, memo_path)
+            except OSError:
+                pass
+        return answer
+
+    def _stamp(self) -> Optional[str]:
+        """Identifies the downloaded index: the last update's time and sources."""
+        try:
+            st = (self.dir / "updated").stat()
+            return f"{st.st_mtime_ns}:{(self.dir / 'updated').read_text()}"
+        except OSError:
             return None
-        return parse_control(proc.stdout)
 
 
 def parse_control(text: str) -> dict[str, str]:

@@ -1,3 +1,5 @@
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,21 @@ def test_missing_keyring_names_the_package(monkeypatch, tmp_path: Path):
     with pytest.raises(InfraError) as e:
         kernels.check_keyring()
     assert "debian-archive-keyring" in str(e.value)
+
+
+def test_show_answers_are_kept_until_the_index_is_updated(tmp_path, monkeypatch):
+    idx = kernels.AptIndex(tmp_path, "bookworm", kernels.Mirror())
+    idx.dir.mkdir(parents=True)
+    (idx.dir / "updated").write_text("sources")
+    calls = []
+    recorded = (Path(__file__).parent.parent / "data/apt/bookworm/linux-image-amd64.txt").read_text()
+
+    def fake_run(argv, **kw):
+        calls.append(argv[-1])
+        return subprocess.CompletedProcess(argv, 0, recorded, "")
+
+    monkeypatch.setattr(kernels.subprocess, "run", fake_run)
+    first = idx.show("linux-image-amd64")
+    assert idx.show("linux-image-amd64") == first and len(calls) == 1
+    os.utime(idx.dir / "updated", ns=(1, 1))  # a new download
+    assert idx.show("linux-image-amd64") == first and len(calls) == 2
