@@ -484,7 +484,7 @@ def case_flood_small_rcvbuf(ctx, flood=32):
     still_alive(ctx)
 
 
-def case_concurrent_clients(ctx, clients=8, messages=50):
+def case_concurrent_clients(ctx, clients=8, messages=200):
     """Several clients, each sending messages one after another at the same time: every reply arrives."""
     results = [None] * clients
     start = threading.Barrier(clients)
@@ -705,7 +705,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("loaded", "absent"), required=True)
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    ap.add_argument("--messages", type=int, default=50, help="messages per concurrent client (default 50)")
+    ap.add_argument("--messages", type=int, default=200, help="messages per concurrent client (default 200)")
     ap.add_argument("--flood", type=int, default=32, help="messages sent unread into a tiny receive buffer")
     ap.add_argument("--case", action="append", default=[], help="run only this case (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the case names of the mode and exit")

@@ -13,6 +13,7 @@ import pytest
 from harness import cli
 from harness import trail as trail_mod
 from harness.model import KmsgRecord
+from harness.run import results_id
 
 from conftest import REPO
 
@@ -65,8 +66,14 @@ def cases_of(step: dict) -> tuple[list[dict], dict]:
 
 
 def test_hostile_suite_passes_with_every_case_and_no_splat(own_tmp):
-    code = cli.main(["run", "--project", str(HOSTILE), "--results", str(own_tmp), "--timeout", "400"])
-    res = json.loads((own_tmp / "debian-bookworm" / "result.json").read_text())
+    check_hostile_run(own_tmp, "debian:bookworm")
+
+
+def check_hostile_run(results, kernel: str, timeout: int = 400) -> dict:
+    """Run the suite on ``kernel`` and check every case, the splats and the kernel log."""
+    code = cli.main(["run", "--kernel", kernel, "--project", str(HOSTILE), "--results", str(results),
+                     "--timeout", str(timeout)])
+    res = json.loads((results / results_id(kernel) / "result.json").read_text())
     assert code == 0, res["reason"]
     assert res["verdict"] == "pass"
     assert res["splats"] == []
@@ -82,7 +89,6 @@ def test_hostile_suite_passes_with_every_case_and_no_splat(own_tmp):
         failed = {c["case"]: c["detail"].get("problems") for c in cases if c["ok"] is not True}
         assert not failed, failed
         assert summary["failed"] == [] and summary["cases"] == len(expected)
-    assert steps["hostile"]["seconds"] < 120
 
     by_case = {c["case"]: c["detail"] for c in cases_of(steps["hostile"])[0]}
     # What userspace saw, pinned where every kernel agrees.
@@ -92,7 +98,7 @@ def test_hostile_suite_passes_with_every_case_and_no_splat(own_tmp):
     assert by_case["unprivileged_user"]["bind_group"] == "EPERM"
     assert by_case["flood_small_rcvbuf"]["first_recv"] == "ENOBUFS"
     assert by_case["rmmod_while_open"]["refcnt_open"] == 1 and by_case["rmmod_while_open"]["rmmod_rc"] != 0
-    assert by_case["concurrent_clients"]["replies"] == [50] * 8
+    assert by_case["concurrent_clients"]["replies"] == [200] * 8
 
     # The kernel log of the run agrees with userspace.
     start = steps["absent-before"]["kmsg_seq_before"]
@@ -105,8 +111,8 @@ def test_hostile_suite_passes_with_every_case_and_no_splat(own_tmp):
     assert "MyNetlink has received: no-terminator-abc" in texts
     # One record, newlines escaped: the forged "BUG:" line is payload, not a splat.
     assert "MyNetlink has received: line one\\x0aBUG: forged by userspace\\x0aline three" in texts
-    # 8 clients x 50 messages: every one logged, none lost from the kernel log.
-    assert sum(t.startswith("MyNetlink has received: client ") for t in texts) == 8 * 50
+    # 8 clients x 200 messages: every one logged, none lost from the kernel log.
+    assert sum(t.startswith("MyNetlink has received: client ") for t in texts) == 8 * 200
     # Every reply the flooded socket did not get was logged as a failed send, and only those.
     flood = by_case["flood_small_rcvbuf"]
     assert texts.count("Error while sending back to user") == flood["sent"] - flood["queued_replies"]
@@ -119,3 +125,4 @@ def test_hostile_suite_passes_with_every_case_and_no_splat(own_tmp):
     assert m.ok, m.diff()
     unexplained = [r.text for r in m.other if "netlink" in r.text.lower()]
     assert not unexplained, unexplained
+    return res

@@ -1,0 +1,94 @@
+"""Checks only a debug kernel can make: debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN).
+
+The kernel is built from trixie's linux-source once (~15-25 min on 2 cores) and
+cached. These tests run when it is cached, or always with HARNESS_SANITIZERS=1
+(`make test-sanitizers` builds it first); otherwise they are skipped, saying how
+to get them.
+"""
+
+import json
+import os
+
+import pytest
+from test_hostile_vm import check_hostile_run
+
+from harness import buildroot, cli, kernels, ktree
+from harness.run import resolve_spec, results_id
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.vm, pytest.mark.sanitizer]
+
+SPEC = "debian-src:trixie+kasan"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def kasan():
+    """The sanitizer kernel's spec, when it is built (or HARNESS_SANITIZERS=1 asks for it)."""
+    if os.environ.get("HARNESS_SANITIZERS") == "1":
+        return SPEC
+    spec = kernels.parse_spec(SPEC)
+    mirror = kernels.Mirror.from_env(None, ())
+    _, src, _ = resolve_spec(spec, mirror, buildroot.cache_dir(), kernels.INDEX_TTL)
+    if ktree.cached(src, buildroot.cache_dir()) is None:
+        pytest.skip(f"{SPEC} is not built yet: `make test-sanitizers` builds it (~20 min) and runs these")
+    return SPEC
+
+
+def run(results, *args: str) -> tuple[int, dict]:
+    code = cli.main(["run", "--kernel", SPEC, "--results", str(results), *args])
+    return code, json.loads((results / results_id(SPEC) / "result.json").read_text())
+
+
+def texts(res: dict) -> list[str]:
+    return [r["text"] for r in res["kmsg"]]
+
+
+def test_module_passes_its_trail_on_the_sanitizer_kernel(kasan, own_tmp):
+    code, res = run(own_tmp, "--timeout", "600")
+    assert code == 0, res["reason"]
+    assert res["verdict"] == "pass" and res["splats"] == []
+    assert res["build_warnings"] == []
+    assert res["package_version"].startswith("linux-source-6.12 ")
+    boot = texts(res)
+    # It really is the debug kernel: its sanitizers announced themselves at boot.
+    assert any("KernelAddressSanitizer initialized" in t for t in boot), boot[:50]
+    assert any("Kernel memory leak detector initialized" in t for t in boot)
+    assert any("Lock dependency validator" in t for t in boot)
+
+
+def test_hostile_input_leaves_no_sanitizer_report(kasan, own_tmp):
+    res = check_hostile_run(own_tmp, SPEC, timeout=900)
+    sanitizer = [t for t in texts(res) if t.startswith(("BUG: KASAN", "UBSAN:", "WARNING: possible"))]
+    assert sanitizer == []
+
+
+def test_fifty_cycles_leak_nothing_kmemleak_can_see(kasan, own_tmp):
+    code, res = run(own_tmp, "--project", str(REPO / "tests/hostile/leakcheck.toml"), "--timeout", "1200")
+    step = next(s for s in res["steps"] if s["name"] == "leakcheck")
+    found = json.loads(step["stdout"].strip().splitlines()[-1])
+    assert found["kmemleak"] is True, found
+    assert found["cycles_ok"] == 50, found["problems"]
+    assert found["module_reports"] == [], found["module_reports"]
+    assert code == 0, res["reason"]
+    assert res["splats"] == []
+
+
+def test_leak_in_a_module_is_found(kasan, own_tmp):
+    """The check above can fail: a module that leaks on every load is reported by kmemleak."""
+    code, res = run(own_tmp, "--project", str(REPO / "tests/hostile/leaky.toml"), "--timeout", "600")
+    step = next(s for s in res["steps"] if s["name"] == "leakcheck")
+    found = json.loads(step["stdout"].strip().splitlines()[-1])
+    assert found["kmemleak"] is True, found
+    assert len(found["module_reports"]) >= 1, found
+    assert "leaked by leaky" in found["module_reports"][0]  # the bytes its init wrote
+    assert code == 1 and res["verdict"] == "fail"
+
+
+def test_blogs_unsafe_module_is_caught_with_the_report(kasan, own_tmp):
+    code, res = run(own_tmp, "--project", str(FIXTURES / "netlink/blog_unsafe.toml"), "--timeout", "600")
+    assert code == 4, res["reason"]
+    assert res["verdict"] == "crash"
+    # The report itself, quoted in result.json: KASAN's, or the kernel's own.
+    assert any(w in res["reason"] for w in ("KASAN", "stack guard page", "Kernel panic", "Oops")), res["reason"]
