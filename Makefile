@@ -8,16 +8,22 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 KERNEL   ?= debian:bookworm
 PYTEST_ARGS ?=
 
+# Building modules against a kernel tree (local:PATH) and kernels from source
+# (debian-src:SUITE+FLAVOUR) with the host's compiler.
+KERNEL_BUILD_PACKAGES := gcc make libc6-dev flex bison bc libelf-dev libssl-dev cpio xz-utils
 # Debian/Ubuntu packages the harness needs on the host.
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
-	apt kmod python3-venv udev busybox-static zstd openssh-client
+	apt kmod python3-venv udev busybox-static zstd openssh-client \
+	$(KERNEL_BUILD_PACKAGES)
+SANITIZER_KERNEL := debian-src:trixie+kasan
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-unit test-vm lint clean help bench bench-ssh bench-roundtrip
+.PHONY: setup run test test-unit test-vm test-sanitizers sanitizer-kernel-id lint clean help bench bench-ssh bench-roundtrip
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
-	@echo "make test    unit tests, then tests that boot real VMs"
+	@echo "make test    unit tests, then tests that boot real VMs (sanitizer tests when that kernel is built)"
+	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
 	@echo "make setup   install host packages and the virtualenv only"
 
 $(SETUP_STAMP): pyproject.toml
@@ -45,6 +51,13 @@ test-unit: setup
 
 test-vm: setup
 	$(VENV)/bin/python -m pytest -m vm $(PYTEST_ARGS)
+
+test-sanitizers: setup
+	$(SUDO) $(VENV)/bin/harness kernels fetch --kernel $(SANITIZER_KERNEL)
+	HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m sanitizer $(PYTEST_ARGS)
+
+sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
+	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)
 
 bench: setup  # harness run vs plain vng, phases, a cold run: the table in docs/PERFORMANCE.md
 	$(SUDO) $(VENV)/bin/python bench/startup.py --reps 5 --cold --markdown results/bench-startup.md \

@@ -14,7 +14,7 @@ def fake_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     r = KERNEL.release
     for rel in (f"usr/src/linux-headers-{r}/Makefile", f"lib/modules/{r}/modules.dep", "usr/bin/gcc-12",
-                "usr/bin/python3", "usr/bin/udevadm", buildroot.BLACKLIST_FILE):
+                "usr/bin/python3", "usr/bin/udevadm", buildroot.BLACKLIST_FILE, buildroot.CUTS_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     (root / "boot").mkdir()
@@ -157,3 +157,27 @@ def test_stale_virtme_init_scripts_are_removed_fresh_ones_kept(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     buildroot._remove_stale_init_scripts(root)
     assert not old.exists() and new.exists()
+
+
+def test_startup_cuts_mask_all_but_the_exec_channels_udev_rules_and_can_be_undone(tmp_path):
+    root = tmp_path / "root"
+    for rel in ("usr/lib/udev/rules.d/50-udev-default.rules", "usr/lib/udev/rules.d/80-drivers.rules",
+                "usr/lib/udev/rules.d/60-persistent-storage.rules", "usr/lib/udev/rules.d/60-block.rules",
+                "usr/lib/tmpfiles.d/systemd.conf",
+                "usr/lib/tmpfiles.d/sshd.conf", "etc/udev/rules.d/60-persistent-storage.rules",
+                buildroot.BLACKLIST_FILE):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("admin's own" if rel.startswith("etc/udev") else "x")
+    added = buildroot.apply_startup_cuts(root)
+    masks = root / "etc/udev/rules.d"
+    assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"
+    assert not (masks / "50-udev-default.rules").exists()  # virtio-ports symlinks: the exec channel
+    assert not (masks / "80-drivers.rules").exists()  # module autoload: virtio_net
+    assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"  # not replaced
+    assert (root / "etc/tmpfiles.d/systemd.conf").is_symlink() and (root / "etc/tmpfiles.d/sshd.conf").is_symlink()
+    assert "etc/udev/rules.d/60-persistent-storage.rules" not in added
+    assert (masks / "60-block.rules").resolve() == Path("/dev/null")
+    buildroot.undo_startup_cuts(root)
+    assert not (masks / "60-block.rules").is_symlink() and not (root / "etc/tmpfiles.d/systemd.conf").is_symlink()
+    assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"
+    assert not (root / buildroot.BLACKLIST_FILE).exists() and not (root / buildroot.CUTS_FILE).exists()

@@ -48,6 +48,7 @@ def test_matrix_comes_from_the_kernel_list_not_a_copy():
 
 def test_commands_it_runs_are_the_readmes():
     readme = (REPO / "README.md").read_text()
-    for cmd in ("make setup", "make lint", "make test-unit", "harness matrix", "harness kernels resolve"):
+    for cmd in ("make setup", "make lint", "make test-unit", "harness matrix", "harness kernels resolve",
+                "make test-sanitizers", "make bench"):
         assert cmd in WORKFLOW.read_text()
         assert cmd in readme, f"README does not document {cmd!r}"
