@@ -125,7 +125,17 @@ def root_key(kernel: ResolvedKernel) -> str:
     return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
 
 
-def _sha256(path: Path) -> str:
+def read_manifest(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """A cache entry's manifest, or why there is none to trust."""
+    if not path.is_file():
+        return None, "no manifest (an interrupted or foreign build)"
+    try:
+        return json.loads(path.read_text()), None
+    except ValueError:
+        return None, "manifest is not valid JSON"
+
+
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -160,7 +170,7 @@ def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
             "package_version": kernel.package_version,
             "vmlinuz": str(img.relative_to(root)),
             "vmlinuz_size": img.stat().st_size,
-            "vmlinuz_sha256": _sha256(img),
+            "vmlinuz_sha256": sha256_file(img),
         })
     else:
         manifest["base"] = kernel.spec.suite
@@ -169,13 +179,9 @@ def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
 
 def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
     """Why the cached root is unusable, or None when it is sound."""
-    mf = root / MANIFEST
-    if not mf.is_file():
-        return "no manifest (an interrupted or foreign build)"
-    try:
-        manifest = json.loads(mf.read_text())
-    except ValueError:
-        return "manifest is not valid JSON"
+    manifest, problem = read_manifest(root / MANIFEST)
+    if manifest is None:
+        return problem
     if kernel.tree is not None:
         if manifest.get("base") != kernel.spec.suite:
             return f"not a base root of {kernel.spec.suite}"
@@ -198,7 +204,7 @@ def _check_image(root: Path, manifest: dict) -> Optional[str]:
         return f"kernel image {manifest.get('vmlinuz')} is missing"
     if img.stat().st_size != manifest.get("vmlinuz_size"):
         return f"kernel image {img.name} has {img.stat().st_size} bytes, expected {manifest.get('vmlinuz_size')}"
-    if _sha256(img) != manifest.get("vmlinuz_sha256"):
+    if sha256_file(img) != manifest.get("vmlinuz_sha256"):
         return f"kernel image {img.name} does not match its recorded sha256"
     return None
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness import procs, vm
+from harness.buildroot import read_manifest, sha256_file
 from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.kernels import CONFIGS_DIR, AptIndex, require_tool
 from harness.locks import locked
@@ -164,19 +165,15 @@ def kernel_from_entry(spec: KernelSpec, entry: Path) -> ResolvedKernel:
 
 def check_entry(entry: Path) -> Optional[str]:
     """Why a cached kernel is unusable, or None."""
-    mf = entry / MANIFEST
-    if not mf.is_file():
-        return "no manifest (an interrupted or foreign build)"
-    try:
-        manifest = json.loads(mf.read_text())
-    except ValueError:
-        return "manifest is not valid JSON"
+    manifest, problem = read_manifest(entry / MANIFEST)
+    if manifest is None:
+        return problem
     tree = entry / TREE_DIR
     problem = check_tree(tree)
     if problem:
         return problem
     img = tree / BZIMAGE
-    if img.stat().st_size != manifest.get("bzimage_size") or _sha256(img) != manifest.get("bzimage_sha256"):
+    if img.stat().st_size != manifest.get("bzimage_size") or sha256_file(img) != manifest.get("bzimage_sha256"):
         return f"{BZIMAGE} does not match the one the build recorded"
     return None
 
@@ -274,7 +271,7 @@ def _build(src: SourceKernel, index: AptIndex, entry: Path, printer: Printer, ti
                 "format": BUILD_FORMAT, "spec": str(src.spec), "package": src.package, "version": src.version,
                 "flavour": src.spec.flavour, "config_hash": src.config_hash, "release": tree_release(tree),
                 "compiler": _first_line([HOST_COMPILER, "--version"]),
-                "bzimage_size": img.stat().st_size, "bzimage_sha256": _sha256(img),
+                "bzimage_size": img.stat().st_size, "bzimage_sha256": sha256_file(img),
                 "build_seconds": round(time.monotonic() - t0, 1),
                 "tree_bytes_built": built_bytes, "tree_bytes_kept": _du(tree),
             }
@@ -352,14 +349,6 @@ def configure(vng: str, tree: Path, fragment: Path, step) -> None:
             f"{fragment.name}: Kconfig refused " + ", ".join(f"{k}={wanted[k]} (got {v})" for k, v in refused.items()),
             hint="an option's dependencies are missing from the fragment, or it does not exist in this kernel",
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _first_line(argv: list[str]) -> str:
