@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -165,6 +166,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
     except KeyboardInterrupt:
         printer.line("harness: interrupted")
         return EXIT_CODES[Verdict.INTERRUPTED]
+    except BrokenPipeError:  # `harness kernels list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:

@@ -48,6 +48,10 @@ REPLY_TIMEOUT = 10.0  # waiting for a reply that must come (TCG is slow)
 QUIET = 0.5  # waiting for a reply that must not come
 CASE_LIMIT = 40  # hard bound for one case, seconds (SIGALRM)
 CLONE_NEWNET = 0x40000000
+# Loaded once, here, while the process has one thread: a dlopen() in a child forked
+# after the concurrent-clients case had run threads tripped bullseye's ld.so
+# ("dl_open_worker: Assertion ... RT_CONSISTENT failed") and killed the child.
+LIBC = ctypes.CDLL(None, use_errno=True)
 NOBODY = 65534
 
 
@@ -539,8 +543,7 @@ def case_netns_client(ctx):
     """A client in a new network namespace: ECONNREFUSED (the kernel socket is in init_net only)."""
 
     def child():
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
+        if LIBC.unshare(CLONE_NEWNET) != 0:
             return {"unshare": errname(ctypes.get_errno())}
         out = {"unshare": "ok"}
         try:
