@@ -168,7 +168,11 @@ class GuestSsh:
             while chan.recv_stderr_ready():
                 err.append(chan.recv_stderr(65536))
                 got = True
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # sshd may send the exit status before the last of the output (the child
+            # exits while its pipe still holds data): the end is EOF plus the status,
+            # or the channel closing.
+            if ((chan.eof_received and chan.exit_status_ready()) or chan.closed) \
+                    and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             if not got:
                 time.sleep(0.005)

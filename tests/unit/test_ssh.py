@@ -55,3 +55,51 @@ def test_ssh_server_mode_listens_on_loopback_only():
 def test_vng_env_sets_home_for_the_keys(tmp_path: Path):
     env = vm.vng_env(home=tmp_path)
     assert env["HOME"] == str(tmp_path)
+
+
+class _ScriptedChannel:
+    """A channel whose server sends the exit status first and the output after it,
+    as sshd does when the command exits while its pipe still holds data."""
+
+    def __init__(self, chunks: list[bytes]):
+        self.chunks, self.polls = list(chunks), 0
+        self.eof_received = self.closed = False
+
+    def settimeout(self, _t): pass
+    def exec_command(self, _c): pass
+    def shutdown_write(self): pass
+    def close(self): self.closed = True
+
+    def exit_status_ready(self) -> bool:
+        return True  # from the first poll on
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def recv_ready(self) -> bool:
+        self.polls += 1
+        if self.polls % 3:  # data trickles in: only every third poll finds some
+            return False
+        if not self.chunks:
+            self.eof_received = True
+        return bool(self.chunks)
+
+    def recv(self, _n: int) -> bytes:
+        return self.chunks.pop(0)
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+
+def test_run_reads_output_that_arrives_after_the_exit_status():
+    chunks = [b"a" * 1000, b"b" * 1000, b"c" * 10]
+    chan = _ScriptedChannel(chunks)
+
+    class Client:
+        def get_transport(self):
+            return type("T", (), {"open_session": lambda _self, timeout: chan})()
+
+    g = ssh.GuestSsh.__new__(ssh.GuestSsh)
+    g.client = Client()
+    r = g.run("dd if=/dev/kmsg", timeout=5)
+    assert r.status == 0 and r.stdout == "a" * 1000 + "b" * 1000 + "c" * 10
