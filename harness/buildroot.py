@@ -72,6 +72,9 @@ CUTS_FILE = "etc/kmod-harness-cuts.txt"  # every path the cuts added (bench/star
 
 # Directories the guest mounts host directories onto (virtme-ng needs them to exist).
 GUEST_MOUNTS = ("harness", "project")
+# Base roots (tree kernels) have no kernel package: /lib/modules is made empty for the
+# tree's modules to be mounted on (through the lib -> usr/lib link where there is one).
+BASE_MOUNTS = ("lib/modules",)
 ROOT_FORMAT = 4  # bump when the way roots are made changes
 MANIFEST = ".harness-root.json"
 
@@ -87,6 +90,7 @@ def cache_dir() -> Path:
 class Root:
     path: Path
     kernel: ResolvedKernel
+    modules: Optional[Path] = None  # a tree kernel's installed modules (host), mounted at /lib/modules
 
     @property
     def vmlinuz(self) -> Path:
@@ -116,9 +120,13 @@ def root_packages(kernel: ResolvedKernel) -> list[str]:
     return sorted(set(kernel.packages) | {kernel.compiler} | set(BASE_PACKAGES))
 
 
+def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
+    return GUEST_MOUNTS + (BASE_MOUNTS if kernel.tree is not None else ())
+
+
 def root_key(kernel: ResolvedKernel) -> str:
     if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
-        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES]).encode())
+        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS]).encode())
         return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
                                    UNUSED_MODULES]).encode())
@@ -192,7 +200,7 @@ def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
     for what, paths in _essentials(root, kernel).items():
         if not any(p.exists() for p in paths):
             return f"{what} is missing ({paths[0].relative_to(root)})"
-    for d in GUEST_MOUNTS:
+    for d in mount_points(kernel):
         if not (root / d).is_dir():
             return f"mount point /{d} is missing"
     return None
@@ -247,7 +255,7 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, printer: Print
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
     log_path = dest.parent / f"{dest.name}.log"
-    hooks = [f'mkdir -p "$1/{d}"' for d in GUEST_MOUNTS]
+    hooks = [f'mkdir -p "$1/{d}"' for d in mount_points(kernel)]
     argv = [
         mmdebstrap, "--variant=apt", "--mode=root",
         "--include=" + ",".join(root_packages(kernel)),

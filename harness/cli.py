@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from harness import buildroot, kernels, ktree, matrix, procs, report
+from harness import buildroot, kbuild, kernels, ktree, matrix, procs, report
 from harness.errors import HarnessError, UsageError
 from harness.model import EXIT_CODES, Verdict
 from harness.progress import Printer
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel_opts(kr)
     kr.add_argument("--matrix-options", action="store_true",
                     help="also use the apt options vm/kernels.toml gives this kernel")
-    kp = ksub.add_parser("prune", help="delete every cached root (and with --kernels, every built kernel)")
+    kp = ksub.add_parser("prune", help="delete every cached root and installed tree modules "
+                                       "(and with --kernels, every built kernel)")
     kp.add_argument("--kernels", action="store_true",
                     help="also delete kernels built from source (debian-src:), which take long to rebuild")
     return p
@@ -260,11 +261,14 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
                 kernel = ktree.ensure_built(src, index, cache, printer, Timeouts.kernel)
         assert kernel is not None
         root = buildroot.ensure_root(kernel, mirror, printer, Timeouts.root)
+        if kernel.tree is not None:
+            kbuild.tree_modules(kernel.tree, cache, printer)
         out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}"
                   + (f"\t{kernel.tree}" if kernel.tree else "") + "\n")
         return 0
     if args.kcommand == "prune":
-        for d in (roots, built) if args.kernels else (roots,):
+        mods = cache / kbuild.TREE_MODULES
+        for d in (roots, mods, built) if args.kernels else (roots, mods):
             if d.is_dir():
                 shutil.rmtree(d)
             out.write(f"removed {d}\n")

@@ -20,7 +20,9 @@ from typing import Optional
 
 from harness import ktree, procs
 from harness.buildroot import Root
+from harness.errors import InfraError
 from harness.kernels import require_tool
+from harness.locks import locked
 from harness.progress import Printer
 
 _WARNING = re.compile(r"(\bwarning: |^WARNING: )")
@@ -103,16 +105,22 @@ def build_on_host(root: Root, build: Path, module: str, timeout: float, printer:
         # directory at its own path and the only writable place (TMPDIR too).
         inside = tmp = str(build)
         system = ["--ro-bind", "/", "/"]
-    argv = [
+    argv = sandbox_argv(bwrap, system, build, inside, tmp) + make_argv(root, inside)
+    res = procs.run(argv, timeout=timeout, what="module build", on_line=lambda _n, ln: printer.status(ln))
+    return summarize(res.returncode == 0, res.output, build, module)
+
+
+def sandbox_argv(bwrap: str, system: list[str], writable: Path, inside: str, tmp: str) -> list[str]:
+    """bubblewrap around a build: ``system`` as the file system, ``writable`` bound at
+    ``inside`` (the working directory) and nothing else writable, no network, a clean
+    environment."""
+    return [
         bwrap, *system, "--proc", "/proc", "--dev", "/dev",
-        "--bind", str(build), inside, "--chdir", inside,
+        "--bind", str(writable), inside, "--chdir", inside,
         "--unshare-all", "--die-with-parent", "--clearenv",
         "--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin", "--setenv", "HOME", tmp, "--setenv", "TMPDIR", tmp,
         "--setenv", "LC_ALL", "C",
-        *make_argv(root, inside),
     ]
-    res = procs.run(argv, timeout=timeout, what="module build", on_line=lambda _n, ln: printer.status(ln))
-    return summarize(res.returncode == 0, res.output, build, module)
 
 
 def summarize(ok: bool, log: str, build: Path, module: str) -> BuildResult:
@@ -124,3 +132,44 @@ def summarize(ok: bool, log: str, build: Path, module: str) -> BuildResult:
         ok = False
         errors.append(f"the build succeeded but produced no {module}.ko (is obj-m += {module}.o in the Kbuild file?)")
     return BuildResult(ok=ok, ko=ko if ok else None, log=log, warnings=warnings, errors=errors)
+
+
+TREE_MODULES = "tree-modules"  # under the cache: a kernel tree's modules, installed
+
+
+def tree_modules(tree: Path, cache: Path, printer: Printer, timeout: float = 600) -> Path:
+    """The kernel tree's own modules, installed by its ``make modules_install`` into the
+    cache (keyed by the tree's fingerprint): the directory the guest mounts at /lib/modules,
+    so modprobe in the guest finds what the tree built as modules, and modules.builtin.
+
+    The tree is only read (the host read-only in bubblewrap); a failed install leaves nothing.
+    """
+    base = cache / TREE_MODULES
+    base.mkdir(parents=True, exist_ok=True)
+    key = ktree.tree_fingerprint(tree)
+    dest, release = base / key, ktree.tree_release(tree)
+    done = dest / "lib/modules" / release / "modules.dep"
+    with locked(base / f"{key}.lock"):
+        if done.is_file():
+            return dest / "lib/modules"
+        shutil.rmtree(dest, ignore_errors=True)
+        bwrap = require_tool("bwrap", "bubblewrap")
+        require_tool("depmod", "kmod")
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
+        try:
+            argv = sandbox_argv(bwrap, ["--ro-bind", "/", "/"], tmp, str(tmp), str(tmp)) + [
+                "make", "-C", str(tree), "-s", "modules_install", f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1"]
+            res = procs.run(argv, timeout=timeout, what="make modules_install",
+                            on_line=lambda _n, ln: printer.status(ln))
+            if res.returncode != 0 or not (tmp / done.relative_to(dest)).is_file():
+                tail = "\n".join(res.output.splitlines()[-15:])
+                raise InfraError(f"installing the modules of {tree} failed (make modules_install, exit "
+                                 f"{res.returncode}):\n{tail}",
+                                 hint="the tree must be fully built (`make modules`); it is only read, never written")
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    count = sum(1 for _ in (dest / "lib/modules" / release).rglob("*.ko*"))
+    printer.detail(f"{tree}'s modules ({count}) installed in {dest}")
+    return dest / "lib/modules"

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
@@ -132,6 +132,8 @@ class _Run:
         with self.phase("root", f"Debian {spec.suite} " + (f"root for {kernel.release}" if kernel.tree is None
                                                            else f"base root (kernel from {kernel.tree})")):
             root = buildroot.ensure_root(kernel, mirror, self.printer, req.timeouts.root, self.cache)
+            if kernel.tree is not None:
+                root = replace(root, modules=kbuild.tree_modules(kernel.tree, self.cache, self.printer))
 
         kbuild.prepare_source(project.source, run_dir / "build")
         if build_in is BuildIn.HOST:
@@ -196,7 +198,7 @@ class _Run:
             cpus=self.req.cpus, append=self.req.append, console_level=self.req.console_level,
             # Over SSH the exec channel only keeps the guest up; the runner comes through sshd.
             command=runner_cmd if ssh_keys is None else vm.SSH_GUEST_COMMAND,
-            ssh_port=ssh.free_port() if ssh_keys is not None else None,
+            ssh_port=ssh.free_port() if ssh_keys is not None else None, modules_dir=root.modules,
         )
         argv = vm.vng_argv(prep.vng, cfg)
         self.out_dir.mkdir(parents=True, exist_ok=True)

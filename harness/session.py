@@ -56,7 +56,7 @@ class Session:
             vmlinuz=self.prep.root.vmlinuz, root=self.prep.root.path, run_dir=self.run_dir,
             project_dir=self.prep.project.root, accel=self.prep.accel, cpus=self.req.cpus, append=self.req.append,
             console_level=self.req.console_level,
-            command=vm.SSH_GUEST_COMMAND, ssh_port=ssh.free_port(),
+            command=vm.SSH_GUEST_COMMAND, ssh_port=ssh.free_port(), modules_dir=self.prep.root.modules,
         )
         argv = vm.vng_argv(self.prep.vng, cfg)
         path = self.console_path or (self.run_dir / "console.log")

@@ -24,6 +24,9 @@ SSH_UP = Path(__file__).resolve().parent / "guest" / "ssh-up.sh"
 # The exec channel's command while the host works over SSH (copy SSH_UP into the run dir).
 SSH_GUEST_COMMAND = f"sh {GUEST_RUN_DIR}/ssh-up.sh"
 GUEST_PROJECT_DIR = "/project"
+# A tree kernel's modules are mounted here (the base roots have the empty directory).
+# virtme-ng's own module handling looks only inside the root, which has none for it.
+GUEST_MODULES_DIR = "/lib/modules"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class VmConfig:
     cpus: int = 2
     append: tuple[str, ...] = field(default_factory=tuple)
     ssh_port: Optional[int] = None  # sshd in the guest, forwarded from 127.0.0.1:PORT only
+    # A kernel tree's installed modules (HOST/lib/modules), shared read-only at /lib/modules.
+    modules_dir: Optional[Path] = None
     # Records below this level reach the serial console; every record reaches /dev/kmsg
     # (and result.json) whatever it is. Under TCG each console byte is an emulated UART
     # write: with info records on the console a module logging per message ran 7x
@@ -74,6 +79,8 @@ def vng_argv(vng: str, cfg: VmConfig) -> list[str]:
         # one, which virtme-ng cannot use.
         "--force-9p",
     ]
+    if cfg.modules_dir is not None:
+        argv += ["--rodir", f"{GUEST_MODULES_DIR}={cfg.modules_dir}"]
     if cfg.accel is Accel.TCG:
         argv.append("--disable-kvm")
     # After virtme-ng's own loglevel=7: the last one wins.

@@ -1,12 +1,14 @@
 """Kernel trees: local: and debian-src: specs, tree checks, source resolution, config fragments."""
 
+import io
 from pathlib import Path
 
 import pytest
 from test_kernels import RecordedIndex
 
 from harness import buildroot, kbuild, kernels, ktree
-from harness.errors import UsageError
+from harness.errors import InfraError, UsageError
+from harness.progress import Printer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,10 +94,13 @@ def test_a_base_root_needs_no_kernel_inside(tmp_path):
     for rel in ("usr/bin/python3", "usr/bin/udevadm", buildroot.BLACKLIST_FILE, buildroot.CUTS_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
-    for d in buildroot.GUEST_MOUNTS:
-        (root / d).mkdir()
+    for d in buildroot.mount_points(k):
+        (root / d).mkdir(parents=True)
     buildroot.write_manifest(root, k)
     assert buildroot.check_root(root, k) is None
+    (root / "lib/modules").rmdir()  # where the tree's modules are mounted
+    assert "mount point /lib/modules is missing" in buildroot.check_root(root, k)
+    (root / "lib/modules").mkdir()
     (root / "usr/bin/python3").unlink()
     assert "python3 is missing" in buildroot.check_root(root, k)
 
@@ -131,3 +136,38 @@ def test_config_mismatches_name_what_kconfig_did_not_take():
     wanted = {"CONFIG_KASAN": "y", "CONFIG_DEBUG_INFO_NONE": "y", "CONFIG_DRM": "n"}
     config = "CONFIG_KASAN=y\n# CONFIG_DEBUG_INFO_NONE is not set\nCONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y\n"
     assert ktree.config_mismatches(wanted, config) == {"CONFIG_DEBUG_INFO_NONE": "n"}
+
+
+def tree_with_install(tmp_path: Path, recipe: str) -> Path:
+    """A fake tree whose ``make modules_install`` runs ``recipe`` (a shell line)."""
+    tree = fake_tree(tmp_path)
+    (tree / "Makefile").write_text(f"modules_install:\n\t{recipe}\n")
+    return tree
+
+
+INSTALL = ("mkdir -p $(INSTALL_MOD_PATH)/lib/modules/6.12.118-virtme/kernel && "
+           "touch $(INSTALL_MOD_PATH)/lib/modules/6.12.118-virtme/kernel/m.ko "
+           "$(INSTALL_MOD_PATH)/lib/modules/6.12.118-virtme/modules.dep")
+
+
+def test_tree_modules_are_installed_once_into_the_cache(tmp_path):
+    tree = tree_with_install(tmp_path, INSTALL)
+    got = kbuild.tree_modules(tree, tmp_path / "cache", Printer(io.StringIO()))
+    assert (got / "6.12.118-virtme/kernel/m.ko").is_file()
+    assert got.parent.parent.name == ktree.tree_fingerprint(tree)
+    (tree / "Makefile").write_text("modules_install:\n\tfalse\n")  # not run again: the install is kept
+    assert kbuild.tree_modules(tree, tmp_path / "cache", Printer(io.StringIO())) == got
+
+
+@pytest.mark.parametrize("recipe, words", [
+    ("mkdir -p $(INSTALL_MOD_PATH)/lib/modules && echo no modpost >&2 && false", "no modpost"),
+    ("touch $(CURDIR)/written-into-the-tree", "Read-only file system"),  # the tree is never written
+    ("mkdir -p $(INSTALL_MOD_PATH)/lib/modules", "failed"),  # exit 0 but no modules.dep
+])
+def test_a_failed_module_install_says_why_and_leaves_nothing(tmp_path, recipe, words):
+    tree = tree_with_install(tmp_path, recipe)
+    with pytest.raises(InfraError) as e:
+        kbuild.tree_modules(tree, tmp_path / "cache", Printer(io.StringIO()))
+    assert words in str(e.value) and str(tree) in str(e.value)
+    assert [p.name for p in (tmp_path / "cache" / kbuild.TREE_MODULES).iterdir() if not p.name.endswith(".lock")] == []
+    assert not (tree / "written-into-the-tree").exists()

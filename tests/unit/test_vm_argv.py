@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 from harness import vm
@@ -36,6 +37,12 @@ def test_console_level_follows_virtme_ngs_own_and_can_be_raised():
     argv = vm.vng_argv("vng", cfg(Accel.TCG))
     appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
     assert "loglevel=7" in appends
-    import dataclasses
     argv = vm.vng_argv("vng", dataclasses.replace(cfg(Accel.TCG), console_level=8))
     assert "loglevel=8" in [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+
+
+def test_a_tree_kernels_modules_are_shared_at_lib_modules():
+    assert "/lib/modules=" not in " ".join(vm.vng_argv("vng", cfg(Accel.TCG)))
+    argv = vm.vng_argv("vng", dataclasses.replace(cfg(Accel.TCG), modules_dir=Path("/c/tree-modules/ab/lib/modules")))
+    rodirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--rodir"]
+    assert "/lib/modules=/c/tree-modules/ab/lib/modules" in rodirs
