@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(and with --kernels, every built kernel)")
     kp.add_argument("--kernels", action="store_true",
                     help="also delete kernels built from source (debian-src:), which take long to rebuild")
+    kp.add_argument("--stale", action="store_true",
+                    help="delete only roots this harness will not use again: another root format, "
+                         "broken or unfinished entries, and for each kernel every root but the one used last "
+                         "(do not run it while harness runs are booting)")
+    kp.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     return p
 
 
@@ -266,11 +271,28 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
         out.write(f"{spec}\t{kernel.release}\t{kernel.package_version}\t{root.path}"
                   + (f"\t{kernel.tree}" if kernel.tree else "") + "\n")
         return 0
+    if args.kcommand == "prune" and args.stale:
+        if args.kernels:
+            raise UsageError("--stale and --kernels do not go together",
+                             hint="--stale keeps every built kernel; --kernels deletes them all")
+        freed = 0
+        for d, why in buildroot.stale_roots(roots):
+            size = buildroot.disk_usage(d)
+            if not args.dry_run:
+                buildroot.remove_root(d)
+            freed += size
+            out.write(f"{'would remove' if args.dry_run else 'removed'} {d} ({size / 2**20:.0f} MiB): {why}\n")
+        out.write(f"{'would free' if args.dry_run else 'freed'} {freed / 2**30:.1f} GiB\n")
+        return 0
     if args.kcommand == "prune":
         mods = cache / kbuild.TREE_MODULES
         for d in (roots, mods, built) if args.kernels else (roots, mods):
+            if args.dry_run:
+                out.write(f"would remove {d}\n")
+                continue
             if d.is_dir():
                 shutil.rmtree(d)
             out.write(f"removed {d}\n")
         return 0
     raise UsageError("harness kernels: give an action: list, fetch or prune")
+

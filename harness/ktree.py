@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness import procs, vm
-from harness.buildroot import read_manifest, sha256_file
+from harness.buildroot import disk_usage, read_manifest, sha256_file
 from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.kernels import CONFIGS_DIR, AptIndex, require_tool
 from harness.locks import locked
@@ -264,7 +264,7 @@ def _build(src: SourceKernel, index: AptIndex, entry: Path, printer: Printer, ti
             problem = check_tree(tree)
             if problem:
                 raise InfraError(f"vng --build finished but the tree is incomplete: {problem}; log: {log_path}")
-            built_bytes = _du(tree)
+            built_bytes = disk_usage(tree)
             prune(tree)
             img = tree / BZIMAGE
             manifest = {
@@ -273,7 +273,7 @@ def _build(src: SourceKernel, index: AptIndex, entry: Path, printer: Printer, ti
                 "compiler": _first_line([HOST_COMPILER, "--version"]),
                 "bzimage_size": img.stat().st_size, "bzimage_sha256": sha256_file(img),
                 "build_seconds": round(time.monotonic() - t0, 1),
-                "tree_bytes_built": built_bytes, "tree_bytes_kept": _du(tree),
+                "tree_bytes_built": built_bytes, "tree_bytes_kept": disk_usage(tree),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         os.rename(tmp, entry)
@@ -311,17 +311,6 @@ def prune(tree: Path) -> None:
             if ((boot_dir and d / name != tree / BZIMAGE) or name.endswith(_PRUNE_SUFFIXES)
                     or (name.endswith(".h") and not headers_dir)):
                 (d / name).unlink()
-
-
-def _du(tree: Path) -> int:
-    total = 0
-    for dirpath, _dirs, filenames in os.walk(tree):
-        for name in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
 
 
 def configure(vng: str, tree: Path, fragment: Path, step) -> None:

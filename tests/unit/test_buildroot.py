@@ -1,3 +1,5 @@
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,45 @@ def test_startup_cuts_mask_all_but_the_exec_channels_udev_rules_and_can_be_undon
     assert not (masks / "60-block.rules").is_symlink() and not (root / "etc/tmpfiles.d/systemd.conf").is_symlink()
     assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"
     assert not (root / buildroot.BLACKLIST_FILE).exists() and not (root / buildroot.CUTS_FILE).exists()
+
+
+def _cached_root(roots, name: str, fmt=buildroot.ROOT_FORMAT, used: float = 0.0, manifest: bool = True):
+    d = roots / name
+    (d / "usr/bin").mkdir(parents=True)
+    (d / "usr/bin/python3").write_bytes(b"x" * 5000)
+    if manifest:
+        (d / buildroot.MANIFEST).write_text(json.dumps({"format": fmt}))
+    (roots / f"{name}.log").write_text("mmdebstrap log\n")
+    (roots / f"{name}.lock").write_text("")
+    os.utime(roots / f"{name}.lock", (used, used))  # every run rewrites the lock: its mtime is the last use
+    return d
+
+
+def test_stale_roots_are_old_formats_broken_unfinished_and_superseded(tmp_path):
+    roots = tmp_path / "roots"
+    now = 1_800_000_000.0
+    live = _cached_root(roots, "debian-bookworm-6.1.0-56-amd64-aaaaaaaaaa", used=now - 60)
+    older = _cached_root(roots, "debian-bookworm-6.1.0-56-amd64-bbbbbbbbbb", used=now - 86400)
+    other = _cached_root(roots, "debian-trixie-6.12.118+deb13-amd64-cccccccccc", used=now - 10 * 86400)
+    base = _cached_root(roots, "base-trixie-dddddddddd", used=now - 5)
+    old_format = _cached_root(roots, "debian-sid-7.2.13+deb14-amd64-eeeeeeeeee", fmt=buildroot.ROOT_FORMAT - 1)
+    broken = _cached_root(roots, "debian-sid-7.2.13+deb14-amd64-ffffffffff", manifest=False)
+    (roots / ".tmp-x-old").mkdir()
+    os.utime(roots / ".tmp-x-old", (now - 86400, now - 86400))
+    (roots / ".tmp-x-running").mkdir()
+    os.utime(roots / ".tmp-x-running", (now - 60, now - 60))
+
+    stale = dict(buildroot.stale_roots(roots, now=now))
+    assert set(stale) == {older, old_format, broken, roots / ".tmp-x-old"}
+    assert f"superseded by {live.name}" in stale[older]
+    assert f"root format {buildroot.ROOT_FORMAT - 1}" in stale[old_format]
+    assert "no manifest" in stale[broken]
+    for kept in (live, other, base, roots / ".tmp-x-running"):
+        assert kept not in stale
+
+
+def test_removing_a_root_takes_its_log_and_lock_along(tmp_path):
+    roots = tmp_path / "roots"
+    d = _cached_root(roots, "base-bookworm-aaaaaaaaaa")
+    buildroot.remove_root(d)
+    assert list(roots.iterdir()) == []

@@ -74,3 +74,25 @@ def test_python_dash_m_entry_point():
     p = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True,
                        env=dict(os.environ), cwd=REPO)
     assert p.returncode == 0 and "exit codes" in p.stdout
+
+
+def test_kernels_prune_stale_removes_only_what_will_not_be_used(capsys, tmp_path, monkeypatch):
+    from test_buildroot import _cached_root
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    roots = tmp_path / "roots"
+    live = _cached_root(roots, "base-bookworm-aaaaaaaaaa", used=2_000_000_000)
+    older = _cached_root(roots, "base-bookworm-bbbbbbbbbb", used=1_000_000_000)
+    (tmp_path / "kernels" / "trixie-linux-source-6.12-x-kasan-y").mkdir(parents=True)
+    code, out, _ = run_cli(["kernels", "prune", "--stale", "--dry-run"], capsys)
+    assert code == 0 and f"would remove {older}" in out and older.is_dir()
+    code, out, _ = run_cli(["kernels", "prune", "--stale"], capsys)
+    assert code == 0
+    assert f"removed {older}" in out and "superseded by base-bookworm-aaaaaaaaaa" in out and "freed" in out
+    assert live.is_dir() and not older.exists() and not (roots / f"{older.name}.log").exists()
+    assert (tmp_path / "kernels" / "trixie-linux-source-6.12-x-kasan-y").is_dir()  # built kernels stay
+
+
+def test_kernels_prune_stale_with_kernels_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    code, _, err = run_cli(["kernels", "prune", "--stale", "--kernels"], capsys)
+    assert code == 2 and "--stale and --kernels" in err
