@@ -178,6 +178,7 @@ class RunResult:
     trail: list[dict[str, Any]] = field(default_factory=list)
     trail_diff: str = ""
     splats: list[dict[str, Any]] = field(default_factory=list)
+    boot_splats: list[dict[str, Any]] = field(default_factory=list)  # before the first guest step
     build_warnings: list[str] = field(default_factory=list)
     build_log: str = ""
     console_log: Optional[str] = None

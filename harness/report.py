@@ -65,6 +65,10 @@ def summary_lines(result: RunResult) -> list[str]:
     if result.build_warnings:
         out.append(f"  build warnings: {len(result.build_warnings)}")
         out += [f"    {w}" for w in result.build_warnings[:10]]
+    if result.boot_splats:
+        out.append(f"  kernel reports while booting (before any guest step, not the module's): "
+                   f"{len(result.boot_splats)}")
+        out += [f"    seq {s['seq']}: {s['text']}" for s in result.boot_splats[:5]]
     if result.trail:
         out.append("  trail:")
         out += [f"    seq {t['seq']:>5} <{t['level']}> {t['text']}" for t in result.trail]

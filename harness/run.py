@@ -263,6 +263,7 @@ class _Run:
         res.kmsg, res.steps = j.records, j.steps
         res.boot = analyze.boot_breakdown(marks, guest, j.records)
         res.splats = [s.to_json() for s in j.splats]
+        res.boot_splats = [s.to_json() for s in j.boot_splats]
         if j.trail is not None:
             res.trail = [{"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text} for r in j.trail.matched]
             res.trail_diff = j.trail.diff()

@@ -90,11 +90,61 @@ def test_lost_records_fail_the_trail():
     assert j.verdict is Verdict.FAIL and "4 kernel log records were lost" in j.reason
 
 
-def test_boot_records_before_the_first_step_are_not_judged():
+def test_boot_records_before_the_first_step_are_not_judged_but_listed():
     g = load_guest("pass_bookworm")
     g["kmsg"].insert(3, "4,3,100,-;WARNING: CPU: 0 PID: 1 at boot noise")
     j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})
-    assert j.verdict is Verdict.PASS
+    assert j.verdict is Verdict.PASS, j.reason
+    assert [s.text for s in j.boot_splats] == ["WARNING: CPU: 0 PID: 1 at boot noise"] and j.splats == []
+
+
+LEAKCHECK_TRAIL = trail.load_trail(REPO / "tests" / "hostile" / "leakcheck.trail.toml")
+
+
+def test_a_kasan_report_while_booting_means_the_run_cannot_pass():
+    # Recorded in CI: the run was called a pass, though KASAN had spent its one
+    # report at 0.8 s and lockdep was off for all 50 cycles.
+    j = judge("kasan_boot_report", LEAKCHECK_TRAIL)
+    assert j.verdict is Verdict.INFRA, j.reason
+    assert j.splats == []  # the module is not blamed
+    assert j.boot_splats[0].text == "BUG: KASAN: wild-memory-access in do_raw_spin_lock+0x11d/0x270"
+    assert "while booting" in j.reason and "wild-memory-access" in j.reason
+    assert "lockdep" in j.reason and "kasan_multi_shot" in j.reason
+
+
+def edit_records(g: dict, edit) -> dict:
+    out = []
+    for line in g["kmsg"]:
+        prefix, text = line.split(";", 1)
+        text = edit(text)
+        if text is not None:
+            out.append(f"{prefix};{text}")
+    g["kmsg"] = out
+    return g
+
+
+def test_what_a_boot_report_cost_is_named():
+    multi = edit_records(load_guest("kasan_boot_report"), lambda t: t.replace(
+        "loglevel=7 init=", "loglevel=7 kasan_multi_shot init=") if t.startswith("Command line:") else t)
+    j = analyze.judge(multi, "", LEAKCHECK_TRAIL, RULES, {})
+    assert j.verdict is Verdict.INFRA and "lockdep" in j.reason and "kasan_multi_shot" not in j.reason
+    # With every check still on, a boot report is listed and the run stands on its own.
+    still_on = edit_records(multi, lambda t: None if t.startswith(analyze.LOCKDEP_OFF) else t)
+    j = analyze.judge(still_on, "", LEAKCHECK_TRAIL, RULES, {})
+    assert j.verdict is Verdict.PASS, j.reason
+    assert len(j.boot_splats) == 1
+
+
+def test_a_clean_boot_of_the_sanitizer_kernel_passes():
+    j = judge("kasan_pass", DEFAULT_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert j.boot_splats == [] and len(j.trail.matched) == 5
+
+
+def test_a_module_failure_outranks_a_blinded_boot():
+    g = load_guest("kasan_boot_report")
+    j = analyze.judge(g, "", DEFAULT_TRAIL, RULES, {})  # the wrong trail for this run
+    assert j.verdict is Verdict.FAIL and "trail mismatch" in j.reason
 
 
 def test_boot_breakdown_from_a_recorded_run():

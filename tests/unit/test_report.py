@@ -31,10 +31,21 @@ def test_result_json_schema():
     assert d["phases"][1] == {"name": "vm", "seconds": 20.0, "ok": False, "detail": "vng exit 1"}
 
 
+def test_summary_lists_reports_from_the_boot_apart():
+    r = sample()
+    r.boot_splats = [{"rule": "bug", "reason": "BUG:", "seq": 150,
+                      "text": "BUG: KASAN: wild-memory-access in do_raw_spin_lock+0x11d/0x270"}]
+    lines = report.summary_lines(r)
+    at = next(i for i, ln in enumerate(lines) if "while booting" in ln)
+    assert "not the module's" in lines[at] and lines[at].endswith(": 1")
+    assert lines[at + 1] == "    seq 150: BUG: KASAN: wild-memory-access in do_raw_spin_lock+0x11d/0x270"
+    assert not any("while booting" in ln for ln in report.summary_lines(sample()))
+
+
 def test_recorded_result_has_the_same_schema():
     rec = json.loads((DATA / "pass_bookworm" / "result.json").read_text())
     now = json.loads(report.result_json(sample()))
-    assert set(now) <= set(rec) | {"skipped", "boot"}  # keys added since the recording
+    assert set(now) <= set(rec) | {"skipped", "boot", "boot_splats", "kernel_params"}  # keys added since
     assert rec["verdict"] == "pass" and len(rec["trail"]) == 5
 
 
