@@ -179,6 +179,7 @@ class RunResult:
     trail_diff: str = ""
     splats: list[dict[str, Any]] = field(default_factory=list)
     boot_splats: list[dict[str, Any]] = field(default_factory=list)  # before the first guest step
+    kernel_params: list[str] = field(default_factory=list)  # what the harness appended, base ones first
     build_warnings: list[str] = field(default_factory=list)
     build_log: str = ""
     console_log: Optional[str] = None

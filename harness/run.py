@@ -200,12 +200,14 @@ class _Run:
         ssh_keys = ssh.ensure_keys(self.cache) if self.req.transport == "ssh" else None
         cfg = vm.VmConfig(
             vmlinuz=root.vmlinuz, root=root.path, run_dir=run_dir, project_dir=project.root, accel=chosen,
-            cpus=self.req.cpus, append=self.req.append, console_level=self.req.console_level,
+            cpus=self.req.cpus, append=config_params(root, self.printer) + self.req.append,
+            console_level=self.req.console_level,
             # Over SSH the exec channel only keeps the guest up; the runner comes through sshd.
             command=runner_cmd if ssh_keys is None else vm.SSH_GUEST_COMMAND,
             ssh_port=ssh.free_port() if ssh_keys is not None else None, modules_dir=root.modules,
         )
         argv = vm.vng_argv(prep.vng, cfg)
+        res.kernel_params = list(vm.appended(cfg))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         console_path = self.out_dir / "console.log"
         res.console_log = str(console_path)
@@ -290,6 +292,18 @@ class _Run:
             except PhaseTimeout:
                 pass  # the group is ended on leaving the block
             return res.stdout, res.status
+
+
+def config_params(root: buildroot.Root, printer: Printer) -> tuple[str, ...]:
+    """Parameters the kernel's own configuration calls for (vm.config_params): a tree's
+    ``.config`` is read; Debian's packaged kernels need none."""
+    tree = root.kernel.tree
+    if tree is None or not (tree / ".config").is_file():
+        return ()
+    params = vm.config_params((tree / ".config").read_text(errors="replace"))
+    if params:
+        printer.line(f"    kernel parameters for this kernel's configuration: {' '.join(params)}")
+    return params
 
 
 def resolve_spec(spec: KernelSpec, mirror: kernels.Mirror, cache: Path, ttl: float

@@ -18,7 +18,7 @@ from harness import kmsg, procs, ssh, vm
 from harness.errors import HarnessError, InfraError
 from harness.model import KmsgRecord, Verdict
 from harness.progress import Printer
-from harness.run import Prepared, RunRequest, _Run
+from harness.run import Prepared, RunRequest, _Run, config_params
 
 RUNNER = f"{vm.GUEST_RUN_DIR}/runner.py"
 
@@ -54,7 +54,8 @@ class Session:
         keys = ssh.ensure_keys(cache)
         cfg = vm.VmConfig(
             vmlinuz=self.prep.root.vmlinuz, root=self.prep.root.path, run_dir=self.run_dir,
-            project_dir=self.prep.project.root, accel=self.prep.accel, cpus=self.req.cpus, append=self.req.append,
+            project_dir=self.prep.project.root, accel=self.prep.accel, cpus=self.req.cpus,
+            append=config_params(self.prep.root, self.printer) + self.req.append,
             console_level=self.req.console_level,
             command=vm.SSH_GUEST_COMMAND, ssh_port=ssh.free_port(), modules_dir=self.prep.root.modules,
         )

@@ -46,3 +46,25 @@ def test_a_tree_kernels_modules_are_shared_at_lib_modules():
     argv = vm.vng_argv("vng", dataclasses.replace(cfg(Accel.TCG), modules_dir=Path("/c/tree-modules/ab/lib/modules")))
     rodirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--rodir"]
     assert "/lib/modules=/c/tree-modules/ab/lib/modules" in rodirs
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_kasan_kernel_pages_with_four_levels():
+    fragment = (REPO / "vm" / "configs" / "kasan.config").read_text()
+    assert vm.config_params(fragment + "CONFIG_X86_5LEVEL=y\n") == ("no5lvl",)
+    assert vm.config_params(fragment + "# CONFIG_X86_5LEVEL is not set\n") == ()
+
+
+def test_a_kernel_without_kasan_gets_no_extra_parameters():
+    assert vm.config_params("CONFIG_X86_5LEVEL=y\n# CONFIG_KASAN is not set\nCONFIG_KASAN_SHADOW_OFFSET=0xdffffc0000000000\n") == ()
+
+
+def test_parameters_come_in_order_the_users_last():
+    c = dataclasses.replace(cfg(Accel.TCG), append=("no5lvl", "quiet"))
+    argv = vm.vng_argv("vng", c)
+    appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert appended == list(vm.appended(c))
+    assert appended[-2:] == ["no5lvl", "quiet"]
+    assert appended.index("oops=panic") < appended.index("no5lvl")

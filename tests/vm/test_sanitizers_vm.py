@@ -59,12 +59,20 @@ def test_module_passes_its_trail_on_the_sanitizer_kernel(kasan, own_tmp):
     assert any("KernelAddressSanitizer initialized" in t for t in boot), boot[:50]
     assert any("Kernel memory leak detector initialized" in t for t in boot)
     assert any("Lock dependency validator" in t for t in boot)
+    # The parameter its .config called for (vm.config_params), and the kernel took it:
+    # 4-level paging (max_arch_pfn is 2^34 with 4 levels, 2^40 with 5).
+    assert res["kernel_params"][-1] == "no5lvl"
+    assert "no5lvl" in next(t for t in boot if t.startswith("Kernel command line:")).split()
+    assert any(t.endswith("max_arch_pfn = 0x400000000") for t in boot), [t for t in boot if "max_arch_pfn" in t]
+    assert res["boot_splats"] == []
 
 
 def test_hostile_input_leaves_no_sanitizer_report(kasan, own_tmp):
     res = check_hostile_run(own_tmp, SPEC, timeout=900)
+    # Nowhere in the kernel log, boot included: a report while booting would have
+    # turned lockdep off for the suite (and the run into an infra verdict).
     sanitizer = [t for t in texts(res) if t.startswith(("BUG: KASAN", "UBSAN:", "WARNING: possible"))]
-    assert sanitizer == []
+    assert sanitizer == [] and res["boot_splats"] == []
 
 
 def test_fifty_cycles_leak_nothing_kmemleak_can_see(kasan, own_tmp):
