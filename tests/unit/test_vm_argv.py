@@ -58,7 +58,8 @@ def test_a_kasan_kernel_pages_with_four_levels():
 
 
 def test_a_kernel_without_kasan_gets_no_extra_parameters():
-    assert vm.config_params("CONFIG_X86_5LEVEL=y\n# CONFIG_KASAN is not set\nCONFIG_KASAN_SHADOW_OFFSET=0xdffffc0000000000\n") == ()
+    stock = "CONFIG_X86_5LEVEL=y\n# CONFIG_KASAN is not set\nCONFIG_KASAN_SHADOW_OFFSET=0xdffffc0000000000\n"
+    assert vm.config_params(stock) == ()
 
 
 def test_parameters_come_in_order_the_users_last():
