@@ -20,7 +20,9 @@ test's start: ``records()``, ``expect()``, ``expect_absent()``,
 
 A splat (Oops, BUG, WARNING, KASAN, panic: vm/splats.toml) logged while a test
 ran fails that test with the splat in the message; the test's kernel records
-are attached to its report (and to pytest's JUnit XML as a property).
+are attached to its report (and to pytest's JUnit XML as a property). A guest
+whose kernel switched its checks off while booting (a KASAN report, lock
+debugging off: analyze.checks_lost) is refused: its tests error, naming it.
 """
 
 from __future__ import annotations

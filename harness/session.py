@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from harness import kmsg, procs, ssh, vm
+from harness import analyze, kmsg, procs, splat, ssh, vm
 from harness.errors import HarnessError, InfraError
 from harness.model import KmsgRecord, Verdict
 from harness.progress import Printer
@@ -44,6 +44,7 @@ class Session:
                 raise BuildFailed(r.result.reason, r.result.build_log)
             self.result = r.result
             self._boot(r.cache)
+            self._check_boot()
         except BaseException:
             self.close()
             raise
@@ -72,6 +73,18 @@ class Session:
             self.guest = ssh.GuestSsh(cfg.ssh_port, keys)
             self.guest.connect(timeout=self.req.timeouts.guest, alive=self._bg.alive)
         self.boot_seconds = time.monotonic() - t0
+
+    def _check_boot(self) -> None:
+        """A kernel that switched its checks off while booting cannot vouch for any test
+        (the rule ``harness run`` judges by: analyze.checks_lost)."""
+        assert self.prep is not None
+        boot = self.kmsg_after(-1)
+        found = splat.find(self.prep.rules, boot)
+        lost = analyze.checks_lost(boot, found)
+        if lost:
+            where = self.console_path or "the guest's console"
+            raise InfraError(f"the kernel reported a bug while booting ({found[0].text}), and {lost}: "
+                             f"tests on this guest could not be trusted; see {where}")
 
     def alive(self) -> bool:
         return self._bg is not None and self._bg.alive() and self.guest is not None
