@@ -232,12 +232,12 @@ class _Run:
         what = (f"boot {root.kernel.release} ({chosen.value}) and run {len(plan['steps'])} guest steps"
                 f" over {self.req.transport}")
         with self.phase("vm", what) as ph:
-            with open(console_path, "w") as console:
+            with vm.console_log(console_path) as console:
                 console.write(f"# {' '.join(argv)}\n")
                 try:
                     if ssh_keys is None:
                         done = procs.run(argv, timeout=self.req.timeouts.guest, what="the VM", log=console,
-                                         on_line=on_line, env=vm.vng_env())
+                                         on_line=on_line, env=vm.vng_env(), keep=False)
                         rc = done.returncode
                     else:
                         stdout, rc = self._over_ssh(argv, cfg, ssh_keys, runner_cmd, console, on_line)

@@ -63,7 +63,7 @@ class Session:
         argv = vm.vng_argv(self.prep.vng, cfg)
         path = self.console_path or (self.run_dir / "console.log")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._console = open(path, "w")
+        self._console = vm.console_log(path)
         self._console.write(f"# {' '.join(argv)}\n")
         t0 = time.monotonic()
         with self.printer.phase("boot", f"{self.prep.root.kernel.release} ({self.prep.accel.value}) with sshd"):

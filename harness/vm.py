@@ -19,6 +19,7 @@ from typing import Optional
 
 from harness.errors import InfraError
 from harness.model import Accel
+from harness.procs import CappedLog
 
 GUEST_RUN_DIR = "/harness"
 SSH_UP = Path(__file__).resolve().parent / "guest" / "ssh-up.sh"
@@ -52,6 +53,16 @@ class VmConfig:
     # never reached it (the guest rebooted first, tests/vm/test_faults_vm.py): the
     # default stays at virtme-ng's 7, and lowering it is a choice for throughput runs.
     console_level: int = 7
+
+
+# console.log keeps its first 32 Mi characters and its last 2 Mi (procs.CappedLog):
+# a whole KASAN boot and run is ~0.5 MB, a guest printing without end is not.
+CONSOLE_HEAD = 32 << 20
+CONSOLE_TAIL = 2 << 20
+
+
+def console_log(path: Path) -> CappedLog:
+    return CappedLog(path, CONSOLE_HEAD, CONSOLE_TAIL)
 
 
 # Kernel parameters every harness boot gets, each for a reason:

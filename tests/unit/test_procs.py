@@ -96,3 +96,28 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(monkeypatch):
         assert proc.poll() is not None, "the group outlived the signal"
     finally:
         procs.kill_group(proc, grace=0.1)
+
+
+def test_a_capped_log_keeps_its_head_and_its_tail(tmp_path):
+    path = tmp_path / "console.log"
+    with procs.CappedLog(path, head=100, tail=30) as log:
+        for i in range(1000):
+            log.write(f"line {i:04}\n")  # 10 characters each
+        log.flush()
+        assert path.stat().st_size < 300  # bounded while it runs, not only at the end
+    text = path.read_text()
+    lines = text.splitlines()
+    assert lines[:10] == [f"line {i:04}" for i in range(10)]
+    assert lines[-3:] == ["line 0997", "line 0998", "line 0999"]
+    assert "reached 100 characters" in text
+    assert f"[kmod-harness: {(1000 - 10 - 3) * 10} characters left out here]" in text
+    assert log.dropped == 9870
+
+
+def test_a_log_under_its_cap_is_written_as_it_came(tmp_path):
+    path = tmp_path / "console.log"
+    with procs.CappedLog(path, head=1000, tail=10) as log:
+        log.write("# vng ...\n")
+        log.write("[    0.000000] Linux version 6.1.0\n")
+    assert path.read_text() == "# vng ...\n[    0.000000] Linux version 6.1.0\n"
+    assert log.dropped == 0
