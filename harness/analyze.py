@@ -72,7 +72,7 @@ def checks_lost(before: Sequence[KmsgRecord], boot_splats: Sequence[splat.Splat]
     can blind the kernel: a report that taints it turns lock debugging off, and
     KASAN, unless booted with ``kasan_multi_shot``, reports only its first error.
     Seen here: a debug 6.12 kernel under TCG reported a KASAN wild-memory-access
-    in an interrupt ~1 s into 4 of the 6 boots of one CI run
+    in an interrupt ~1 s into 3 of the 5 boots of one CI run
     (tests/data/kasan_boot_report; vm.config_params now avoids that one).
     """
     if not boot_splats:
