@@ -8,7 +8,7 @@ built as for `harness run`. The C client (userspace/netlink_client.c) is
 compiled on the host inside the kernel's root with the root's own gcc, under
 bubblewrap like the module build (root read-only, no network), and put in the
 run directory, which the guest sees at /harness. In the guest: insmod, then
-each client with --stats / -s sends the hello --messages times, each a real
+each client (bench/netlink_stats.py / -s) sends the hello --messages times, each a real
 send and a real recv of the module's NLMSG_DONE reply, timed by the client
 itself (the startup of python3 is not counted). Clients alternate within each
 round and the order flips every round (python, c / c, python / ...), so noise
@@ -54,7 +54,7 @@ from harness.session import Session  # noqa: E402
 
 C_SOURCE = REPO / "userspace" / "netlink_client.c"
 C_GUEST = f"{vm.GUEST_RUN_DIR}/netlink_client"
-PY_GUEST = f"{vm.GUEST_PROJECT_DIR}/userspace/netlink_client.py"
+PY_GUEST = f"{vm.GUEST_PROJECT_DIR}/bench/netlink_stats.py"  # imports ../userspace/netlink_client.py
 CFLAGS = ("-Wall", "-Wextra", "-O2")
 CLIENTS = ("python", "c")
 TARGET = 0.5  # the issue's target: the Python client's rate at least half the C client's
@@ -90,12 +90,13 @@ def build_c_client(root: Root, dest: Path, timeout: float = 300) -> list[str]:
 
 def client_command(client: str, messages: int) -> str:
     if client == "python":
-        return f"python3 {PY_GUEST} --stats --count {messages}"
+        return f"python3 {PY_GUEST} --count {messages}"
     return f"{C_GUEST} -s -c {messages}"
 
 
 def run_client(s: Session, client: str, messages: int) -> dict:
-    """One --stats run in the guest; its JSON line plus the command's wall time (startup included)."""
+    """One statistics run in the guest (netlink_stats.py, or the C client with -s): its JSON line
+    plus the command's wall time (startup included)."""
     cmd = client_command(client, messages)
     res = s.run(cmd, timeout=max(120.0, messages * 0.1))
     lines = res.stdout.strip().splitlines()

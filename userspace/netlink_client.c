@@ -19,8 +19,8 @@
  *   -q             only print the final "sent N received N" line
  *   -s             with -c: time each round trip (CLOCK_MONOTONIC) on a
  *                  socket connected to the kernel and print only one JSON
- *                  line at the end, with the keys of netlink_client.py
- *                  --stats: client, messages, seconds, msgs_per_s, p50_us,
+ *                  line at the end, with the keys bench/netlink_stats.py
+ *                  prints: client, messages, seconds, msgs_per_s, p50_us,
  *                  p99_us, max_us (nearest-rank percentiles)
  *
  * Exit codes (same as netlink_client.py): 0 ok, 2 usage, 3 protocol not
@@ -392,7 +392,7 @@ static void print_us(const char *key, int have, uint64_t ns, const char *end)
 		printf("\"%s\": null%s", key, end);
 }
 
-/* The JSON line of -s; sorts lat[0..n). Same keys as netlink_client.py --stats. */
+/* The JSON line of -s; sorts lat[0..n). Same keys as bench/netlink_stats.py prints. */
 static void print_stats(uint64_t *lat, unsigned long n, uint64_t wall)
 {
 	double seconds = (double)wall / 1e9;

@@ -5,14 +5,15 @@ Standard library only; runs on Python 3.9+ (the guest's python3).
 
 Without options it behaves like the blog's client: it sends
 "Hello this is a msg from userspace", prints the kernel's reply, then sends
-every line read from stdin until end of input.
+every line read from stdin until end of input. --message, --count and
+--no-interactive script it instead, and --json prints one JSON object at the
+end (the harness runs it with --no-interactive --json).
 
-With --count N --stats it times each round trip instead (see run_stats())
-and prints one line of JSON with the rate and latency percentiles.
+It does not time round trips: bench/netlink_stats.py does (the C client's -s),
+importing the wire-format helpers from here.
 
 The pure helpers (pack_msg, unpack_msg, parse_reply, payload_text,
-percentile, stats_doc, build_parser) need no kernel and are meant to be
-imported by unit tests.
+build_parser) need no kernel and are meant to be imported by unit tests.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import math
 import os
 import socket
 import struct
@@ -47,8 +47,6 @@ HELLO = "Hello this is a msg from userspace"
 PROMPT = "Input your msg for sending to kernel: "
 RECV_BUFSIZE = 65536  # replies are 40 bytes; never truncate anything
 JSON_MAX_REPLIES = 10  # --json keeps the first few replies, and counts all
-NLMSG_LEN_TYPE = struct.Struct("=IH")  # nlmsg_len and nlmsg_type only: the --stats check
-TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO: tv_sec, tv_usec
 
 # Exit codes (also listed in --help).
 EXIT_OK = 0
@@ -103,14 +101,7 @@ class ClientError(Exception):
 # ---------------------------------------------------------- pure helpers
 
 
-def pack_msg(
-    payload: bytes,
-    pid: int,
-    seq: int = 0,
-    msg_type: int = 0,
-    flags: int = 0,
-    exact: bool = False,
-) -> bytes:
+def pack_msg(payload: bytes, pid: int, seq: int = 0, msg_type: int = 0, flags: int = 0, exact: bool = False) -> bytes:
     """Build one request frame: a header and the NUL-terminated payload.
 
     By default the frame is the blog's: NLMSG_SPACE(1024) = 1040 bytes with
@@ -121,11 +112,9 @@ def pack_msg(
     payload = bytes(payload)
     if exact:
         length = NLMSG_LENGTH(len(payload) + 1)
+    elif len(payload) > MAX_MESSAGE:
+        raise ValueError(f"payload is {len(payload)} bytes, at most {MAX_MESSAGE} fit in NLMSG_SPACE({MAX_PAYLOAD})")
     else:
-        if len(payload) > MAX_MESSAGE:
-            raise ValueError(
-                f"payload is {len(payload)} bytes, at most {MAX_MESSAGE} fit in NLMSG_SPACE({MAX_PAYLOAD})"
-            )
         length = NLMSG_SPACE(MAX_PAYLOAD)
     header = NLMSG_HDR.pack(length, msg_type, flags, seq, pid)
     body = payload + b"\0"
@@ -142,18 +131,12 @@ def unpack_msg(data: bytes) -> NlMsg:
     """
     data = bytes(data)
     if len(data) < NLMSG_HDRLEN:
-        raise MalformedReply(
-            f"reply is {len(data)} bytes, shorter than a {NLMSG_HDRLEN}-byte netlink header"
-        )
+        raise MalformedReply(f"reply is {len(data)} bytes, shorter than a {NLMSG_HDRLEN}-byte netlink header")
     length, msg_type, flags, seq, pid = NLMSG_HDR.unpack_from(data)
     if length < NLMSG_HDRLEN:
-        raise MalformedReply(
-            f"reply nlmsg_len {length} is shorter than the {NLMSG_HDRLEN}-byte header"
-        )
+        raise MalformedReply(f"reply nlmsg_len {length} is shorter than the {NLMSG_HDRLEN}-byte header")
     if length > len(data):
-        raise MalformedReply(
-            f"reply nlmsg_len {length} is larger than the {len(data)} bytes received"
-        )
+        raise MalformedReply(f"reply nlmsg_len {length} is larger than the {len(data)} bytes received")
     return NlMsg(length, msg_type, flags, seq, pid, data[NLMSG_HDRLEN:length])
 
 
@@ -165,9 +148,7 @@ def parse_reply(data: bytes) -> NlMsg:
         if msg.type == NLMSG_ERROR and len(msg.payload) >= 4:
             (err,) = struct.unpack_from("=i", msg.payload)
             detail = f" (NLMSG_ERROR, error {err}{_errno_suffix(-err)})"
-        raise MalformedReply(
-            f"reply type {msg.type}{detail}, expected NLMSG_DONE ({NLMSG_DONE})"
-        )
+        raise MalformedReply(f"reply type {msg.type}{detail}, expected NLMSG_DONE ({NLMSG_DONE})")
     return msg
 
 
@@ -218,10 +199,7 @@ def open_socket(protocol: int = NETLINK_USER, timeout: float | None = 5.0):
                 EXIT_NOT_LOADED,
                 f"netlink protocol {protocol} is not available (EPROTONOSUPPORT): is netlink_kernel.ko loaded?",
             ) from exc
-        raise ClientError(
-            EXIT_OS_ERROR,
-            describe_oserror(f"socket(AF_NETLINK, SOCK_RAW, {protocol})", exc),
-        ) from exc
+        raise ClientError(EXIT_OS_ERROR, describe_oserror(f"socket(AF_NETLINK, SOCK_RAW, {protocol})", exc)) from exc
     try:
         sock.bind((0, 0))
         port = sock.getsockname()[0]
@@ -267,162 +245,7 @@ def recv_reply(sock: socket.socket, timeout: float | None) -> NlMsg:
             return parse_reply(data)
         except MalformedReply as exc:
             raise ClientError(EXIT_MALFORMED, f"malformed reply: {exc}") from exc
-    raise ClientError(
-        EXIT_TIMEOUT, "no reply from the kernel within %g s" % (timeout or 0)
-    )
-
-
-# ---------------------------------------------------------- --stats
-
-
-def percentile(sorted_values: Sequence[int], p: float):
-    """Nearest-rank percentile of already sorted values: the smallest value
-    with at least p percent of the values at or below it (None when empty).
-
-    The rank is ceil(p/100 * n), at least 1; 0 < p <= 100.
-    """
-    if not 0 < p <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {p}")
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    if isinstance(p, int):
-        rank = -(-p * n // 100)  # exact integer ceil
-    else:
-        rank = math.ceil(p * n / 100)
-    return sorted_values[max(1, min(rank, n)) - 1]
-
-
-def stats_doc(client: str, latencies_ns: Sequence[int], total_ns: int) -> dict:
-    """The --stats line: rate over the wall time, latency percentiles in µs.
-
-    latencies_ns are the round trips that completed (any order); total_ns is
-    the wall time from before the first send to after the last reply.
-    """
-    lat = sorted(latencies_ns)
-    n = len(lat)
-    seconds = total_ns / 1e9
-
-    def us(v):
-        return None if v is None else round(v / 1000, 3)
-
-    return {
-        "client": client,
-        "messages": n,
-        "seconds": round(seconds, 6),
-        "msgs_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
-        "p50_us": us(percentile(lat, 50)),
-        "p99_us": us(percentile(lat, 99)),
-        "max_us": us(lat[-1] if lat else None),
-    }
-
-
-def _reply_error(buf: bytearray, n: int) -> ClientError:
-    """The ClientError for a reply the --stats fast check refused."""
-    try:
-        parse_reply(bytes(buf[:n]))
-    except MalformedReply as exc:
-        return ClientError(EXIT_MALFORMED, f"malformed reply: {exc}")
-    return ClientError(EXIT_MALFORMED, "malformed reply")  # not reached: same checks
-
-
-def timed_round_trips(sock: socket.socket, frame: bytes, count: int, latencies: list, timeout: float = 0.0):
-    """Send frame count times, each followed by a recv of the kernel's reply.
-
-    Each reply is checked like parse_reply() does (length fields, type
-    NLMSG_DONE). latencies[i] gets round trip i in nanoseconds (from before
-    the send to after the reply's recv). The socket must be connected to the
-    kernel (port 0): then the kernel itself refuses datagrams from any other
-    sender, which recv_reply() filters by hand.
-
-    Returns (completed, wall_ns, error): the round trips done, the wall time
-    from before the first send to after the last reply, and the ClientError
-    that stopped the loop (None when all count were done). timeout is only
-    for the message when a reply times out (the socket's SO_RCVTIMEO).
-
-    The loop body does what the C client's does: two clock reads, one send,
-    one recv into a preallocated buffer, one header check.
-    """
-    buf = bytearray(RECV_BUFSIZE)
-    clock = time.perf_counter_ns
-    send = sock.send
-    recv_into = sock.recv_into
-    unpack_from = NLMSG_LEN_TYPE.unpack_from
-    hdrlen = NLMSG_HDRLEN
-    done = NLMSG_DONE
-    i = 0
-    start = clock()
-    try:
-        for i in range(count):
-            t0 = clock()
-            try:
-                send(frame)
-            except OSError as exc:
-                raise ClientError(EXIT_OS_ERROR, describe_oserror("send", exc)) from exc
-            try:
-                n = recv_into(buf)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    raise ClientError(EXIT_TIMEOUT, "no reply from the kernel within %g s" % timeout) from exc
-                raise ClientError(EXIT_OS_ERROR, describe_oserror("recv", exc)) from exc
-            t1 = clock()
-            if n < hdrlen:
-                raise _reply_error(buf, n)
-            length, msg_type = unpack_from(buf)
-            if msg_type != done or length < hdrlen or length > n:
-                raise _reply_error(buf, n)
-            latencies[i] = t1 - t0
-    except ClientError as exc:
-        return i, clock() - start, exc
-    except KeyboardInterrupt:
-        return i, clock() - start, ClientError(130, "interrupted")
-    return count, clock() - start, None
-
-
-def run_stats(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """--stats: time args.count round trips, print one JSON line, return the exit code.
-
-    The socket is blocking with SO_RCVTIMEO for the reply timeout, as in the
-    C client (a Python socket timeout would add a poll() before every send
-    and every recv), and connected to the kernel so that plain send() and
-    recv_into() do. The frame is packed once: the payload never changes.
-    The stats line is printed even after an error, counting the round trips
-    that completed.
-    """
-    count = args.count
-    latencies = [0] * count
-    completed = 0
-    total_ns = 0
-    rc = EXIT_OK
-    sock = None
-    try:
-        sock, port = open_socket(args.protocol, timeout=None)
-        sec = int(args.timeout)
-        usec = min(int(round((args.timeout - sec) * 1e6)), 999999)
-        if sec == 0 and usec == 0:
-            usec = 1  # an all-zero timeval means no timeout at all
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.pack(sec, usec))
-            sock.connect((0, 0))
-        except OSError as exc:
-            raise ClientError(EXIT_OS_ERROR, describe_oserror("setsockopt/connect", exc)) from exc
-        frame = pack_msg(args.payload, port, exact=args.exact)
-        completed, total_ns, error = timed_round_trips(sock, frame, count, latencies, args.timeout)
-        if error is not None:
-            raise error
-    except ClientError as exc:
-        err.write(f"netlink_client: {exc.message}\n")
-        err.flush()
-        rc = exc.code
-    except KeyboardInterrupt:
-        err.write("netlink_client: interrupted\n")
-        rc = 130
-    finally:
-        if sock is not None:
-            sock.close()
-    out.write(json.dumps(stats_doc("python", latencies[:completed], total_ns)) + "\n")
-    out.flush()
-    return rc
+    raise ClientError(EXIT_TIMEOUT, "no reply from the kernel within %g s" % (timeout or 0))
 
 
 # ---------------------------------------------------------- the session
@@ -522,7 +345,7 @@ class Session:
 # ---------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text, 10)
     except ValueError:
@@ -532,7 +355,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _timeout(text: str) -> float:
+def timeout_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -563,45 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--message", "-m", metavar="TEXT",
-        help="send TEXT instead of the hello and do not read stdin",
-    )
-    parser.add_argument(
-        "--count", "-c", metavar="N", type=_positive_int,
-        help="send the message N times, each awaiting its reply (no stdin); "
-        "prints 'sent N received N' at the end",
-    )
-    parser.add_argument(
-        "--timeout", "-t", metavar="SECONDS", type=_timeout, default=5.0,
-        help="how long to wait for each reply (default: 5)",
-    )
-    parser.add_argument(
-        "--json", action="store_true",
-        help="print one JSON object at the end instead of the human text",
-    )
-    parser.add_argument(
-        "--protocol", metavar="N", type=_protocol, default=NETLINK_USER,
-        help=f"netlink protocol number (default: {NETLINK_USER})",
-    )
-    parser.add_argument(
-        "--exact", action="store_true",
-        help="send exact-length frames, NLMSG_LENGTH(len+1), instead of "
-        f"NLMSG_SPACE({MAX_PAYLOAD}) = {NLMSG_SPACE(MAX_PAYLOAD)} bytes",
-    )
-    parser.add_argument(
-        "--no-interactive", "-n", action="store_true",
-        help="send the hello (or --message) once and exit, do not read stdin",
-    )
-    parser.add_argument(
-        "--quiet", "-q", action="store_true",
-        help="no per-message output; print only 'sent N received N' at the end",
-    )
-    parser.add_argument(
-        "--stats", action="store_true",
-        help="with --count: time each round trip and print only one JSON line at the end: "
-        "client, messages, seconds, msgs_per_s, p50_us, p99_us, max_us (nearest rank)",
-    )
+    parser.add_argument("--message", "-m", metavar="TEXT", help="send TEXT instead of the hello and do not read stdin")
+    parser.add_argument("--count", "-c", metavar="N", type=positive_int,
+                        help="send the message N times, each awaiting its reply (no stdin); "
+                        "prints 'sent N received N' at the end")
+    parser.add_argument("--timeout", "-t", metavar="SECONDS", type=timeout_seconds, default=5.0,
+                        help="how long to wait for each reply (default: 5)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object at the end instead of the human text")
+    parser.add_argument("--protocol", metavar="N", type=_protocol, default=NETLINK_USER,
+                        help=f"netlink protocol number (default: {NETLINK_USER})")
+    parser.add_argument("--exact", action="store_true",
+                        help="send exact-length frames, NLMSG_LENGTH(len+1), instead of "
+                        f"NLMSG_SPACE({MAX_PAYLOAD}) = {NLMSG_SPACE(MAX_PAYLOAD)} bytes")
+    parser.add_argument("--no-interactive", "-n", action="store_true",
+                        help="send the hello (or --message) once and exit, do not read stdin")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no per-message output; print only 'sent N received N' at the end")
     return parser
 
 
@@ -618,20 +419,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             )
     else:
         args.payload = HELLO.encode()
-    if args.stats and args.count is None:
-        parser.error("--stats requires --count N")
-    if args.stats and args.json:
-        parser.error("--stats prints its own JSON line; do not combine it with --json")
     args.interactive = args.message is None and args.count is None and not args.no_interactive
     return args
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    stdin: IO[bytes] | None = None,
-    stdout: IO[str] | None = None,
-    stderr: IO[str] | None = None,
-) -> int:
+def main(argv: Sequence[str] | None = None, stdin: IO[bytes] | None = None,
+         stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
     """Run the client; return the exit code (see EXIT_CODES_HELP)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -640,9 +433,6 @@ def main(
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         code = exc.code
         return code if isinstance(code, int) else EXIT_USAGE
-
-    if args.stats:
-        return run_stats(args, out, err)
 
     session = Session(args, out, err)
     rc = EXIT_OK

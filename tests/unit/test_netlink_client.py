@@ -11,12 +11,14 @@ import io
 import json
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 CLIENT_PATH = Path(__file__).resolve().parents[2] / "userspace" / "netlink_client.py"
+STATS_PATH = CLIENT_PATH.parents[1] / "bench" / "netlink_stats.py"
 
 
 def _load_client():
@@ -218,6 +220,24 @@ def test_help_lists_exit_codes(capsys):
     for code in ("3 ", "4 ", "5 ", "6 "):
         assert "\n  " + code in out
     assert "EPROTONOSUPPORT" in out
+
+
+def test_help_offers_no_stats_mode(capsys):
+    # timing round trips moved to bench/netlink_stats.py (issue 11)
+    assert nc.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--stats" not in out and "p99" not in out
+    assert nc.main(["--count", "3", "--stats"]) == nc.EXIT_USAGE
+    assert "unrecognized arguments: --stats" in capsys.readouterr().err
+    assert not hasattr(nc, "run_stats") and not hasattr(nc, "percentile")
+
+
+def test_netlink_stats_help_works():
+    res = subprocess.run([sys.executable, "-B", str(STATS_PATH), "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "--count N" in res.stdout and "--client-name" in res.stdout
+    assert res.stdout.startswith("usage: netlink_stats ")
 
 
 def test_exit_code_constants():
@@ -441,243 +461,3 @@ def test_count_stops_at_first_error(fake):
     assert nc.main(["-c", "5", "--json"], stdout=out, stderr=io.StringIO()) == 6
     doc = json.loads(out.getvalue())
     assert (doc["sent"], doc["received"], len(doc["errors"])) == (2, 1, 1)
-
-
-# ------------------------------------------------------------ --stats
-
-
-@pytest.mark.parametrize(
-    "values, p, expected",
-    [
-        ([7], 50, 7),
-        ([7], 99, 7),
-        ([7], 100, 7),
-        ([1, 2], 50, 1),  # rank ceil(1.0) = 1
-        ([1, 2], 51, 2),
-        ([1, 2, 3, 4], 50, 2),
-        ([1, 2, 3, 4], 75, 3),
-        ([1, 2, 3, 4], 76, 4),
-        (list(range(1, 101)), 50, 50),
-        (list(range(1, 101)), 99, 99),
-        (list(range(1, 101)), 1, 1),
-        (list(range(1, 10001)), 50, 5000),
-        (list(range(1, 10001)), 99, 9900),
-        (list(range(1, 10001)), 100, 10000),
-        (list(range(1, 11)), 99, 10),  # ceil(9.9) = 10
-        (list(range(1, 11)), 0.5, 1),
-        (list(range(1, 1001)), 99.9, 999),
-    ],
-)
-def test_percentile_nearest_rank(values, p, expected):
-    assert nc.percentile(values, p) == expected
-
-
-def test_percentile_edges():
-    assert nc.percentile([], 50) is None
-    for bad in (0, -1, 100.5, 101):
-        with pytest.raises(ValueError):
-            nc.percentile([1, 2, 3], bad)
-
-
-def test_percentile_matches_definition():
-    # the smallest value with at least p% of the values at or below it
-    import random
-
-    rng = random.Random(1)
-    for n in (1, 2, 3, 7, 99, 100, 101, 1000, 9999):
-        values = sorted(rng.randrange(1000) for _ in range(n))
-        for p in (1, 10, 50, 90, 99, 100):
-            got = nc.percentile(values, p)
-            assert sum(v <= got for v in values) * 100 >= p * n
-            below = [v for v in values if v < got]
-            assert len(below) * 100 < p * n
-
-
-def test_stats_doc():
-    lat = [3000, 1000, 2000, 4000] * 25  # 100 round trips, in ns
-    doc = nc.stats_doc("python", lat, 2_000_000_000)
-    assert list(doc) == ["client", "messages", "seconds", "msgs_per_s", "p50_us", "p99_us", "max_us"]
-    assert doc == {"client": "python", "messages": 100, "seconds": 2.0, "msgs_per_s": 50.0,
-                   "p50_us": 2.0, "p99_us": 4.0, "max_us": 4.0}
-    assert lat[:4] == [3000, 1000, 2000, 4000]  # not sorted in place
-    empty = nc.stats_doc("c", [], 0)
-    assert empty == {"client": "c", "messages": 0, "seconds": 0.0, "msgs_per_s": 0.0,
-                     "p50_us": None, "p99_us": None, "max_us": None}
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--stats"],
-        ["--stats", "--message", "m"],
-        ["--stats", "-n"],
-        ["--stats", "--count", "0"],
-        ["--stats", "--count", "10", "--json"],
-    ],
-)
-def test_stats_usage_errors(argv, capsys):
-    assert nc.main(argv) == nc.EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "usage:" in err
-
-
-def test_stats_requires_count_message(capsys):
-    assert nc.main(["--stats", "-m", "x"]) == 2
-    assert "--stats requires --count" in capsys.readouterr().err
-
-
-def test_stats_option_parsed():
-    args = nc.parse_args(["--count", "5", "--stats", "-m", "ping"])
-    assert args.stats and args.count == 5 and args.payload == b"ping" and not args.interactive
-    assert not nc.parse_args(["--count", "5"]).stats
-
-
-class FakeStatsSocket:
-    """A connected netlink socket to a fake module, for the --stats path."""
-
-    def __init__(self, replies=None, port=4321):
-        self.port = port
-        self.frames = []
-        self.options = {}
-        self.connected = None
-        self.replies = list(replies) if replies is not None else None
-        self.closed = False
-
-    def setsockopt(self, level, name, value):
-        self.options[(level, name)] = value
-
-    def connect(self, addr):
-        self.connected = addr
-
-    def send(self, frame):
-        assert self.connected == (0, 0)
-        self.frames.append(bytes(frame))
-        return len(frame)
-
-    def recv_into(self, buf):
-        item = kernel_reply(padded=True) if self.replies is None else self.replies.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        buf[:len(item)] = item
-        return len(item)
-
-    def close(self):
-        self.closed = True
-
-
-@pytest.fixture
-def fake_stats(monkeypatch):
-    holder = {"sock": FakeStatsSocket()}
-
-    def fake_open(protocol=30, timeout=5.0):
-        assert timeout is None  # blocking socket: SO_RCVTIMEO does the timeout
-        return holder["sock"], holder["sock"].port
-
-    monkeypatch.setattr(nc, "open_socket", fake_open)
-    return holder
-
-
-def test_stats_line(fake_stats):
-    out, err = io.StringIO(), io.StringIO()
-    assert nc.main(["--count", "50", "--stats", "-m", "ping", "-t", "2.5"], stdout=out, stderr=err) == 0
-    assert err.getvalue() == ""
-    text = out.getvalue()
-    assert text.count("\n") == 1
-    doc = json.loads(text)
-    assert list(doc) == ["client", "messages", "seconds", "msgs_per_s", "p50_us", "p99_us", "max_us"]
-    assert doc["client"] == "python" and doc["messages"] == 50
-    assert doc["seconds"] > 0 and doc["msgs_per_s"] > 0
-    assert 0 < doc["p50_us"] <= doc["p99_us"] <= doc["max_us"]
-    sock = fake_stats["sock"]
-    assert sock.closed and sock.connected == (0, 0)
-    assert sock.options[(socket.SOL_SOCKET, socket.SO_RCVTIMEO)] == struct.pack("@ll", 2, 500000)
-    assert len(sock.frames) == 50 and len(set(sock.frames)) == 1
-    frame = sock.frames[0]
-    assert len(frame) == 1040 and struct.unpack_from(HDR, frame) == (1040, 0, 0, 0, 4321)
-    assert frame[16:21] == b"ping\0"
-
-
-def test_stats_exact_frames(fake_stats):
-    out = io.StringIO()
-    assert nc.main(["-c", "2", "--stats", "--exact"], stdout=out) == 0
-    assert [len(f) for f in fake_stats["sock"].frames] == [51, 51]
-
-
-@pytest.mark.parametrize(
-    "bad, code, message",
-    [
-        (kernel_reply(msg_type=2), 6, "malformed reply: reply type 2"),
-        (kernel_reply(length=60), 6, "malformed reply: reply nlmsg_len 60"),
-        (kernel_reply(length=15), 6, "malformed reply: reply nlmsg_len 15"),
-        (b"\x26\0\0\0", 6, "malformed reply: reply is 4 bytes"),
-        (OSError(errno.EAGAIN, "Resource temporarily unavailable"), 4, "no reply from the kernel within 0.5 s"),
-        (OSError(errno.ENOBUFS, "No buffer space available"), 5, "recv failed: ENOBUFS"),
-    ],
-)
-def test_stats_stops_at_first_error(fake_stats, bad, code, message):
-    fake_stats["sock"] = FakeStatsSocket([kernel_reply(), kernel_reply(padded=True), bad, kernel_reply()])
-    out, err = io.StringIO(), io.StringIO()
-    assert nc.main(["-c", "10", "--stats", "-t", "0.5"], stdout=out, stderr=err) == code
-    assert message in err.getvalue()
-    doc = json.loads(out.getvalue())
-    assert doc["messages"] == 2 and doc["p50_us"] is not None
-    assert len(fake_stats["sock"].frames) == 3 and fake_stats["sock"].closed
-
-
-def test_stats_send_error_is_exit_5(fake_stats):
-    sock = fake_stats["sock"]
-
-    def failing_send(frame):
-        raise OSError(errno.ECONNREFUSED, "Connection refused")
-
-    sock.send = failing_send
-    out, err = io.StringIO(), io.StringIO()
-    assert nc.main(["-c", "3", "--stats"], stdout=out, stderr=err) == 5
-    assert "send failed: ECONNREFUSED" in err.getvalue()
-    assert json.loads(out.getvalue())["messages"] == 0
-
-
-def test_timed_round_trips_fills_latencies():
-    sock = FakeStatsSocket()
-    sock.connect((0, 0))
-    lat = [0] * 5
-    done, wall, error = nc.timed_round_trips(sock, b"f" * 1040, 5, lat)
-    assert (done, error) == (5, None)
-    assert all(v > 0 for v in lat) and wall >= sum(lat)
-
-
-def test_stats_module_not_loaded_gives_exit_3():
-    if netlink_available(30) != errno.EPROTONOSUPPORT:
-        pytest.skip("protocol 30 does not fail with EPROTONOSUPPORT here")
-    out, err = io.StringIO(), io.StringIO()
-    assert nc.main(["-c", "3", "--stats"], stdout=out, stderr=err) == 3
-    assert json.loads(out.getvalue())["messages"] == 0
-    assert "is netlink_kernel.ko loaded?" in err.getvalue()
-
-
-def test_stats_real_timeout_uses_so_rcvtimeo():
-    # rtnetlink ignores a type-0 message without NLM_F_REQUEST: the blocking recv must time out.
-    if netlink_available(0):
-        pytest.skip("no NETLINK_ROUTE socket here")
-    out, err = io.StringIO(), io.StringIO()
-    rc = nc.main(["--protocol", "0", "-c", "2", "--stats", "--timeout", "0.2"], stdout=out, stderr=err)
-    assert rc == nc.EXIT_TIMEOUT
-    doc = json.loads(out.getvalue())
-    assert doc["messages"] == 0 and 0.15 < doc["seconds"] < 5
-    assert "no reply from the kernel within 0.2 s" in err.getvalue()
-
-
-def test_stats_real_nlmsg_error_reply_is_malformed():
-    # rtnetlink answers NLM_F_REQUEST|NLM_F_ACK with NLMSG_ERROR: the loop's type check must catch it.
-    if netlink_available(0):
-        pytest.skip("no NETLINK_ROUTE socket here")
-    sock, port = nc.open_socket(0, timeout=None)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 2, 0))
-        sock.connect((0, 0))
-        lat = [0] * 3
-        done, _, error = nc.timed_round_trips(sock, nc.pack_msg(b"", port, flags=0x1 | 0x4, exact=True), 3, lat)
-    finally:
-        sock.close()
-    assert done == 0 and error.code == nc.EXIT_MALFORMED
-    assert "NLMSG_ERROR" in error.message
