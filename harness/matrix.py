@@ -2,27 +2,32 @@
 
 Kernels run in a thread pool (each run's processes are its own groups); one
 kernel's crash, timeout or failed download never stops the others. Each run
-logs to ``results/<kernel>/harness.log``; the terminal gets a live table.
+logs to ``results/<kernel>/harness.log``; the terminal gets a live table, fed
+by the runs' progress events.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from harness import kernels, procs, report, tomlload
+from harness import procs, resources, tomlload
 from harness.errors import UsageError
-from harness.model import RunResult, Verdict, worst
-from harness.progress import Printer
-from harness.run import RunRequest, results_id, run
+from harness.events import Event, Finished, PhaseStarted, Printer
+from harness.kernel.spec import parse_spec
+from harness.locks import write_atomic
+from harness.model import RunResult, Verdict
+from harness.project import load_project
+from harness.run import RunRequest, index_html, run, writable_dir
+from harness.verdict import compare, junit, report
 
-DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "vm" / "kernels.toml"
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead
 
 
@@ -31,16 +36,21 @@ class MatrixEntry:
     spec: str
     apt_options: tuple[str, ...] = ()
     note: str = ""
+    expect: Optional[compare.Expected] = None  # a known failure on this kernel
 
 
-def load_matrix(path: Path = DEFAULT_MATRIX) -> list[MatrixEntry]:
+def load_matrix(path: Optional[Path] = None) -> list[MatrixEntry]:
+    """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``)."""
+    path = path or resources.data("kernels.toml")
     data = tomlload.load(path)
-    out = []
+    out: list[MatrixEntry] = []
     for i, k in enumerate(data.get("kernel", [])):
         if not isinstance(k.get("spec"), str):
             raise UsageError(f"{path}: [[kernel]] #{i + 1} needs a 'spec' string")
-        kernels.parse_spec(k["spec"])  # fail early, naming the spec
-        out.append(MatrixEntry(k["spec"], tuple(k.get("apt_options", ())), k.get("note", "")))
+        parse_spec(k["spec"])  # fail early, naming the spec
+        expect = compare.parse_expected(k["expect"], k["spec"], f"{path}: [[kernel]] {k['spec']!r} expect") \
+            if "expect" in k else None
+        out.append(MatrixEntry(k["spec"], tuple(k.get("apt_options", ())), k.get("note", ""), expect))
     if not out:
         raise UsageError(f"{path}: no [[kernel]] entries")
     return out
@@ -51,9 +61,11 @@ def select(entries: Sequence[MatrixEntry], specs: Optional[Sequence[str]]) -> li
     if not specs:
         return list(entries)
     by_spec = {e.spec: e for e in entries}
-    out = []
+    out: list[MatrixEntry] = []
     for s in specs:
-        kernels.parse_spec(s)
+        parse_spec(s)
+        if any(e.spec == s for e in out):
+            raise UsageError(f"kernel {s!r} is named twice", hint="each kernel's results go to one directory")
         out.append(by_spec.get(s, MatrixEntry(s)))
     return out
 
@@ -95,36 +107,33 @@ def _mem_available_mb() -> int:
     return GUEST_MEMORY_MB
 
 
-class StatusPrinter(Printer):
-    """A run's printer: full output to its log file, current phase to the live table."""
-
-    def __init__(self, log: IO[str]):
-        super().__init__(log)
-        self.current = "queued"
-        self.since = time.monotonic()
-
-    def line(self, text: str) -> None:
-        if text.startswith("==> "):
-            self.current = text[4:].split(":", 1)[0]
-            self.since = time.monotonic()
-        super().line(text)
-
-
 class LiveTable:
-    def __init__(self, out: Printer, printers: dict[str, StatusPrinter], every: float = 15.0):
-        self.out, self.printers, self.every = out, printers, every
+    """Each kernel's current phase, from its run's events; printed every ``every`` seconds."""
+
+    def __init__(self, out: Printer, specs: Sequence[str], every: float = 15.0):
+        self.out, self.every = out, every
+        self.rows: dict[str, tuple[str, float]] = {spec: ("queued", time.monotonic()) for spec in specs}
         self.done: dict[str, RunResult] = {}
         self._stop = threading.Event()
         self.t0 = time.monotonic()
 
+    def tracker(self, spec: str) -> Callable[[Event], None]:
+        """The sink that keeps ``spec``'s row current."""
+        def track(event: Event) -> None:
+            if isinstance(event, PhaseStarted):
+                self.rows[spec] = (event.name, time.monotonic())
+            elif isinstance(event, Finished):
+                self.rows[spec] = (event.verdict.value, self.rows[spec][1])
+        return track
+
     def render(self) -> str:
         rows = [f"  {'kernel':<24} {'phase':<10} {'elapsed':>8}"]
-        for spec, p in self.printers.items():
+        for spec, (current, since) in self.rows.items():
             if spec in self.done:
                 r = self.done[spec]
                 rows.append(f"  {spec:<24} {r.verdict.value:<10} {r.seconds:7.0f}s")
             else:
-                rows.append(f"  {spec:<24} {p.current:<10} {time.monotonic() - p.since:7.0f}s")
+                rows.append(f"  {spec:<24} {current:<10} {time.monotonic() - since:7.0f}s")
         return f"[{time.monotonic() - self.t0:.0f}s]\n" + "\n".join(rows)
 
     def loop(self) -> None:
@@ -136,22 +145,17 @@ class LiveTable:
 
 
 def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer) -> list[RunResult]:
-    base.results.mkdir(parents=True, exist_ok=True)
-    printers: dict[str, StatusPrinter] = {}
-    logs = []
-    for e in entries:
-        d = base.results / results_id(e.spec)
-        d.mkdir(parents=True, exist_ok=True)
-        log = open(d / "harness.log", "w")
-        logs.append(log)
-        printers[e.spec] = StatusPrinter(log)
-    table = LiveTable(printer, printers)
+    """Every entry's run, ``jobs`` at a time. An interrupt stops them all; once they have all
+    returned, the interrupt is cleared (a long-lived caller such as pytest can run again)."""
+    writable_dir(base.results)
+    table = LiveTable(printer, [e.spec for e in entries])
     printer.line(f"matrix: {len(entries)} kernels, {jobs} at a time; per-kernel logs in {base.results}/*/harness.log")
 
     def one(e: MatrixEntry) -> RunResult:
         req = dataclasses.replace(base, kernel=e.spec, apt_options=base.apt_options + e.apt_options)
-        r = run(req, printers[e.spec])
-        printers[e.spec].verdict(r.verdict, r.reason)
+        track = table.tracker(e.spec)
+        r = run(req, track)
+        track(Finished(r.verdict, r.reason))
         table.done[e.spec] = r
         printer.line(f"    {e.spec}: {r.verdict.value} in {r.seconds:.0f}s")
         return r
@@ -160,24 +164,46 @@ def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, prin
     ticker.start()
     try:
         with procs.SignalGuard(), ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, e) for e in entries]
+            futures = []
             try:
-                results = [f.result() for f in futures]
-            except BaseException as e:
+                futures += [pool.submit(one, e) for e in entries]
+                return [f.result() for f in futures]
+            except BaseException as e:  # Ctrl-C or SIGTERM: every run stops, ends its processes and reports
                 procs.interrupt(str(e) or "interrupted")
-                results = [f.result() for f in futures]
+                return [f.result() for f in futures]
     finally:
         table.stop()
-        for log in logs:
-            log.close()
-    return results
+        procs.clear_interrupt()
 
 
-def matrix_exit_code(results: Sequence[RunResult]) -> int:
-    return worst([r.verdict for r in results]).exit_code if results else Verdict.ERROR.exit_code
+def load_baseline(path: Path) -> list[compare.Outcome]:
+    """The kernels of an earlier matrix.json."""
+    try:
+        doc = json.loads(path.read_text())
+        return [compare.Outcome.from_json(k) for k in doc["kernels"]]
+    except OSError as e:
+        raise UsageError(f"--baseline {path}: {e.strerror}", hint="give the matrix.json of an earlier run") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--baseline {path}: not a kmod-harness matrix.json ({e})") from None
 
 
-def write_reports(results: Sequence[RunResult], results_dir: Path, wall: float) -> None:
-    report.write_atomic(results_dir / "matrix.json", report.matrix_json(results, wall))
-    report.write_atomic(results_dir / "summary.md", report.summary_markdown(results, wall))
-    report.write_atomic(results_dir / "junit.xml", report.junit_xml(results))
+def expectations(entries: Sequence[MatrixEntry], project: Optional[Path] = None) -> dict[str, compare.Expected]:
+    """The failures known: the matrix file's, then the project's (harness.toml [[known_failure]]), which win."""
+    out = {e.spec: e.expect for e in entries if e.expect is not None}
+    if project is not None:
+        try:
+            out.update({k.kernel: k for k in load_project(project).known_failures})
+        except UsageError:
+            pass  # the runs report a broken project themselves
+    return out
+
+
+def matrix_exit_code(rows: Sequence[compare.Row]) -> int:
+    return compare.exit_code(rows) if rows else Verdict.ERROR.exit_code
+
+
+def write_reports(results: Sequence[RunResult], rows: Sequence[compare.Row], results_dir: Path, wall: float) -> None:
+    write_atomic(results_dir / "matrix.json", report.matrix_json(results, wall, rows))
+    write_atomic(results_dir / "summary.md", report.summary_markdown(results, wall, rows))
+    write_atomic(results_dir / "junit.xml", junit.junit_xml(results))
+    write_atomic(results_dir / "index.html", index_html(results, rows, "kmod-harness matrix", wall))

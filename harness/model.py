@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.guest.contract import StepReport
+
 
 class Verdict(enum.Enum):
     """Outcome of a run, ordered from best to worst (see ``severity``)."""
@@ -56,6 +58,23 @@ _SEVERITY = {
 
 def worst(verdicts: "list[Verdict]") -> Verdict:
     return max(verdicts, key=lambda v: v.severity, default=Verdict.PASS)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every limit a run has, in seconds: one place for them all."""
+
+    resolve: float = 300  # apt-get update of one suite's index
+    download: float = 1800  # one package download (a kernel source package is over 100 MB)
+    kernel: float = 5400  # building a debian-src: kernel (docs/PERFORMANCE.md has measured builds)
+    root: float = 1800  # making a root with mmdebstrap
+    build: float = 600  # building the module
+    guest: float = 600  # boot + every guest step + shutdown
+    module_step: float = 60  # insmod, modprobe, rmmod in the guest
+    modules_install: float = 600  # a kernel tree's modules_install
+    guest_command: float = 60  # one command in a live guest
+    shutdown: float = 30  # a guest asked to power off
+    tool: float = 60  # short host commands (apt-cache show, ssh-keygen)
 
 
 class Accel(enum.Enum):
@@ -137,7 +156,7 @@ class KmsgRecord:
         return d
 
 
-@dataclass
+@dataclass(frozen=True)
 class Phase:
     name: str
     seconds: float
@@ -145,52 +164,56 @@ class Phase:
     detail: str = ""
 
 
-@dataclass
-class StepResult:
-    """One guest step (insmod, client, rmmod...) as the guest runner reported it."""
-
-    name: str
-    argv: list[str]
-    returncode: Optional[int]
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool = False
-    kmsg_seq_before: Optional[int] = None
-    kmsg_seq_after: Optional[int] = None
-    skipped: bool = False
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """Everything ``result.json`` holds. Filled in phase by phase."""
+    """Everything ``result.json`` holds, assembled once when the run ends (``run.assemble``)."""
 
     kernel: str  # the spec as given
-    verdict: Verdict = Verdict.INFRA
-    reason: str = ""
+    verdict: Verdict
+    reason: str
+    harness_version: str
+    started_at: str
+    seconds: float
     kernel_release: Optional[str] = None
     package_version: Optional[str] = None
     accel: Optional[str] = None
     build_in: Optional[str] = None
-    phases: list[Phase] = field(default_factory=list)
-    steps: list[StepResult] = field(default_factory=list)
-    kmsg: list[KmsgRecord] = field(default_factory=list)
-    trail: list[dict[str, Any]] = field(default_factory=list)
+    transport: Optional[str] = None
+    phases: tuple[Phase, ...] = ()
+    steps: tuple[StepReport, ...] = ()
+    kmsg: tuple[KmsgRecord, ...] = ()
+    marker_seq: Optional[int] = None  # the guest runner's record before the first step
+    trail: tuple[dict[str, Any], ...] = ()
+    expected_trail: tuple[str, ...] = ()  # each expectation of the trail file, as its report describes it
     trail_diff: str = ""
-    splats: list[dict[str, Any]] = field(default_factory=list)
-    boot_splats: list[dict[str, Any]] = field(default_factory=list)  # before the first guest step
-    kernel_params: list[str] = field(default_factory=list)  # what the harness appended, base ones first
-    build_warnings: list[str] = field(default_factory=list)
+    splats: tuple[dict[str, Any], ...] = ()
+    boot_splats: tuple[dict[str, Any], ...] = ()  # before the first guest step: not the module's
+    kernel_params: tuple[str, ...] = ()  # what the harness appended, base ones first
+    build_warnings: tuple[str, ...] = ()
     build_log: str = ""
-    console_log: Optional[str] = None
     boot: dict[str, float] = field(default_factory=dict)  # where the vm phase's time went
-    started_at: str = ""
-    seconds: float = 0.0
+    vm: dict[str, Any] = field(default_factory=dict)  # the virtme-ng command line, how the guest ended
+    evidence: dict[str, str] = field(default_factory=dict)  # what each kept file holds, by file name
+    read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["verdict"] = self.verdict.value
         d["exit_code"] = self.verdict.exit_code
         d["kmsg"] = [r.to_json() for r in self.kmsg]
-        d["schema"] = "kmod-harness/result/v1"
+        d["schema"] = "kmod-harness/result/v2"
         return d
+
+
+def result_from_json(d: dict[str, Any]) -> RunResult:
+    """A RunResult read back from its result.json (a report regenerated from kept results)."""
+    known = {f for f in RunResult.__dataclass_fields__}
+    plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
+    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail"):
+        if key in plain:
+            plain[key] = tuple(plain[key])
+    records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},
+                               fields=tuple(r.get("fields", {}).items())) for r in d.get("kmsg", []))
+    return RunResult(verdict=Verdict(d["verdict"]), phases=tuple(Phase(**p) for p in d.get("phases", [])),
+                     steps=tuple(StepReport.from_dict(st) for st in d.get("steps", [])), kmsg=records,
+                     **{"harness_version": "?", "started_at": "", "seconds": 0.0, "reason": "", **plain})

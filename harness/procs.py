@@ -1,28 +1,32 @@
-"""The one place the harness starts long-running processes.
+"""The one place the harness starts processes, and ends them.
 
-Every child starts in its own session (process group), its output is read
-line by line through pipes (QEMU rewrites regular files from offset 0, so
-never hand it a file), teed into a log file that is flushed as it goes, and on
-timeout, error or interrupt the whole group is ended: TERM, a grace period,
-then KILL. Nothing a harness run starts outlives it.
+Every child runs under ``guard.py`` in a session (process group) of its own, its
+output read line by line through pipes (QEMU rewrites regular files from offset
+0, so never hand it a file) and teed into a log file that is flushed as it goes.
+On timeout, error or interrupt the whole group is ended: TERM, a grace period,
+then KILL. When the harness itself dies, even by SIGKILL, the guard ends the
+group. Nothing the harness starts outlives it.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional, Protocol, Sequence
+from typing import IO, Any, Callable, Optional, Protocol, Sequence
 
+from harness import guard
 from harness.errors import InfraError, Interrupted, PhaseTimeout
 
-LineSink = Callable[[str, str], None]  # (stream name, line)
+LineSink = Callable[[str, str], None]  # (stream name, line without its newline)
 
 
 class TextLog(Protocol):
@@ -32,21 +36,26 @@ class TextLog(Protocol):
 
     def flush(self) -> None: ...
 
-_live: set[subprocess.Popen] = set()
+
+@dataclass
+class Child:
+    """A started child: the guard's Popen and the write end of its life line."""
+
+    proc: subprocess.Popen[bytes]
+    lifeline: Optional[int]  # None for an interactive child, which stays in the harness's group
+
+
+_live: dict[int, Child] = {}
 _live_lock = threading.Lock()
 _interrupted = threading.Event()
 _interrupt_reason = ""
 
 
 class CappedLog:
-    """A log file that stops growing: the first ``head`` bytes as they come, then only
-    the last ``tail`` bytes, written after a line saying how much was left out when the
-    log is closed. A guest printing without end (KASAN reporting on every timer tick:
-    36 MB in five minutes) would otherwise fill the disk until its timeout; the head
-    holds the first report, the tail the end (a panic, the last records).
-
-    Everything is flushed as it goes until the cap; the tail only on ``close``.
-    """
+    """A log file that stops growing: the first ``head`` characters as they come, then only
+    the last ``tail``, written after a line saying how much was left out, when the log is
+    closed. A guest printing without end would otherwise fill the disk until its timeout;
+    the head holds the first report, the tail the end (a panic, the last records)."""
 
     def __init__(self, path: Path, head: int, tail: int):
         self.path, self.head, self.tail = path, head, tail
@@ -98,6 +107,9 @@ class CappedLog:
         self.close()
 
 
+# ---- interrupts -----------------------------------------------------------------------
+
+
 def interrupt(reason: str) -> None:
     """Stop everything: end every running group; runs in other threads raise Interrupted."""
     global _interrupt_reason
@@ -106,9 +118,58 @@ def interrupt(reason: str) -> None:
     kill_all()
 
 
+def clear_interrupt() -> None:
+    """After the runs an interrupt stopped have all returned: later runs may start again."""
+    _interrupted.clear()
+
+
 def check_interrupted() -> None:
     if _interrupted.is_set():
         raise Interrupted(_interrupt_reason or "interrupted")
+
+
+class SignalGuard:
+    """Turn SIGTERM/SIGHUP into ``Interrupted`` and SIGINT into ``KeyboardInterrupt``.
+
+    The first signal ends every running process group before raising, and later
+    ones are ignored until the guard exits: a second SIGTERM (``timeout`` and a
+    process manager both sending one) or a second Ctrl-C must not cut the
+    clean-up short and leave QEMU running.
+
+    When the harness is a library in a longer-lived program (pytest, which runs
+    ``cli.main`` in process), the signal was meant for that program too: on
+    leaving the guard, once the clean-up and the report are done, a handler the
+    program had installed is called with it.
+    """
+
+    def __enter__(self) -> "SignalGuard":
+        self._old: dict[int, Any] = {}
+        self._stopping = False
+        self.received: Optional[int] = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.received = signum
+        kill_all()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        previous = self._old.get(self.received) if self.received is not None else None
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(self.received, None)
+
+
+# ---- starting and ending ----------------------------------------------------------------
 
 
 @dataclass
@@ -121,71 +182,123 @@ class Completed:
     output: str = ""  # stdout and stderr interleaved as they arrived
 
 
-def start(argv: Sequence[str], *, env: Optional[dict] = None, cwd: Optional[Path] = None) -> subprocess.Popen:
-    """Start ``argv`` in a new session with piped stdout/stderr. Tests patch this seam."""
+def _check_exists(program: str) -> None:
+    found = os.access(program, os.X_OK) if os.sep in program else shutil.which(program) is not None
+    if not found:
+        raise InfraError(f"{program} not found")
+
+
+def start(argv: Sequence[str], *, env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
+          stdin: Optional[int] = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start ``argv`` under the guard in a new session, with piped stdout/stderr. Tests patch this seam."""
     check_interrupted()
+    _check_exists(argv[0])
+    read_end, lifeline = os.pipe()
     try:
         proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
+            [sys.executable, "-S", guard.__file__, str(read_end), "--", *argv],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=cwd, start_new_session=True, pass_fds=(read_end,),
         )
-    except FileNotFoundError:
-        raise InfraError(f"{argv[0]} not found") from None
+    except BaseException:
+        os.close(lifeline)
+        raise
+    finally:
+        os.close(read_end)
     with _live_lock:
-        _live.add(proc)
+        _live[proc.pid] = Child(proc, lifeline)
     return proc
 
 
-def kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """End the child's whole process group: SIGTERM, wait ``grace``, then SIGKILL."""
-    # start_new_session made the child a group leader: its pid is the group id,
-    # and the group outlives the leader while any member (qemu) lives.
-    pgid: Optional[int] = proc.pid
+    # start_new_session made the guard a group leader: its pid is the group id, and the
+    # group outlives the leader while any member (qemu) lives.
+    with _live_lock:
+        child = _live.get(proc.pid)
+    leader = child is None or child.lifeline is not None  # an interactive child leads no group
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if pgid is not None:
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
+        try:
+            os.killpg(proc.pid, sig) if leader else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
         try:
             proc.wait(timeout=wait)
             break
         except subprocess.TimeoutExpired:
             continue
-    # The leader may be gone while grandchildren (qemu) linger in the group.
-    if pgid is not None:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
+    if leader:
+        try:  # the leader may be gone while grandchildren linger in the group
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _forget(proc)
+
+
+def _forget(proc: subprocess.Popen[bytes]) -> None:
     with _live_lock:
-        _live.discard(proc)
+        child = _live.pop(proc.pid, None)
+    if child is not None and child.lifeline is not None:
+        os.close(child.lifeline)
 
 
 def kill_all() -> None:
-    """End every group still running (used by signal handlers and atexit)."""
+    """End every group still running (signal handlers, interrupts)."""
     with _live_lock:
-        procs = list(_live)
-    for p in procs:
-        kill_group(p, grace=1.0)
+        children = list(_live.values())
+    for c in children:
+        kill_group(c.proc, grace=1.0)
 
 
-def run(
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    what: str,
-    log: Optional[TextLog] = None,
-    on_line: Optional[LineSink] = None,
-    env: Optional[dict] = None,
-    cwd: Optional[Path] = None,
-    keep: bool = True,
-) -> Completed:
+class _Pump:
+    """Reads a child's stdout and stderr line by line into a log and a sink."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Optional[TextLog], on_line: Optional[LineSink],
+                 keep: bool):
+        assert proc.stdout is not None and proc.stderr is not None
+        self.log, self.on_line, self.keep = log, on_line, keep
+        self.out: dict[str, list[str]] = {"stdout": [], "stderr": [], "both": []}
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        self.sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        self.bufs = {"stdout": b"", "stderr": b""}
+        self.open = 2
+
+    def _emit(self, name: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", "backslashreplace")
+        if self.keep:
+            self.out[name].append(line)
+            self.out["both"].append(line)
+        if self.log is not None:
+            self.log.write(line)
+            self.log.flush()
+        if self.on_line is not None:
+            self.on_line(name, line.rstrip("\n"))
+
+    def step(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for output and pass on every whole line that came."""
+        for key, _ in self.sel.select(timeout=timeout):
+            name = key.data
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                self.sel.unregister(key.fileobj)
+                self.open -= 1
+                if self.bufs[name]:
+                    self._emit(name, self.bufs[name])
+                    self.bufs[name] = b""
+                continue
+            self.bufs[name] += chunk
+            *lines, self.bufs[name] = self.bufs[name].split(b"\n")
+            for line in lines:
+                self._emit(name, line + b"\n")
+
+    def close(self) -> None:
+        self.sel.close()
+
+
+def run(argv: Sequence[str], *, timeout: float, what: str, log: Optional[TextLog] = None,
+        on_line: Optional[LineSink] = None, env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
+        keep: bool = True) -> Completed:
     """Run to completion, streaming lines to ``log`` and ``on_line``.
 
     Raises PhaseTimeout after ``timeout`` seconds (the group is ended first).
@@ -193,48 +306,16 @@ def run(
     """
     t0 = time.monotonic()
     proc = start(argv, env=env, cwd=cwd)
-    out: dict[str, list[str]] = {"stdout": [], "stderr": [], "both": []}
-    sel = selectors.DefaultSelector()
-    assert proc.stdout is not None and proc.stderr is not None
-    bufs = {"stdout": b"", "stderr": b""}
-    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-
-    def emit(name: str, raw: bytes) -> None:
-        line = raw.decode("utf-8", "backslashreplace")
-        if keep:
-            out[name].append(line)
-            out["both"].append(line)
-        if log is not None:
-            log.write(line)
-            log.flush()
-        if on_line is not None:
-            on_line(name, line.rstrip("\n"))
-
+    pump = _Pump(proc, log, on_line, keep)
     try:
-        open_streams = 2
-        while open_streams:
+        while pump.open:
             check_interrupted()
             remaining = timeout - (time.monotonic() - t0)
             if remaining <= 0:
                 raise PhaseTimeout(f"{what} did not finish within {timeout:.0f}s")
-            for key, _ in sel.select(timeout=min(remaining, 1.0)):
-                name = key.data
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    open_streams -= 1
-                    if bufs[name]:
-                        emit(name, bufs[name])
-                        bufs[name] = b""
-                    continue
-                bufs[name] += chunk
-                while b"\n" in bufs[name]:
-                    line, bufs[name] = bufs[name].split(b"\n", 1)
-                    emit(name, line + b"\n")
-        remaining = max(0.1, timeout - (time.monotonic() - t0))
+            pump.step(min(remaining, 1.0))
         try:
-            proc.wait(timeout=remaining)
+            proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
         except subprocess.TimeoutExpired:
             raise PhaseTimeout(f"{what} did not exit within {timeout:.0f}s") from None
         check_interrupted()  # a group ended by interrupt() must not look like a normal exit
@@ -242,45 +323,41 @@ def run(
         kill_group(proc)
         raise
     finally:
-        sel.close()
-        proc.stdout.close()
-        proc.stderr.close()
+        pump.close()
+        _close_pipes(proc)
         if proc.returncode is not None:
-            # The leader exited; anything left in its group is an orphan to end.
-            kill_group(proc, grace=0.5)
+            kill_group(proc, grace=0.5)  # the leader exited; anything left in its group is an orphan
+    out = pump.out
     return Completed(list(argv), proc.returncode, "".join(out["stdout"]), "".join(out["stderr"]),
                      time.monotonic() - t0, "".join(out["both"]))
 
 
-class SignalGuard:
-    """Turn SIGTERM/SIGHUP into ``Interrupted`` and SIGINT into ``KeyboardInterrupt``.
+def quick(argv: Sequence[str], *, timeout: float = 60, what: str = "", env: Optional[dict[str, str]] = None,
+          cwd: Optional[Path] = None) -> Completed:
+    """A short command whose output is wanted whole (apt-cache, ssh-keygen)."""
+    return run(argv, timeout=timeout, what=what or argv[0], env=env, cwd=cwd)
 
-    The first signal ends every running process group before raising, and later
-    ones are ignored until the guard exits: a second SIGTERM (``timeout`` and a
-    process manager both sending one) or a second Ctrl-C must not cut the
-    clean-up short and leave QEMU running.
-    """
 
-    def __enter__(self) -> "SignalGuard":
-        self._old: dict = {}
-        self._stopping = False
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._on_signal)
-        return self
+def interactive(argv: Sequence[str]) -> int:
+    """A command that takes over the terminal (``harness shell``'s ssh). It stays in the
+    harness's process group, which the terminal needs; it is ended if the harness is."""
+    check_interrupted()
+    _check_exists(argv[0])
+    proc = subprocess.Popen(list(argv))
+    with _live_lock:
+        _live[proc.pid] = Child(proc, None)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+        _forget(proc)
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        kill_all()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for f in (proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
 
 
 class Background:
@@ -291,46 +368,25 @@ class Background:
     """
 
     def __init__(self, argv: Sequence[str], *, what: str, log: Optional[TextLog] = None,
-                 on_line: Optional[LineSink] = None, env: Optional[dict] = None):
+                 on_line: Optional[LineSink] = None, env: Optional[dict[str, str]] = None):
         self.argv, self.what, self.log, self.on_line, self.env = list(argv), what, log, on_line, env
-        self.stdout: list[str] = []
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self._thread: Optional[threading.Thread] = None
 
     def __enter__(self) -> "Background":
         self.proc = start(self.argv, env=self.env)
-        self._thread = threading.Thread(target=self._pump, daemon=True)
+        pump = _Pump(self.proc, self.log, self.on_line, keep=False)
+        self._thread = threading.Thread(target=self._pump, args=(pump,), daemon=True)
         self._thread.start()
         return self
 
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(self.proc.stderr, selectors.EVENT_READ, "stderr")
-        bufs = {"stdout": b"", "stderr": b""}
-        open_streams = 2
-        while open_streams:
-            for key, _ in sel.select(timeout=1.0):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    open_streams -= 1
-                    lines = [bufs[key.data]] if bufs[key.data] else []
-                else:
-                    bufs[key.data] += chunk
-                    *lines, bufs[key.data] = bufs[key.data].split(b"\n")
-                    lines = [ln + b"\n" for ln in lines]
-                for raw in lines:
-                    line = raw.decode("utf-8", "backslashreplace")
-                    if key.data == "stdout":
-                        self.stdout.append(line)
-                    if self.log is not None:
-                        self.log.write(line)
-                        self.log.flush()
-                    if self.on_line is not None:
-                        self.on_line(key.data, line.rstrip("\n"))
-        sel.close()
+    @staticmethod
+    def _pump(pump: _Pump) -> None:
+        try:
+            while pump.open:
+                pump.step(1.0)
+        finally:
+            pump.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -350,6 +406,12 @@ class Background:
             kill_group(self.proc)
             if self._thread is not None:
                 self._thread.join(5)
-            for f in (self.proc.stdout, self.proc.stderr):
-                if f is not None:
-                    f.close()
+            _close_pipes(self.proc)
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a program the harness needs, or an error naming the package that brings it."""
+    path = shutil.which(name)
+    if path is None:
+        raise InfraError(f"{name} not found on PATH", hint=f"install the package '{package}' (`make setup` does it)")
+    return path

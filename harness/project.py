@@ -1,16 +1,23 @@
-"""A project's description of its module: harness.toml or [tool.harness] in pyproject.toml."""
+"""A project's description of its module(s): ``harness.toml``, or ``[tool.harness]`` in pyproject.toml.
+
+Every wrong value is an error naming the file and the key, and saying what would do.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from harness import tomlload
 from harness.errors import UsageError
+from harness.guest.contract import WHEN
+from harness.verdict.compare import Expected, parse_expected
 
-WHEN = ("before", "loaded", "after")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_PARAM = re.compile(r"[A-Za-z0-9_.-]+=\S.*|[A-Za-z0-9_.-]+")
+_PLACEHOLDERS = ("{headers}", "{cc}", "{release}", "{src}")
 
 
 @dataclass(frozen=True)
@@ -23,12 +30,43 @@ class GuestStep:
 
 
 @dataclass(frozen=True)
+class ModuleLoad:
+    """One module the project builds and loads: its .ko's name and its insmod parameters."""
+
+    name: str  # the .ko file's name without .ko, e.g. "hello-5"
+    params: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        """The name the kernel (lsmod, rmmod, /sys/module) knows it by: dashes become underscores."""
+        return self.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    w1: bool = True  # build with W=1 (extra warnings); off for projects whose flags make warnings errors
+    args: tuple[str, ...] = ()  # extra make arguments (VAR=value)
+    # The project's own build command instead of kbuild's, run in the source directory, with
+    # {headers}, {cc}, {release} and {src} replaced; None: make -C {headers} M={src} modules.
+    command: Optional[tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
 class Project:
-    root: Path
-    module: str
+    root: Path  # the directory the guest sees at /project
     source: Path
     trail: Path
-    steps: tuple[GuestStep, ...]
+    modules: tuple[ModuleLoad, ...]  # loaded in this order, unloaded in reverse
+    requires: tuple[str, ...] = ()  # the kernel's own modules, modprobe'd before the first insmod
+    steps: tuple[GuestStep, ...] = ()
+    build: BuildOptions = BuildOptions()
+    where: str = ""  # the file this came from, for messages
+    known_failures: tuple[Expected, ...] = ()  # [[known_failure]]: kernels this module is known to fail on
+
+    @property
+    def module(self) -> str:
+        """The first (for most projects, the only) module's kernel name."""
+        return self.modules[0].module
 
 
 def load_project(path: Path) -> Project:
@@ -37,46 +75,128 @@ def load_project(path: Path) -> Project:
     path = path.resolve()
     if path.is_file():
         return parse_project(tomlload.load(path), path.parent, str(path))
-    directory = path
-    toml = directory / "harness.toml"
+    if not path.is_dir():
+        raise UsageError(f"project {path} does not exist",
+                         hint="--project takes a directory with harness.toml, or such a .toml file")
+    toml = path / "harness.toml"
     if toml.is_file():
-        data, where = tomlload.load(toml), str(toml)
-    else:
-        pp = directory / "pyproject.toml"
-        data = tomlload.load(pp).get("tool", {}).get("harness") if pp.is_file() else None
-        where = f"{pp} [tool.harness]"
-        if not data:
-            raise UsageError(
-                f"no harness.toml (or [tool.harness] in pyproject.toml) in {directory}",
-                hint="describe the module: [module] name, source, trail; see README.md",
-            )
-    return parse_project(data, directory, where)
+        return parse_project(tomlload.load(toml), path, str(toml))
+    pp = path / "pyproject.toml"
+    data = tomlload.load(pp).get("tool", {}).get("harness") if pp.is_file() else None
+    if not data:
+        raise UsageError(f"no harness.toml (or [tool.harness] in pyproject.toml) in {path}",
+                         hint="`harness init` writes one for a kbuild module directory; see README.md")
+    return parse_project(data, path, f"{pp} [tool.harness]")
 
 
 def parse_project(data: dict[str, Any], directory: Path, where: str) -> Project:
     mod = data.get("module")
     if not isinstance(mod, dict):
-        raise UsageError(f"{where}: missing [module] table")
-    for key in ("name", "source", "trail"):
+        raise UsageError(f"{where}: missing [module] table", hint="[module] needs source, trail and a name")
+    for key in ("source", "trail"):
         if not isinstance(mod.get(key), str):
             raise UsageError(f"{where}: [module] needs a string '{key}'")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", mod["name"]):
-        raise UsageError(f"{where}: module name {mod['name']!r} is not a valid module name")
+    unknown = set(mod) - {"name", "source", "trail", "params", "requires", "load"}
+    if unknown:
+        raise UsageError(f"{where}: [module] has unknown keys {sorted(unknown)}",
+                         hint="known: name, params, load, requires, source, trail")
     source = (directory / mod["source"]).resolve()
-    trail = (directory / mod["trail"]).resolve()
     if not source.is_dir():
-        raise UsageError(f"{where}: module source directory {source} does not exist")
-    if not trail.is_file():
-        raise UsageError(f"{where}: trail file {trail} does not exist")
-    steps = []
-    for i, s in enumerate(data.get("step", [])):
-        run = s.get("run")
-        run_ok = isinstance(run, list) and run and all(isinstance(a, str) for a in run)
-        if not isinstance(s.get("name"), str) or not run_ok:
-            raise UsageError(f"{where}: [[step]] #{i + 1} needs a 'name' and a 'run' list of strings")
-        when = s.get("when", "loaded")
-        if when not in WHEN:
-            raise UsageError(f"{where}: [[step]] {s['name']!r}: when = {when!r}; use one of {', '.join(WHEN)}")
-        steps.append(GuestStep(s["name"], tuple(run), float(s.get("timeout", 60)), int(s.get("expect_rc", 0)),
-                               when))
-    return Project(directory, mod["name"], source, trail, tuple(steps))
+        raise UsageError(f"{where}: [module] source: directory {source} does not exist")
+    steps = tuple(_step(s, i, where) for i, s in enumerate(_list(data, "step", where)))
+    requires = _names(mod.get("requires", []), f"{where}: [module] requires")
+    known = tuple(_known(k, i, where) for i, k in enumerate(_list(data, "known_failure", where)))
+    return Project(root=directory, source=source, trail=(directory / mod["trail"]).resolve(),
+                   modules=_modules(mod, where), requires=requires, steps=steps,
+                   build=_build(data.get("build", {}), where), where=where, known_failures=known)
+
+
+def _known(d: dict[str, Any], i: int, where: str) -> Expected:
+    from harness.kernel.spec import parse_spec
+
+    kernel = d.get("kernel")
+    if not isinstance(kernel, str):
+        raise UsageError(f"{where}: [[known_failure]] #{i + 1} needs a kernel spec, e.g. kernel = \"debian:sid\"")
+    parse_spec(kernel)
+    return parse_expected({k: v for k, v in d.items() if k != "kernel"}, kernel, f"{where}: [[known_failure]] #{i + 1}")
+
+
+def _list(data: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise UsageError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
+    return value
+
+
+def _modules(mod: dict[str, Any], where: str) -> tuple[ModuleLoad, ...]:
+    if ("name" in mod) == ("load" in mod):
+        raise UsageError(f"{where}: [module] needs exactly one of 'name' (one module) or [[module.load]] (several)")
+    if "name" in mod:
+        return (_module({"name": mod["name"], "params": mod.get("params", [])}, f"{where}: [module]"),)
+    if "params" in mod:
+        raise UsageError(f"{where}: [module] params goes inside each [[module.load]] when there are several")
+    loads = _list(mod, "load", where)
+    if not loads:
+        raise UsageError(f"{where}: [[module.load]] is empty: name at least one module")
+    out = tuple(_module(m, f"{where}: [[module.load]] #{i + 1}") for i, m in enumerate(loads))
+    seen = [m.module for m in out]
+    if len(set(seen)) != len(seen):
+        raise UsageError(f"{where}: [[module.load]] names a module twice: {seen}")
+    return out
+
+
+def _module(d: dict[str, Any], where: str) -> ModuleLoad:
+    name = d.get("name")
+    if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+        raise UsageError(f"{where} name {name!r} is not a module name",
+                         hint="the .ko file's name without .ko: letters, digits, '_' and '-'")
+    unknown = set(d) - {"name", "params"}
+    if unknown:
+        raise UsageError(f"{where} has unknown keys {sorted(unknown)}; known: name, params")
+    params = d.get("params", [])
+    if not isinstance(params, list) or not all(isinstance(p, str) and _PARAM.fullmatch(p) for p in params):
+        raise UsageError(f"{where} params must be a list of strings like \"devices=2\", got {params!r}")
+    return ModuleLoad(name, tuple(params))
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and _MODULE_NAME.fullmatch(v) for v in value):
+        raise UsageError(f"{where} must be a list of module names like \"nf_conntrack\", got {value!r}")
+    return tuple(value)
+
+
+def _build(d: Any, where: str) -> BuildOptions:
+    if not isinstance(d, dict):
+        raise UsageError(f"{where}: [build] must be a table")
+    unknown = set(d) - {"w1", "args", "command"}
+    if unknown:
+        raise UsageError(f"{where}: [build] has unknown keys {sorted(unknown)}; known: w1, args, command")
+    w1 = d.get("w1", True)
+    if not isinstance(w1, bool):
+        raise UsageError(f"{where}: [build] w1 must be true or false, got {w1!r}")
+    args = d.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise UsageError(f"{where}: [build] args must be a list of strings like \"KCFLAGS=-DDEBUG\", got {args!r}")
+    command = d.get("command")
+    if command is not None and (not isinstance(command, list) or not command
+                                or not all(isinstance(a, str) for a in command)):
+        raise UsageError(f"{where}: [build] command must be a non-empty list of strings, got {command!r}",
+                         hint=f"e.g. [\"make\", \"KDIR={{headers}}\", \"CC={{cc}}\"]; placeholders: {_PLACEHOLDERS}")
+    return BuildOptions(w1, tuple(args), tuple(command) if command is not None else None)
+
+
+def _step(s: dict[str, Any], i: int, where: str) -> GuestStep:
+    run = s.get("run")
+    if not isinstance(s.get("name"), str) or not isinstance(run, list) or not run \
+            or not all(isinstance(a, str) for a in run):
+        raise UsageError(f"{where}: [[step]] #{i + 1} needs a 'name' and a 'run' list of strings")
+    name = s["name"]
+    when = s.get("when", "loaded")
+    if when not in WHEN:
+        raise UsageError(f"{where}: [[step]] {name!r}: when = {when!r}; use one of {', '.join(WHEN)}")
+    timeout, expect_rc = s.get("timeout", 60), s.get("expect_rc", 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise UsageError(f"{where}: [[step]] {name!r}: timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(expect_rc, bool) or not isinstance(expect_rc, int) or not 0 <= expect_rc <= 255:
+        raise UsageError(f"{where}: [[step]] {name!r}: expect_rc must be an exit status 0-255, got {expect_rc!r}")
+    return GuestStep(name, tuple(run), float(timeout), expect_rc, when)

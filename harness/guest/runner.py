@@ -1,127 +1,165 @@
 #!/usr/bin/env python3
-"""Guest-side runner: executes the plan's steps and reports them as JSON.
+"""Guest-side runner: runs the plan's steps and reports them, following ``contract.py``.
 
-Runs inside the VM on the guest root's own python3 (3.9 or newer), so it uses
-the standard library only. It is started by virtme-ng's exec channel as::
+It runs inside the VM on the guest root's own python3 (3.9 or newer), with the
+standard library and ``contract.py`` (copied beside it) only::
 
     python3 /harness/runner.py /harness/plan.json
-    python3 /harness/runner.py kmsg SEQ      (records after SEQ, for live sessions)
+    python3 /harness/runner.py kmsg SEQ      (records after SEQ as JSON, for live sessions)
 
-While the steps run, a thread streams ``/dev/kmsg`` so that no record is lost
-to the ring buffer wrapping. When the steps are done (or one marked
-``required`` fails), the runner writes ``result_path`` atomically and prints one
-line ``HARNESS-RESULT <path>`` on stdout. Exit status: 0 when every step ran,
-1 when a required step failed; the verdict itself is the host's business.
+A thread reads ``/dev/kmsg`` from the start of the buffer and sends each record
+on the channel (stdout) as it is read, so no record is lost to the ring buffer
+wrapping, and a guest that panics has sent everything up to its last moments.
+Before the first step the runner writes a marker record: what comes after it is
+the run, what comes before is the boot. The whole report is then written to the
+run directory, and its path sent as the last event. Exit status: 0 when the plan
+ran, 1 when a required step failed; the verdict is the host's business.
 """
+
+from __future__ import annotations
 
 import errno
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
+from typing import IO, TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from harness.guest import contract
+else:  # in the guest, contract.py sits beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import contract
 
 KMSG = "/dev/kmsg"
+LOG_USER = 1  # records userspace writes get this facility at least; the kernel's own have 0
+
+
+class Channel:
+    """Events to the host, one line each, from several threads."""
+
+    def __init__(self, out: IO[str], run_id: str) -> None:
+        self.out, self.run_id = out, run_id
+        self.lock = threading.Lock()
+
+    def send(self, kind: str, **data: Any) -> None:
+        line = contract.encode_event(kind, self.run_id, **data) + "\n"
+        with self.lock:
+            try:
+                self.out.write(line)
+                self.out.flush()
+            except (BrokenPipeError, OSError):
+                pass  # the host stopped listening (SSH closed): the report file still gets written
+
+
+def record_seq(raw: str) -> int:
+    return int(raw.split(",", 2)[1])
 
 
 class KmsgStream(threading.Thread):
-    """Read every record from /dev/kmsg from the start of the buffer onward."""
+    """Reads every /dev/kmsg record from the start of the buffer on, sending each one."""
 
-    def __init__(self):
+    def __init__(self, channel: Channel) -> None:
         super().__init__(daemon=True)
-        self.records = []  # raw record strings
-        self.lost = 0  # records overwritten before we read them (EPIPE)
-        self.error = None
+        self.channel = channel
+        self.records: list[str] = []
+        self.lost = 0  # records overwritten before they were read (EPIPE)
+        self.error: Optional[str] = None
+        self.until: Optional[int] = None  # once stopping: the last record that must be read
         self._stop_evt = threading.Event()
-        self._lock = threading.Lock()
         self.fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
 
-    def _drain(self):
-        while True:
+    def _done(self) -> bool:
+        """Stopping, and the last record wanted has been read (a kernel that logs without end
+        would otherwise keep the reader, and the runner, going)."""
+        if not self._stop_evt.is_set():
+            return False
+        return self.until is None or bool(self.records) and record_seq(self.records[-1]) >= self.until
+
+    def _drain(self) -> None:
+        while not self._done():
             try:
                 data = os.read(self.fd, 16384)
             except BlockingIOError:
                 return
             except OSError as e:
                 if e.errno == errno.EPIPE:
-                    with self._lock:
-                        self.lost += 1
+                    self.lost += 1
                     continue
                 raise
             if not data:
                 return
-            with self._lock:
-                self.records.append(data.decode("utf-8", "backslashreplace"))
+            raw = data.decode("utf-8", "backslashreplace")
+            self.channel.send(contract.KMSG, raw=raw)
+            self.records.append(raw)
 
-    def run(self):
+    def run(self) -> None:
         try:
-            while not self._stop_evt.is_set():
-                select.select([self.fd], [], [], 0.2)
+            while True:
+                stopping = self._stop_evt.is_set()
                 self._drain()
+                if stopping or self._done():
+                    return
+                select.select([self.fd], [], [], 0.2)
         except Exception as e:  # reported, never fatal to the steps
             self.error = repr(e)
 
-    def last_seq(self):
-        """Sequence number of the newest record read so far (after draining)."""
-        with self._lock:
-            if not self.records:
-                return None
-            return int(self.records[-1].split(",", 2)[1])
-
-    def sync(self, timeout=1.0):
-        """Wait until records already in the kernel's buffer have been read."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            n = len(self.records)
-            time.sleep(0.05)
-            if len(self.records) == n:
-                return
-
-    def finish(self):
+    def finish(self, until: Optional[int]) -> None:
+        """Read on up to record ``until`` (the runner's last mark), or to the end of the log, then stop."""
+        self.until = until
         self._stop_evt.set()
-        self.join(5)
-        self._drain()
+        self.join()
         os.close(self.fd)
 
 
-def run_step(step, env):
+def run_step(step: contract.PlanStep, env: dict[str, str]) -> dict[str, Any]:
+    """Run one step in its own process group; on timeout the whole group is killed."""
     start = time.monotonic()
-    out = {"name": step["name"], "argv": step["argv"], "returncode": None,
-           "stdout": "", "stderr": "", "timed_out": False}
+    out: dict[str, Any] = {"name": step.name, "argv": list(step.argv), "returncode": None, "stdout": b"", "stderr": b"",
+           "timed_out": False}
     try:
-        proc = subprocess.run(
-            step["argv"], stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=step.get("timeout", 60), env=env, cwd=step.get("cwd") or None,
-        )
-        out["returncode"] = proc.returncode
-        out["stdout"] = proc.stdout.decode("utf-8", "backslashreplace")
-        out["stderr"] = proc.stderr.decode("utf-8", "backslashreplace")
-    except subprocess.TimeoutExpired as e:
-        out["timed_out"] = True
-        out["stdout"] = (e.stdout or b"").decode("utf-8", "backslashreplace")
-        out["stderr"] = (e.stderr or b"").decode("utf-8", "backslashreplace")
+        proc = subprocess.Popen(list(step.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
     except OSError as e:
-        out["returncode"] = 127
-        out["stderr"] = "cannot run %s: %s" % (step["argv"][0], e)
+        out.update(returncode=127, stderr=("cannot run %s: %s" % (step.argv[0], e)).encode())
+    else:
+        try:
+            out["stdout"], out["stderr"] = proc.communicate(timeout=step.timeout)
+            out["returncode"] = proc.returncode
+        except subprocess.TimeoutExpired:
+            out["timed_out"] = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                out["stdout"], out["stderr"] = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass  # something outside the group holds the pipes: keep what we have
+    for key in ("stdout", "stderr"):
+        out[key] = out[key].decode("utf-8", "backslashreplace")
     out["seconds"] = round(time.monotonic() - start, 3)
     return out
 
 
-def write_atomic(path, data):
+def write_atomic(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, path)
 
 
-def dump_kmsg(after):
-    """Print the raw records with a sequence number above ``after`` as one JSON list."""
+def dump_kmsg(after: int) -> int:
+    """Print the raw records with a sequence number above ``after`` as one JSON object."""
     fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
-    out, lost = [], 0
+    out: list[str] = []
+    lost = 0
     try:
         while True:
             try:
@@ -134,7 +172,7 @@ def dump_kmsg(after):
                     continue
                 raise
             rec = data.decode("utf-8", "backslashreplace")
-            if int(rec.split(",", 2)[1]) > after:
+            if record_seq(rec) > after:
                 out.append(rec)
     finally:
         os.close(fd)
@@ -142,49 +180,87 @@ def dump_kmsg(after):
     return 0
 
 
-def main(argv):
+def mark(text: str, timeout: float = 30.0) -> Optional[int]:
+    """Write ``text`` as a userspace record (facility LOG_USER, level notice: no record the kernel
+    logs can look like it) and return its sequence number: everything the kernel logged before
+    it has a lower one. Read back on a descriptor of its own positioned at the end of the log,
+    so it does not wait for the streaming thread, however far behind a slow guest has left it."""
+    fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        with open(KMSG, "w") as f:
+            f.write("<13>%s\n" % text)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                raw = os.read(fd, 16384).decode("utf-8", "backslashreplace")
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # overwritten meanwhile: read on
+                    continue
+                raise
+            head, _, body = raw.partition(";")
+            if int(head.split(",", 1)[0]) >> 3 >= LOG_USER and body.split("\n", 1)[0] == text:
+                return record_seq(raw)
+    finally:
+        os.close(fd)
+    return None
+
+
+def run_plan(plan: contract.Plan, channel: Channel
+             ) -> tuple[list[contract.StepReport], KmsgStream, Optional[int], Optional[str]]:
+    """Each step runs between two marks the runner writes into the kernel log: what the kernel
+    logged while a step ran lies between them, whatever the streaming thread has read so far."""
+    env = dict(os.environ)
+    env.update(dict(plan.env))
+    stream = KmsgStream(channel)
+    stream.start()
+    marker = before = None
+    steps: list[contract.StepReport] = []
+    failed_required: Optional[str] = None
+    for i, step in enumerate(plan.steps):
+        if failed_required is not None and not step.always:
+            report = contract.StepReport(name=step.name, argv=step.argv, skipped=True,
+                                         reason="required step %r failed" % failed_required)
+        else:
+            if marker is None:
+                marker = before = mark(contract.marker_text(plan.run_id))
+                channel.send(contract.MARKER, seq=marker)
+            channel.send(contract.STEP_START, name=step.name)
+            res = run_step(step, env)
+            after = mark(contract.step_end_text(plan.run_id, i))
+            report = contract.StepReport.from_dict(dict(res, kmsg_seq_before=before, kmsg_seq_after=after))
+            before = after
+            if step.required and failed_required is None and (
+                    report.timed_out or report.returncode != step.expect_rc):
+                failed_required = step.name
+        channel.send(contract.STEP_END, step=report.to_dict())
+        steps.append(report)
+    stream.finish(until=before)
+    return steps, stream, marker, failed_required
+
+
+def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[1] == "kmsg":
         return dump_kmsg(int(argv[2]))
     t0 = time.monotonic()
     with open(argv[1]) as f:
-        plan = json.load(f)
-    env = dict(os.environ)
-    env.update(plan.get("env", {}))
-    stream = KmsgStream()
-    stream.start()
-    stream.sync()
-    uptime = float(open("/proc/uptime").read().split()[0])
-    steps = []
-    failed_required = None
-    for step in plan["steps"]:
-        if failed_required is not None and not step.get("always"):
-            steps.append({"name": step["name"], "argv": step["argv"], "skipped": True,
-                          "reason": "required step %r failed" % failed_required})
-            continue
-        stream.sync()
-        before = stream.last_seq()
-        print("HARNESS-STEP %s" % step["name"], flush=True)
-        res = run_step(step, env)
-        stream.sync()
-        res["kmsg_seq_before"] = before
-        res["kmsg_seq_after"] = stream.last_seq()
-        steps.append(res)
-        ok = not res["timed_out"] and res["returncode"] == step.get("expect_rc", 0)
-        if not ok and step.get("required") and failed_required is None:
-            failed_required = step["name"]
-    stream.sync()
-    stream.finish()
-    result = {
-        "runner": 1,
-        "uptime_at_start": uptime,
-        "seconds": round(time.monotonic() - t0, 3),
-        "steps": steps,
-        "kmsg": stream.records,
-        "kmsg_lost": stream.lost,
-        "kmsg_error": stream.error,
-    }
-    write_atomic(plan["result_path"], result)
-    print("HARNESS-RESULT %s" % plan["result_path"], flush=True)
+        text = f.read()
+    run_id = json.loads(text).get("run_id", "")  # before the version check, so a mismatch is reported
+    channel = Channel(sys.stdout, run_id)
+    channel.send(contract.HELLO, version=contract.VERSION)
+    plan = contract.Plan.from_json(text)
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    steps, stream, marker, failed_required = run_plan(plan, channel)
+    report = contract.GuestReport(
+        steps=tuple(steps), kmsg=tuple(stream.records), marker_seq=marker, kmsg_lost=stream.lost,
+        kmsg_error=stream.error, uptime_at_start=uptime, seconds=round(time.monotonic() - t0, 3))
+    path = os.path.join(os.path.dirname(os.path.abspath(argv[1])), contract.REPORT_FILE)
+    write_atomic(path, report.to_json())
+    channel.send(contract.REPORT, path=path)
     return 1 if failed_required else 0
 
 

@@ -1,9 +1,14 @@
 import io
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
+from test_roots import _cached_root
 
+import harness
 from harness import cli
 from harness.model import EXIT_CODES, Verdict
 
@@ -16,14 +21,33 @@ def run_cli(argv, capsys):
     return code, out.getvalue(), capsys.readouterr().err
 
 
-def test_help_answers_exit_codes_and_specs(capsys):
+def help_text(argv, capsys) -> str:
     with pytest.raises(SystemExit) as e:
-        cli.main(["run", "--help"])
+        cli.main(argv)
     assert e.value.code == 0
-    text = capsys.readouterr().out
-    for words in ("--kernel", "--accel", "--build-in", "--timeout", "--results", "exit codes",
-                  "4  kernel crash", "debian:SUITE@ABI", "HARNESS_MIRROR"):
+    return capsys.readouterr().out
+
+
+def test_help_answers_exit_codes_and_specs(capsys):
+    text = help_text(["run", "--help"], capsys)
+    for words in ("--kernel", "--accel", "--build-in", "--timeout", "--results", "--record-trail", "exit codes",
+                  "debian:SUITE@ABI", "HARNESS_MIRROR"):
         assert words in text
+    assert re.search(r"^  4 +kernel crash", text, re.M)
+    for verdict, code in EXIT_CODES.items():  # every exit code, from the one table
+        assert re.search(rf"^  {code} +{re.escape(cli._MEANING[verdict])}$", text, re.M), verdict
+
+
+def test_matrix_takes_the_options_of_run(capsys):
+    text = help_text(["matrix", "--help"], capsys)
+    for words in ("--accel", "--project", "--build-in", "--timeout", "--results", "--transport", "--append",
+                  "--console-level", "--mirror", "--apt-option", "--refresh", "--kernels", "--shard", "exit codes"):
+        assert words in text
+
+
+def test_version_prints_the_package_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out == f"kmod-harness {harness.__version__}\n"
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -32,10 +56,13 @@ def test_help_answers_exit_codes_and_specs(capsys):
     (["run", "--timeout", "-3"], "must be more than 0"),
     (["run", "--accel", "xen"], "invalid choice: 'xen'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["run", "--project", "/nonexistent-project"], "no harness.toml"),
+    (["run", "--project", "/nonexistent-project"], "project /nonexistent-project does not exist"),
+    (["run", "--project", "EMPTY"], "no harness.toml"),  # a directory without a description
 ])
 def test_usage_errors_exit_2_and_say_what_was_wrong(argv, words, capsys, tmp_path):
-    extra = ["--results", str(tmp_path)] if argv[0] == "run" else []
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    extra = ["--results", str(tmp_path / "results")] if argv[0] == "run" else []
     code, _, err = run_cli(argv + extra, capsys)
     assert code == EXIT_CODES[Verdict.ERROR] == 2
     assert words in err
@@ -68,27 +95,25 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert code == 2 and "COMMAND" in out
 
 
-def test_python_dash_m_entry_point():
-    import subprocess
-    import sys
-    p = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True,
+@pytest.mark.parametrize("argv, words", [(["--help"], "exit codes"), (["--version"], harness.__version__)])
+def test_python_dash_m_entry_point(argv, words):
+    p = subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True, text=True,
                        env=dict(os.environ), cwd=REPO)
-    assert p.returncode == 0 and "exit codes" in p.stdout
+    assert p.returncode == 0 and words in p.stdout
 
 
 def test_kernels_prune_stale_removes_only_what_will_not_be_used(capsys, tmp_path, monkeypatch):
-    from test_buildroot import _cached_root
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
-    roots = tmp_path / "roots"
-    live = _cached_root(roots, "base-bookworm-aaaaaaaaaa", used=2_000_000_000)
-    older = _cached_root(roots, "base-bookworm-bbbbbbbbbb", used=1_000_000_000)
+    roots_dir = tmp_path / "roots"
+    live = _cached_root(roots_dir, "base-bookworm-aaaaaaaaaa", used=2_000_000_000)
+    older = _cached_root(roots_dir, "base-bookworm-bbbbbbbbbb", used=1_000_000_000)
     (tmp_path / "kernels" / "trixie-linux-source-6.12-x-kasan-y").mkdir(parents=True)
     code, out, _ = run_cli(["kernels", "prune", "--stale", "--dry-run"], capsys)
     assert code == 0 and f"would remove {older}" in out and older.is_dir()
     code, out, _ = run_cli(["kernels", "prune", "--stale"], capsys)
     assert code == 0
     assert f"removed {older}" in out and "superseded by base-bookworm-aaaaaaaaaa" in out and "freed" in out
-    assert live.is_dir() and not older.exists() and not (roots / f"{older.name}.log").exists()
+    assert live.is_dir() and not older.exists() and not (roots_dir / f"{older.name}.log").exists()
     assert (tmp_path / "kernels" / "trixie-linux-source-6.12-x-kasan-y").is_dir()  # built kernels stay
 
 
@@ -96,3 +121,11 @@ def test_kernels_prune_stale_with_kernels_is_a_usage_error(capsys, tmp_path, mon
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     code, _, err = run_cli(["kernels", "prune", "--stale", "--kernels"], capsys)
     assert code == 2 and "--stale and --kernels" in err
+
+
+@pytest.mark.parametrize("argv", [["run", "--results", "/proc/kmod-harness"],
+                                  ["matrix", "--kernels", "debian:bookworm", "--results", "/proc/kmod-harness"]])
+def test_results_that_cannot_be_written_are_a_usage_error_before_anything_runs(argv, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert code == EXIT_CODES[Verdict.ERROR]
+    assert "cannot write results to /proc/kmod-harness" in err and "--results" in err and "Traceback" not in err

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, kernels
+from harness import cli
+from harness.kernel import apt
 
 from conftest import REPO
 
@@ -39,7 +40,7 @@ def no_root_dirs(cache: Path) -> bool:
 @pytest.fixture(scope="module")
 def online_cache(tmp_path_factory) -> Path:
     """A private cache for tests that resolve against deb.debian.org (skipped when it is unreachable)."""
-    host = kernels.DEFAULT_MIRROR.split("/")[2]
+    host = apt.DEFAULT_MIRROR.split("/")[2]
     try:
         socket.create_connection((host, 80), timeout=5).close()
     except OSError as e:

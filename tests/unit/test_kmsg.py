@@ -1,7 +1,7 @@
 import pytest
 
-from harness import kmsg
-from harness.kmsg import KmsgParseError, parse_record, parse_records
+from harness.verdict import kmsg
+from harness.verdict.kmsg import KmsgParseError, parse_record, parse_records
 
 from conftest import load_guest
 

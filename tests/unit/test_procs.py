@@ -88,13 +88,17 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(monkeypatch):
         real_kill_all()
 
     monkeypatch.setattr(procs, "kill_all", kill_all_hit_by_a_second_signal)
+    outer: list[int] = []  # the program around the harness (pytest here) hears of it once, afterwards
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: outer.append(signum))
     try:
         with pytest.raises(Interrupted, match="SIGTERM"):
             with procs.SignalGuard():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)
         assert proc.poll() is not None, "the group outlived the signal"
+        assert outer == [signal.SIGTERM]
     finally:
+        signal.signal(signal.SIGTERM, previous)
         procs.kill_group(proc, grace=0.1)
 
 
@@ -121,3 +125,57 @@ def test_a_log_under_its_cap_is_written_as_it_came(tmp_path):
         log.write("[    0.000000] Linux version 6.1.0\n")
     assert path.read_text() == "# vng ...\n[    0.000000] Linux version 6.1.0\n"
     assert log.dropped == 0
+
+
+def test_exit_status_and_death_by_signal_come_through_the_guard():
+    assert procs.run(["sh", "-c", "exit 3"], timeout=10, what="t").returncode == 3
+    assert procs.run(["sh", "-c", "kill -KILL $$"], timeout=10, what="t").returncode == -signal.SIGKILL
+
+
+def wait_dead(pids, seconds: float) -> list:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def test_a_sigkilled_harness_leaves_no_process_behind(tmp_path):
+    """SIGKILL gives the harness no chance to clean up: the guard ends the group (grandchildren too)."""
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "pids"
+    script = ("from harness import procs\n"
+              f"procs.run(['sh', '-c', 'sleep 300 & echo $! >> {pidfile}; echo $$ >> {pidfile}; wait'],"
+              " timeout=600, what='t')\n")
+    harness = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(pidfile.read_text().split() if pidfile.exists() else []) < 2:
+        time.sleep(0.05)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    harness.kill()
+    harness.wait()
+    assert wait_dead(pids, 10) == [], "processes outlived a SIGKILLed harness"
+
+
+def test_an_interrupt_stops_new_processes_until_it_is_cleared():
+    procs.interrupt("a matrix was stopped")
+    try:
+        with pytest.raises(Interrupted, match="a matrix was stopped"):
+            procs.run(["true"], timeout=5, what="t")
+    finally:
+        procs.clear_interrupt()
+    assert procs.run(["true"], timeout=5, what="t").returncode == 0
+
+
+def test_quick_keeps_the_output_whole():
+    res = procs.quick(["sh", "-c", "printf 'a\\nb'"])
+    assert res.returncode == 0 and res.stdout == "a\nb"
+
+
+def test_require_tool_names_the_package():
+    from harness.errors import InfraError
+    with pytest.raises(InfraError, match="no-such-tool-y not found") as e:
+        procs.require_tool("no-such-tool-y", "some-package")
+    assert "install the package 'some-package'" in str(e.value)

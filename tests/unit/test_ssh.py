@@ -1,8 +1,13 @@
+import os
 import socket
+import sys
 import threading
 from pathlib import Path
 
-from harness import ssh, vm
+import pytest
+
+from harness.errors import InfraError, PhaseTimeout
+from harness.guest import ssh, vng
 from harness.model import Accel
 
 
@@ -23,7 +28,31 @@ def test_concurrent_first_use_makes_one_set_of_keys(tmp_path: Path):
         t.start()
     for t in threads:
         t.join()
-    assert len(set(got)) == 1
+    assert len(got) == 4 and len(set(got)) == 1
+
+
+def fake_keygen(bin_dir: Path, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ssh-keygen").write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / "ssh-keygen").chmod(0o755)
+
+
+def test_a_failing_ssh_keygen_is_an_infra_error_saying_why(tmp_path: Path, monkeypatch):
+    real_path = os.environ["PATH"]
+    fake_keygen(tmp_path / "bin", "echo 'cannot write: No space left on device' >&2; exit 1")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(InfraError, match=r"(?s)making the harness's SSH keys.*exited 1: cannot write: No space"):
+        ssh.ensure_keys(tmp_path / "cache")
+    monkeypatch.setenv("PATH", real_path)  # a later call makes the keys the failed one did not
+    keys = ssh.ensure_keys(tmp_path / "cache")
+    assert keys.identity.exists() and keys.host_keys
+
+
+def test_ssh_keygen_runs_under_the_timeout_it_is_given(tmp_path: Path, monkeypatch):
+    fake_keygen(tmp_path / "bin", f"exec {sys.executable} -c 'import time; time.sleep(60)'")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(PhaseTimeout, match="ssh-keygen"):
+        ssh.ensure_keys(tmp_path / "cache", timeout=0.5)
 
 
 def test_known_hosts_pins_every_host_key_to_the_port(tmp_path: Path):
@@ -43,17 +72,19 @@ def test_free_port_is_bindable_on_loopback():
 
 
 def test_ssh_server_mode_listens_on_loopback_only():
-    cfg = vm.VmConfig(vmlinuz=Path("/k"), root=Path("/r"), run_dir=Path("/h"), project_dir=Path("/p"),
-                      accel=Accel.TCG, command="sleep 86400", ssh_port=40222)
-    argv = vm.vng_argv("vng", cfg)
+    cfg = vng.VmConfig(vmlinuz=Path("/k"), root=Path("/r"), run_dir=Path("/h"), project_dir=Path("/p"),
+                       accel=Accel.TCG)
+    argv = vng.vng_argv("vng", cfg, "sleep 86400", ssh_port=40222)
     i = argv.index("--ssh")
     assert argv[i:i + 3] == ["--ssh", "40222", "--ssh-tcp"]
     # virtme-ng forwards hostfwd=tcp:127.0.0.1:PORT-:22 for --ssh-tcp; nothing else is opened.
     assert "--network" not in argv
+    assert argv[argv.index("--exec") + 1] == "sleep 86400"
+    assert "--ssh" not in vng.vng_argv("vng", cfg, vng.SSH_GUEST_COMMAND)  # no port: no server
 
 
 def test_vng_env_sets_home_for_the_keys(tmp_path: Path):
-    env = vm.vng_env(home=tmp_path)
+    env = vng.vng_env(home=tmp_path)
     assert env["HOME"] == str(tmp_path)
 
 
@@ -91,15 +122,32 @@ class _ScriptedChannel:
         return False
 
 
-def test_run_reads_output_that_arrives_after_the_exit_status():
-    chunks = [b"a" * 1000, b"b" * 1000, b"c" * 10]
-    chan = _ScriptedChannel(chunks)
+def guest_over(chan: _ScriptedChannel) -> ssh.GuestSsh:
+    class Transport:
+        def is_active(self):
+            return True
+
+        def open_session(self, timeout):
+            return chan
 
     class Client:
         def get_transport(self):
-            return type("T", (), {"open_session": lambda _self, timeout: chan})()
+            return Transport()
 
     g = ssh.GuestSsh.__new__(ssh.GuestSsh)
-    g.client = Client()
-    r = g.run("dd if=/dev/kmsg", timeout=5)
+    g.port, g.client = 40222, Client()
+    return g
+
+
+def test_run_reads_output_that_arrives_after_the_exit_status():
+    chunks = [b"a" * 1000, b"b" * 1000, b"c" * 10]
+    r = guest_over(_ScriptedChannel(chunks)).run("dd if=/dev/kmsg", timeout=5)
     assert r.status == 0 and r.stdout == "a" * 1000 + "b" * 1000 + "c" * 10
+
+
+def test_stream_passes_whole_lines_as_they_arrive():
+    chunks = [b"first\nsec", b"ond\n\xc3", b"\xa9t\xc3\xa9\n", b"no newline at the end"]  # UTF-8 split too
+    lines = []
+    r = guest_over(_ScriptedChannel(chunks)).stream("python3 runner.py", timeout=5, on_line=lines.append)
+    assert lines == ["first", "second", "été", "no newline at the end"]
+    assert r.status == 0 and r.stdout == ""

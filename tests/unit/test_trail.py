@@ -3,18 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from harness import analyze, kmsg, trail
 from harness.errors import UsageError
-from harness.kmsg import parse_records
+from harness.verdict import judge, kmsg, trail
+from harness.verdict.kmsg import parse_records
 
-from conftest import REPO, load_guest
+from conftest import REPO, guest_report, load_trail
 
-TRAIL = trail.load_trail(REPO / "vm" / "trail.toml")
+TRAIL = load_trail(REPO / "vm" / "trail.toml")
 
 
 def recorded_window():
-    g = load_guest("pass_bookworm")
-    return analyze.window(list(parse_records(g["kmsg"])), analyze.steps_from_guest(g))
+    g = guest_report("pass_bookworm")
+    return judge.window(g, list(parse_records(g.kmsg)))
 
 
 def test_recorded_run_matches_the_five_records_in_order():
@@ -99,10 +99,10 @@ def test_empty_trail_is_rejected(tmp_path: Path):
     p = tmp_path / "t.toml"
     p.write_text("strict = true\n")
     with pytest.raises(UsageError, match="at least one"):
-        trail.load_trail(p)
+        load_trail(p)
     p.write_text("[[expect]\n")
     with pytest.raises(UsageError, match="invalid TOML"):
-        trail.load_trail(p)
+        load_trail(p)
 
 
 def test_escaped_newline_is_matched_literally():

@@ -1,4 +1,5 @@
-"""The GitHub Actions workflow: linted by actionlint and zizmor, and consistent with the project."""
+"""The GitHub Actions workflows and the reusable action: linted by actionlint and zizmor, and
+consistent with the project. tests/workflow runs them for real with act."""
 
 import re
 import shutil
@@ -7,10 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+SAMPLE = REPO / "examples" / "module-repo" / ".github" / "workflows" / "kmod.yml"
+ACTION = REPO / "action.yml"
+STANDIN = REPO / "tests" / "workflow" / "upload-artifact" / "action.yml"
+WORKFLOWS = (WORKFLOW, SAMPLE)
 BIN = Path(sys.executable).parent
 
 
@@ -21,34 +27,71 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def test_actionlint_passes():
-    p = subprocess.run([tool("actionlint"), "-no-color", str(WORKFLOW)], capture_output=True, text=True)
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_actionlint_passes(workflow):
+    p = subprocess.run([tool("actionlint"), "-no-color", str(workflow)], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_zizmor_passes_offline():
-    p = subprocess.run([tool("zizmor"), "--offline", "--no-progress", str(WORKFLOW)], capture_output=True,
-                       text=True)
+@pytest.mark.parametrize("path", WORKFLOWS + (ACTION, STANDIN), ids=lambda p: p.name)
+def test_zizmor_passes_offline(path):
+    p = subprocess.run([tool("zizmor"), "--offline", "--no-progress", str(path)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_every_action_is_pinned_to_a_commit():
-    uses = re.findall(r"uses:\s*(\S+)", WORKFLOW.read_text())
+@pytest.mark.parametrize("path", WORKFLOWS + (ACTION,), ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_or_is_this_one(path):
+    doc = yaml.safe_load(path.read_text())
+    steps = doc["runs"]["steps"] if "runs" in doc else [s for j in doc["jobs"].values() for s in j["steps"]]
+    uses = [s["uses"] for s in steps if "uses" in s]
     assert uses
     for u in uses:
-        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", u), u
+        assert u == "./" or re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", u), u
 
 
 def test_matrix_comes_from_the_kernel_list_not_a_copy():
     text = WORKFLOW.read_text()
-    assert "harness matrix --list" in text
+    assert "harness\" matrix --list" in text or "harness matrix --list" in text
     for suite in ("bullseye", "bookworm", "trixie", "sid", "experimental"):
-        assert suite not in text
+        assert not re.search(rf"\b{suite}\b", text), suite
+
+
+def test_no_step_hides_a_failed_command():
+    """bash -eo pipefail for every run step, and no exit status lost inside `echo ... $(...)`."""
+    for path in WORKFLOWS:
+        doc = yaml.safe_load(path.read_text())
+        shell = doc.get("defaults", {}).get("run", {}).get("shell")
+        for job in doc["jobs"].values():
+            for step in job["steps"]:
+                if "run" in step:
+                    assert (step.get("shell") or shell) == "bash" or path == SAMPLE, (path.name, step)
+                    assert not re.search(r"echo [^\n]*\$\(", step["run"]), (path.name, step["run"])
+    for step in yaml.safe_load(ACTION.read_text())["runs"]["steps"]:
+        assert step.get("shell", "bash") == "bash"
+    assert "set -euo pipefail" in (REPO / ".ci" / "action").read_text()
+
+
+def test_the_action_declares_what_the_readme_says():
+    action = yaml.safe_load(ACTION.read_text())
+    assert action["runs"]["using"] == "composite"
+    assert set(action["inputs"]) == {"project", "kernels", "matrix-file", "accel", "results", "options", "cache",
+                                     "baseline"}
+    assert set(action["outputs"]) == {"verdict", "exit-code", "results"}
+    readme = (REPO / "README.md").read_text()
+    for name in list(action["inputs"]) + list(action["outputs"]):
+        assert f"`{name}`" in readme, f"README does not document the action's {name!r}"
+
+
+def test_inputs_reach_scripts_through_the_environment_only():
+    """No ${{ inputs.* }} spliced into a script (template injection): they go through env."""
+    for step in yaml.safe_load(ACTION.read_text())["runs"]["steps"]:
+        assert "${{" not in step.get("run", ""), step
 
 
 def test_commands_it_runs_are_the_readmes():
     readme = (REPO / "README.md").read_text()
-    for cmd in ("make setup", "make lint", "make test-unit", "harness matrix", "harness kernels resolve",
-                "make test-sanitizers", "make bench"):
-        assert cmd in WORKFLOW.read_text()
+    text = (WORKFLOW.read_text() + (REPO / ".ci" / "action").read_text()).replace('harness"', "harness")
+    for cmd in ("make setup", "make lint", "make test-unit", "harness matrix", "kernels", "resolve",
+                "make test-sanitizers", "make bench", "host-packages"):
+        assert cmd in text
         assert cmd in readme, f"README does not document {cmd!r}"

@@ -1,0 +1,230 @@
+"""How the guest runner is started and heard: one interface, two transports.
+
+Both boot the guest with virtme-ng, start ``runner.py`` on the plan, read its
+events (``contract``) line by line as they come, tee the kernel console into
+``console.log``, and return one ``GuestRun``:
+
+- ``exec``: the runner is virtme-ng's ``--exec`` command; its stdout is the exec channel.
+- ``ssh``: the guest boots with sshd, and the runner runs through paramiko.
+
+A guest that dies mid-run still yields a report, rebuilt from the events it sent.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Protocol, Sequence
+
+from harness import procs
+from harness.errors import InfraError, PhaseTimeout
+from harness.events import ConsoleLine, GuestStep, Note, Sink
+from harness.guest import contract, ssh
+from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv, vng_env
+
+RUNNER_COMMAND = (f"python3 {contract.GUEST_RUN_DIR}/{contract.RUNNER_FILE} "
+                  f"{contract.GUEST_RUN_DIR}/{contract.PLAN_FILE}")
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    vng: str
+    config: VmConfig
+    plan: contract.Plan
+    console: Path  # console.log, written as it arrives
+    timeout: float  # boot + every step + shutdown
+    shutdown: float = 30  # a guest asked to power off
+
+
+@dataclass(frozen=True)
+class GuestRun:
+    """What one boot of a guest gave: the report (whole, or rebuilt from events), and how it ended."""
+
+    transport: str
+    argv: tuple[str, ...]
+    report: Optional[contract.GuestReport]  # None: not one event came from the runner
+    exit_status: Optional[int]  # virtme-ng's exit status; None when the harness ended it
+    timed_out: bool
+    transcript: tuple[str, ...]  # the channel's lines as they came
+    marks: dict[str, float] = field(default_factory=dict)  # host-side moments, for the boot breakdown
+    running: Optional[str] = None  # the step that had started and not ended
+    problem: str = ""  # why the runner's report could not be used, if it could not
+    limit: float = 0.0  # the time limit it had
+
+    @property
+    def how_it_ended(self) -> str:
+        if self.timed_out:
+            return f"the harness ended it at its time limit ({self.limit:.0f}s)"
+        return f"virtme-ng exited {self.exit_status}" if self.exit_status is not None else "ended by the harness"
+
+
+class Transport(Protocol):
+    name: str
+
+    def run(self, req: GuestRequest, sink: Sink) -> GuestRun:
+        """Boot, run the plan in the guest, and power it off; the guest never outlives the call."""
+        ...
+
+
+class Listener:
+    """Both streams of a guest: console lines (virtme-ng's stderr) to console.log and the sink;
+    channel lines (stdout) to the transcript, their events folded into an EventLog."""
+
+    def __init__(self, sink: Sink, console: procs.TextLog, run_id: str):
+        self.sink, self.log = sink, console
+        self.events = contract.EventLog(run_id=run_id)
+        self.transcript: list[str] = []
+        self.marks: dict[str, float] = {"start": time.monotonic()}
+
+    def console(self, line: str) -> None:
+        if line.startswith(contract.PREFIX):
+            # virtme-ng-init sends the exec script's output to the console when it finds no
+            # virtio port for it (seen on slow debug kernels): it is still the runner's channel.
+            # What the kernel prints starts with its time stamp, and events need the run's id.
+            self.channel(line)
+            return
+        self.log.write(line + "\n")
+        self.log.flush()
+        if "Linux version" in line:
+            self.marks.setdefault("kernel", time.monotonic())
+        self.sink(ConsoleLine(line))
+
+    def channel(self, line: str) -> None:
+        self.transcript.append(line)
+        event = contract.decode_event(line)
+        if event is None:
+            return
+        self.events.feed(event)
+        if event["event"] == contract.STEP_START:
+            self.sink(GuestStep(str(event.get("name"))))
+        elif event["event"] == contract.REPORT:
+            self.marks.setdefault("result", time.monotonic())
+
+    def on_line(self, stream: str, line: str) -> None:
+        (self.channel if stream == "stdout" else self.console)(line)
+
+    def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
+               timed_out: bool) -> GuestRun:
+        self.marks["end"] = time.monotonic()
+        report, problem = read_report(run_dir, self.events)
+        return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
+                        timed_out=timed_out, transcript=tuple(self.transcript), marks=dict(self.marks),
+                        running=self.events.running, problem=problem, limit=limit)
+
+
+def read_report(run_dir: Path, events: contract.EventLog) -> tuple[Optional[contract.GuestReport], str]:
+    """The runner's report file when it finished, else one rebuilt from its events, else None.
+
+    A runner of another contract version is an error of the installation, never a verdict.
+    """
+    if events.version is not None and events.version != contract.VERSION:
+        contract.check_version(events.version, "the guest runner")  # raises ContractError
+    path = run_dir / contract.REPORT_FILE
+    if path.is_file():
+        try:
+            return contract.GuestReport.from_json(path.read_text()), ""
+        except contract.ContractError as e:
+            problem = f"{contract.REPORT_FILE}: {e}"
+            return (events.partial_report() if events.version is not None else None), problem
+    if events.version is None:
+        return None, ""
+    return events.partial_report(), ""
+
+
+def write_plan(run_dir: Path, plan: contract.Plan) -> None:
+    (run_dir / contract.PLAN_FILE).write_text(plan.to_json())
+    (run_dir / contract.REPORT_FILE).unlink(missing_ok=True)
+
+
+class ExecTransport:
+    name = "exec"
+
+    def run(self, req: GuestRequest, sink: Sink) -> GuestRun:
+        write_plan(req.config.run_dir, req.plan)
+        argv = vng_argv(req.vng, req.config, RUNNER_COMMAND)
+        exit_status, timed_out = None, False
+        with console_log(req.console) as console:
+            console.write(f"# {' '.join(argv)}\n")
+            listen = Listener(sink, console, req.plan.run_id)
+            try:
+                done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line, env=vng_env(),
+                                 keep=False)
+                exit_status = done.returncode
+            except PhaseTimeout:
+                timed_out = True
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out)
+
+
+@dataclass
+class LiveGuest:
+    """A booted guest reached over SSH (sessions, and the ssh transport while it runs a plan)."""
+
+    bg: procs.Background
+    ssh: ssh.GuestSsh
+    port: int
+    boot_seconds: float
+
+    def alive(self) -> bool:
+        return self.bg.alive() and self.ssh.client is not None
+
+
+class SshTransport:
+    name = "ssh"
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+
+    @contextmanager
+    def boot(self, req: GuestRequest, sink: Sink, console: procs.TextLog,
+             on_line: Optional[procs.LineSink] = None) -> Iterator[LiveGuest]:
+        """A guest with sshd, connected; powered off and ended when the block ends, whatever happened.
+        Without ``on_line``, console lines go to ``console`` and the sink."""
+        keys = ssh.ensure_keys(self.cache)
+        port = ssh.free_port()
+        argv = vng_argv(req.vng, req.config, SSH_GUEST_COMMAND, ssh_port=port)
+        deadline = time.monotonic() + req.timeout
+        console.write(f"# {' '.join(argv)}\n")
+        with procs.Background(argv, what="the VM", on_line=on_line or Listener(sink, console, "").on_line,
+                              env=vng_env(home=keys.home)) as bg:
+            guest = ssh.GuestSsh(port, keys)
+            t0 = time.monotonic()
+            try:
+                guest.connect(timeout=deadline - time.monotonic(), alive=bg.alive)
+                sink(Note(f"ssh: connected to 127.0.0.1:{port} after {time.monotonic() - t0:.1f}s", verbose=True))
+                yield LiveGuest(bg, guest, port, time.monotonic() - t0)
+            finally:
+                reached = guest.client is not None
+                guest.poweroff()
+                guest.close()
+                if reached:  # a guest that was never reached cannot be asked: it is ended at once
+                    try:
+                        bg.wait(req.shutdown)
+                    except PhaseTimeout:
+                        pass  # the group is ended on leaving the Background block
+
+    def run(self, req: GuestRequest, sink: Sink) -> GuestRun:
+        """``exit_status`` is the runner's, as sshd reported it (255: the connection was lost)."""
+        write_plan(req.config.run_dir, req.plan)
+        deadline = time.monotonic() + req.timeout
+        timed_out, exit_status, argv = False, None, []
+        with console_log(req.console) as console:
+            listen = Listener(sink, console, req.plan.run_id)
+            try:
+                with self.boot(req, sink, console, on_line=listen.on_line) as live:
+                    argv = live.bg.argv
+                    res = live.ssh.stream(RUNNER_COMMAND, timeout=max(1.0, deadline - time.monotonic()),
+                                          on_line=listen.channel)
+                    exit_status = res.status
+            except PhaseTimeout:
+                timed_out = True
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out)
+
+
+def transport(name: str, cache: Path) -> Transport:
+    if name == "exec":
+        return ExecTransport()
+    if name == "ssh":
+        return SshTransport(cache)
+    raise InfraError(f"unknown transport {name!r}")

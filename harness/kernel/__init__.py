@@ -1,0 +1,1 @@
+"""Getting a kernel: specs, the Debian archive, roots, kernel trees, and module builds against them."""

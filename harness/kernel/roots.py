@@ -1,0 +1,353 @@
+"""Minimal Debian roots, one per kernel, made with mmdebstrap and cached.
+
+A root holds the kernel image, its modules, headers and kbuild at their
+canonical paths (their Makefiles hold absolute paths), the suite's own gcc,
+and what virtme-ng's guest init needs. Roots are made in a temporary directory
+beside the cache entry and renamed into place only when complete and checked,
+under a lock, so a crash, a full disk or a second harness never leaves or uses
+a half-made root. A manifest records the kernel image's size and hash so a
+damaged cache entry is noticed before boot and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness import procs
+from harness.cache import cache_dir, read_manifest, sha256_file
+from harness.errors import InfraError
+from harness.events import Note, Progress, Sink
+from harness.kernel.apt import Mirror
+from harness.kernel.spec import DEFAULT_RELEASE
+from harness.locks import atomic_dir, locked
+from harness.model import ResolvedKernel
+
+# What every root gets besides the kernel packages and the suite's compiler.
+BASE_PACKAGES = (
+    "make", "libc6-dev", "kmod", "dwarves",  # module build (pahole for BTF)
+    "perl",  # W=1 builds run kernel-doc, which needs more than perl-base from 6.12 on
+    "python3",  # guest runner and client
+    "udev", "mount", "iproute2", "busybox",  # virtme-ng's guest init (busybox: udhcpc for --ssh)
+    "openssh-server",  # --transport ssh and live sessions
+)
+# Modules udev's coldplug would load for QEMU's q35 devices that no test here
+# uses (disk/cdrom controllers, watchdogs, KVM, input, crypto accelerators).
+# Under emulation each one costs seconds of guest start-up (docs/PERFORMANCE.md,
+# "udev blacklist"). Only alias loads are blocked: `insmod` and `modprobe NAME`
+# still work. The list goes into the root's /etc/modprobe.d rather than onto the
+# kernel command line: virtme-ng writes an init script into the root itself once
+# the command line passes its cap (KERNEL_CMDLINE_MAX in virtme/commands/run.py).
+UNUSED_MODULES = (
+    "ahci", "libahci", "libata", "ata_piix", "sr_mod", "cdrom", "sg", "floppy", "parport_pc",
+    "i6300esb", "iTCO_wdt", "iTCO_vendor_support", "intel_pmc_bxt", "lpc_ich", "i2c_i801", "i2c_smbus",
+    "kvm", "kvm_amd", "kvm_intel", "irqbypass", "edac_mce_amd", "powernow_k8",
+    "evdev", "joydev", "psmouse", "serio_raw", "pcspkr", "snd_pcsp", "button", "qemu_fw_cfg",
+    "aesni_intel", "ccp", "crc32_pclmul", "crc32c_intel", "crct10dif_pclmul", "cryptd", "crypto_simd",
+    "ghash_clmulni_intel", "sha1_ssse3", "sha256_ssse3", "sha512_ssse3", "sha512_generic",
+)
+
+BLACKLIST_FILE = "etc/modprobe.d/kmod-harness-blacklist.conf"
+
+# What else the guest's start-up does that no test needs, cut in the root (virtme-ng
+# stays the engine; its init runs these whenever the root has them):
+# - udev rules: virtme-ng-init needs udev for /dev/virtio-ports/* (its exec channel,
+#   50-udev-default.rules) and for module autoload (80-drivers.rules: virtio_net, without
+#   which virtme-ng-init waits for eth0 forever when --ssh asks for a network; the
+#   blacklist above keeps the rest out). Every other rule file (persistent names, input,
+#   sound, hwdb lookups) is masked with a link to /dev/null in /etc/udev/rules.d, udev's
+#   own override mechanism.
+# - systemd-tmpfiles (trixie on): virtme-ng-init runs it over tmpfiles.d, which sets up
+#   journald, systemd and package state this guest never uses; each file is masked in
+#   /etc/tmpfiles.d the same way.
+KEEP_UDEV_RULES = ("50-udev-default.rules", "80-drivers.rules")
+MASKS = {"udev/rules.d": "rules", "tmpfiles.d": "conf"}
+CUTS_FILE = "etc/kmod-harness-cuts.txt"  # every path the cuts added (bench/startup.py undoes them)
+
+# Directories the guest mounts host directories onto (virtme-ng needs them to exist).
+GUEST_MOUNTS = ("harness", "project")
+# Base roots (tree kernels) have no kernel package: /lib/modules is made empty for the
+# tree's modules to be mounted on (through the lib -> usr/lib link where there is one).
+BASE_MOUNTS = ("lib/modules",)
+ROOT_FORMAT = 4  # bump when the way roots are made changes
+MANIFEST = ".harness-root.json"
+
+
+@dataclass(frozen=True)
+class Root:
+    path: Path
+    kernel: ResolvedKernel
+    modules: Optional[Path] = None  # a tree kernel's installed modules (host), mounted at /lib/modules
+
+    @property
+    def vmlinuz(self) -> Path:
+        """The image to boot: a tree's bzImage (virtme-ng then reads the tree's .config), or the root's."""
+        if self.kernel.tree is not None:
+            return self.kernel.tree / "arch/x86/boot/bzImage"
+        return find_vmlinuz(self.path, self.kernel.release)
+
+    @property
+    def headers(self) -> str:
+        """What modules are built against: the headers inside the root, or the kernel tree on the host."""
+        if self.kernel.tree is not None:
+            return str(self.kernel.tree)
+        return f"/usr/src/linux-headers-{self.kernel.release}"
+
+
+def find_vmlinuz(root: Path, release: str) -> Path:
+    for rel in (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz", f"lib/modules/{release}/vmlinuz"):
+        if (root / rel).is_file():
+            return root / rel
+    raise InfraError(f"no kernel image for {release} in {root}")
+
+
+def root_packages(kernel: ResolvedKernel) -> list[str]:
+    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's
+        return sorted(BASE_PACKAGES)
+    return sorted(set(kernel.packages) | {kernel.compiler} | set(BASE_PACKAGES))
+
+
+def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
+    return GUEST_MOUNTS + (BASE_MOUNTS if kernel.tree is not None else ())
+
+
+def root_key(kernel: ResolvedKernel) -> str:
+    if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
+        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS]).encode())
+        return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
+    h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
+                                   UNUSED_MODULES]).encode())
+    return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
+
+
+def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...]]:
+    """What a usable root must hold; any one of the alternatives will do (bullseye is not usrmerged)."""
+    r = kernel.release
+    kernel_parts = {
+        "headers Makefile": (root / f"usr/src/linux-headers-{r}/Makefile",),
+        "modules.dep": (root / f"lib/modules/{r}/modules.dep", root / f"usr/lib/modules/{r}/modules.dep"),
+        "compiler": (root / f"usr/bin/{kernel.compiler}",),
+    }
+    return {
+        **(kernel_parts if kernel.tree is None else {}),
+        "python3": (root / "usr/bin/python3",),
+        "udevadm": (root / "usr/bin/udevadm", root / "bin/udevadm"),
+        "module blacklist": (root / BLACKLIST_FILE,),
+        "start-up cuts": (root / CUTS_FILE,),
+    }
+
+
+def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
+    manifest: dict = {"format": ROOT_FORMAT, "packages": root_packages(kernel)}
+    if kernel.tree is None:
+        img = find_vmlinuz(root, kernel.release)
+        manifest.update({
+            "kernel": str(kernel.spec),
+            "release": kernel.release,
+            "package_version": kernel.package_version,
+            "vmlinuz": str(img.relative_to(root)),
+            "vmlinuz_size": img.stat().st_size,
+            "vmlinuz_sha256": sha256_file(img),
+        })
+    else:
+        manifest["base"] = kernel.spec.suite
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
+    """Why the cached root is unusable, or None when it is sound."""
+    manifest, problem = read_manifest(root / MANIFEST)
+    if manifest is None:
+        return problem
+    if kernel.tree is not None:
+        if manifest.get("base") != kernel.spec.suite:
+            return f"not a base root of {kernel.spec.suite}"
+    else:
+        problem = _check_image(root, manifest)
+        if problem:
+            return problem
+    for what, paths in _essentials(root, kernel).items():
+        if not any(p.exists() for p in paths):
+            return f"{what} is missing ({paths[0].relative_to(root)})"
+    for d in mount_points(kernel):
+        if not (root / d).is_dir():
+            return f"mount point /{d} is missing"
+    return None
+
+
+def _check_image(root: Path, manifest: dict) -> Optional[str]:
+    img = root / manifest.get("vmlinuz", "-")
+    if not img.is_file():
+        return f"kernel image {manifest.get('vmlinuz')} is missing"
+    if img.stat().st_size != manifest.get("vmlinuz_size"):
+        return f"kernel image {img.name} has {img.stat().st_size} bytes, expected {manifest.get('vmlinuz_size')}"
+    if sha256_file(img) != manifest.get("vmlinuz_sha256"):
+        return f"kernel image {img.name} does not match its recorded sha256"
+    return None
+
+
+def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: float,
+                cache: Optional[Path] = None) -> Root:
+    """Return the cached root for ``kernel``, making (or remaking) it when needed."""
+    roots = (cache or cache_dir()) / "roots"
+    key = root_key(kernel)
+    dest = roots / key
+    with locked(roots / f"{key}.lock"):
+        if dest.exists():
+            _remove_stale_init_scripts(dest)
+            problem = check_root(dest, kernel)
+            if problem is None:
+                sink(Note(f"using cached root {dest}", verbose=True))
+                return Root(dest, kernel)
+            sink(Note(f"    cached root {dest} is damaged: {problem}; rebuilding it"))
+            shutil.rmtree(dest)
+        make_root(kernel, mirror, dest, sink, timeout)
+        return Root(dest, kernel)
+
+
+UNFINISHED_AGE = 6 * 3600  # a .tmp-* entry older than this belongs to no running build
+
+
+def stale_roots(roots: Path, now: Optional[float] = None) -> list[tuple[Path, str]]:
+    """Roots this harness would never use again, each with the reason.
+
+    Made with another root format; no manifest (a foreign or broken entry); a
+    leftover of an interrupted build (``.tmp-*``, older than UNFINISHED_AGE); or
+    superseded: for each kernel (the key without its hash), every root but the one
+    used last. Use is read from the entry's lock file, which every run rewrites
+    when it takes the lock.
+    """
+    now = time.time() if now is None else now
+    out: list[tuple[Path, str]] = []
+    current: dict[str, list[Path]] = {}
+    for d in sorted(roots.iterdir()) if roots.is_dir() else []:
+        if not d.is_dir():
+            continue
+        if d.name.startswith(".tmp-"):
+            if now - d.stat().st_mtime > UNFINISHED_AGE:
+                out.append((d, "left by an interrupted build"))
+            continue
+        manifest, problem = read_manifest(d / MANIFEST)
+        if manifest is None:
+            out.append((d, problem or "no manifest"))
+        elif manifest.get("format") != ROOT_FORMAT:
+            out.append((d, f"made with root format {manifest.get('format')}; this harness makes {ROOT_FORMAT}"))
+        else:
+            current.setdefault(d.name.rsplit("-", 1)[0], []).append(d)
+    for entries in current.values():
+        entries.sort(key=lambda d: _last_used(roots, d), reverse=True)
+        out += [(d, f"superseded by {entries[0].name} (used later)") for d in entries[1:]]
+    return out
+
+
+def _last_used(roots: Path, d: Path) -> float:
+    lock = roots / f"{d.name}.lock"
+    return lock.stat().st_mtime if lock.exists() else (d / MANIFEST).stat().st_mtime
+
+
+def remove_root(d: Path) -> None:
+    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile)."""
+    lock = d.parent / f"{d.name}.lock"
+    with locked(lock):
+        shutil.rmtree(d, ignore_errors=True)
+        (d.parent / f"{d.name}.log").unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
+
+
+def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
+    """virtme-ng writes its guest init script into the root (/virtme-init-XXXX) when the
+    kernel command line is long, as it always is with a root and two shared directories,
+    and removes it at exit; a vng that was killed leaves it behind. A boot reads it in its
+    first seconds, so one older than ``age`` belongs to no running guest."""
+    now = time.time()
+    for p in root.glob("virtme-init-*"):
+        try:
+            if now - p.stat().st_mtime > age:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, timeout: float) -> None:
+    mmdebstrap = procs.require_tool("mmdebstrap", "mmdebstrap")
+    log_path = dest.parent / f"{dest.name}.log"
+    # INITRD=No makes the kernel's postinst skip update-initramfs: virtme-ng boots
+    # the image with its own initramfs, so the one initramfs-tools builds is never used.
+    env = dict(os.environ, INITRD="No", LC_ALL="C")
+    with atomic_dir(dest) as tmp:
+        with open(log_path, "w") as log:
+            res = procs.run(mmdebstrap_argv(mmdebstrap, kernel, mirror, tmp), timeout=timeout, what="mmdebstrap",
+                            log=log, env=env, on_line=lambda _n, line: sink(Progress(line)))
+        if res.returncode != 0:
+            raise InfraError(
+                f"mmdebstrap failed (exit {res.returncode}) making the root for {kernel.release}; "
+                f"log: {log_path}\n" + "\n".join("  " + ln for ln in res.stderr.strip().splitlines()[-12:]),
+                hint=_mmdebstrap_hint(res.stderr),
+            )
+        (tmp / BLACKLIST_FILE).write_text(
+            "# Written by kmod-harness: udev need not load these for QEMU's devices (harness/kernel/roots.py).\n"
+            + "".join(f"blacklist {m}\n" for m in UNUSED_MODULES))
+        apply_startup_cuts(tmp)
+        write_manifest(tmp, kernel)
+        problem = check_root(tmp, kernel)
+        if problem:
+            raise InfraError(f"the new root for {kernel.release} is incomplete: {problem}; log: {log_path}")
+
+
+def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, target: Path) -> list[str]:
+    hooks = [f'mkdir -p "$1/{d}"' for d in mount_points(kernel)]
+    return [
+        mmdebstrap, "--variant=apt", "--mode=root",
+        "--include=" + ",".join(root_packages(kernel)),
+        *[f"--customize-hook={h}" for h in hooks],
+        *[f"--aptopt={o.split('=', 1)[0]} \"{o.split('=', 1)[1]}\"" for o in mirror.apt_options],
+        # experimental: take the kernel's own packages (source package linux) from it, and
+        # everything else from sid. Preferring experimental wholesale (Default-Release)
+        # mixed its newer perl with sid's perl modules: unsatisfiable.
+        *([f"--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && printf 'Package: src:linux\\n"
+           f"Pin: release a={DEFAULT_RELEASE[kernel.spec.suite]}\\nPin-Priority: 990\\n' "
+           f"> \"$1/etc/apt/preferences.d/kmod-harness-kernel.pref\""]
+          if kernel.spec.suite in DEFAULT_RELEASE else []),
+        kernel.spec.suite, str(target), *mirror.sources(kernel.spec.suite),
+    ]
+
+
+def apply_startup_cuts(root: Path) -> list[str]:
+    """Mask what the guest's start-up need not do (see KEEP_UDEV_RULES); returns the paths added."""
+    added = [BLACKLIST_FILE]
+    for sub, suffix in MASKS.items():
+        names = {p.name for base in ("usr/lib", "lib") for p in (root / base / sub).glob(f"*.{suffix}")}
+        if sub == "udev/rules.d":
+            names -= set(KEEP_UDEV_RULES)
+        mask_dir = root / "etc" / sub
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(names):
+            mask = mask_dir / name
+            if not mask.exists() and not mask.is_symlink():  # the admin's own file wins, as in udev
+                mask.symlink_to("/dev/null")
+                added.append(str(mask.relative_to(root)))
+    (root / CUTS_FILE).write_text("".join(a + "\n" for a in added))
+    return added
+
+
+def undo_startup_cuts(root: Path) -> None:
+    """Remove what apply_startup_cuts (and the blacklist) added: a root as mmdebstrap made it."""
+    for rel in (root / CUTS_FILE).read_text().split():
+        (root / rel).unlink(missing_ok=True)
+    (root / CUTS_FILE).unlink()
+
+
+def _mmdebstrap_hint(stderr: str) -> str:
+    if "No space left on device" in stderr:
+        return "the disk holding the cache is full: free space or set HARNESS_CACHE elsewhere"
+    if "Unable to locate package" in stderr or "has no installation candidate" in stderr:
+        return "a package is not in the suite at this mirror: check the kernel spec and --mirror"
+    if "Operation not permitted" in stderr or "must be root" in stderr:
+        return "making a root needs root (run with sudo)"
+    return "see the log for apt's own error"

@@ -1,0 +1,80 @@
+"""Kernel specs: what the user typed, checked and parsed. No I/O but the ``local:`` path check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness import resources
+from harness.errors import UsageError
+from harness.model import KernelSpec
+
+SPEC_FORMS = (
+    "debian:SUITE            the suite's current kernel, e.g. debian:bookworm\n"
+    "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56\n"
+    "debian-src:SUITE+FLAV   built here from the suite's linux-source with vm/configs/FLAV.config,\n"
+    "                        e.g. debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN)\n"
+    "local:PATH              a kernel tree you built (make, or vng --build), booted with a\n"
+    "                        Debian bookworm root; the module is built against the tree"
+)
+DEFAULT_KERNEL = "debian:bookworm"
+# The guest root under a local: kernel (the tree brings the kernel, the root userspace).
+LOCAL_ROOT_SUITE = "bookworm"
+
+# Suites the harness knows: the archive suites each one's root is made from.
+# Security fixes for a release land in SUITE-security, point updates in -updates.
+SUITES: dict[str, tuple[str, ...]] = {
+    "bullseye": ("bullseye", "bullseye-updates", "bullseye-security"),
+    "bookworm": ("bookworm", "bookworm-updates", "bookworm-security"),
+    "trixie": ("trixie", "trixie-updates", "trixie-security"),
+    "sid": ("sid",),
+    "experimental": ("sid", "experimental"),
+}
+# experimental is NotAutomatic: apt would pick sid's kernel unless told to prefer it.
+DEFAULT_RELEASE = {"experimental": "experimental"}
+
+_SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?$")
+_SRC_SPEC = re.compile(r"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>[a-z0-9][a-z0-9_-]*)$")
+
+
+def parse_spec(text: str) -> KernelSpec:
+    text = text.strip()
+    if text.startswith("local:"):
+        return _parse_local(text)
+    if text.startswith("debian-src:"):
+        return _parse_source(text)
+    m = _SPEC.match(text)
+    if not m:
+        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+    if m["source"] != "debian":
+        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
+    _check_suite(m["suite"], text)
+    return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"])
+
+
+def _parse_source(text: str) -> KernelSpec:
+    m = _SRC_SPEC.match(text)
+    if not m:
+        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+    _check_suite(m["suite"], text)
+    known = resources.flavours()
+    if m["flavour"] not in known:
+        raise UsageError(f"unknown kernel flavour {m['flavour']!r} in {text!r}: no vm/configs/"
+                         f"{m['flavour']}.config; known flavours: {', '.join(known) or 'none'}")
+    return KernelSpec(source="debian-src", suite=m["suite"], flavour=m["flavour"])
+
+
+def _check_suite(suite: str, text: str) -> None:
+    if suite not in SUITES:
+        raise UsageError(f"unknown Debian suite {suite!r} in {text!r}; known suites: {', '.join(SUITES)}")
+
+
+def _parse_local(text: str) -> KernelSpec:
+    raw = text[len("local:"):]
+    if not raw:
+        raise UsageError(f"invalid kernel spec {text!r}: local: needs the path of a kernel build tree")
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"{text!r}: {path} is not a directory",
+                         hint="local:PATH takes a kernel source tree you have built (make, or vng --build)")
+    return KernelSpec(source="local", suite=LOCAL_ROOT_SUITE, path=str(path.resolve()))

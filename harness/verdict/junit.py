@@ -1,0 +1,35 @@
+"""JUnit XML for CI systems: one <testsuite> per kernel. Pure: results in, text out."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Sequence
+
+from harness.model import RunResult, Verdict
+from harness.verdict.report import splat_lines
+
+
+def junit_xml(results: Sequence[RunResult]) -> str:
+    """One <testsuite> per kernel; one <testcase> per phase and one for the verdict."""
+    suites = ET.Element("testsuites", name="kmod-harness")
+    for r in results:
+        suite = ET.SubElement(suites, "testsuite", name=r.kernel, tests=str(len(r.phases) + 1),
+                              time=f"{r.seconds:.3f}")
+        failures = 0
+        for p in r.phases:
+            case = ET.SubElement(suite, "testcase", classname=r.kernel, name=p.name, time=f"{p.seconds:.3f}")
+            if not p.ok:
+                failures += 1
+                ET.SubElement(case, "failure", message=p.detail[:500] or "failed").text = p.detail
+        case = ET.SubElement(suite, "testcase", classname=r.kernel, name="verdict", time="0")
+        if r.verdict is not Verdict.PASS:
+            failures += 1
+            tag = "failure" if r.verdict is Verdict.FAIL else "error"
+            decoded = "\n".join(line for sp in r.splats for line in splat_lines(sp))
+            ET.SubElement(case, tag, message=f"{r.verdict.value}: {r.reason.splitlines()[0] if r.reason else ''}",
+                          type=r.verdict.value).text = r.reason + (f"\n\n{decoded}" if decoded else "")
+        if r.trail_diff:
+            ET.SubElement(case, "system-out").text = r.trail_diff
+        suite.set("failures", str(failures))
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,291 @@
+"""``harness watch``: from an edit to a verdict in seconds, on a guest booted before it is needed.
+
+A booted guest that has never loaded the module is as fresh as a new boot, so one is
+booted ahead (a *spare*). On each change of the module's sources or the project, the
+module is rebuilt on the host (a build error is shown at once, no spare spent), the
+plan runs on the spare over SSH, the run is judged by the same rules as
+``harness run`` and its results written the same way. The spare is then thrown away
+(its kernel has loaded the module, maybe been tainted) and the next one boots.
+Edits that come while a run is under way are folded into the next run: the newest
+sources win.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from harness import procs, resources
+from harness.errors import HarnessError, InfraError
+from harness.events import Note, Sink
+from harness.guest import vng
+from harness.guest.contract import Plan
+from harness.guest.transport import (
+    RUNNER_COMMAND,
+    GuestRequest,
+    GuestRun,
+    Listener,
+    LiveGuest,
+    SshTransport,
+    write_plan,
+)
+from harness.kernel import modbuild
+from harness.locks import write_atomic
+from harness.model import Phase, RunResult, Verdict
+from harness.phases import Prepared, RunRequest, guest_plan, judge_run, vm_config
+from harness.run import Gathered, assemble, keep_channel, keep_modules, prepare_results, results_id
+from harness.verdict import judge, report, splat
+
+
+class _Router:
+    """Where a spare's output goes: the boot's listener, then the run's."""
+
+    def __init__(self, target: procs.LineSink):
+        self.target = target
+
+    def __call__(self, stream: str, line: str) -> None:
+        self.target(stream, line)
+
+
+@dataclass
+class Spare:
+    """A guest booted ahead, never used: its SSH link, its run directory, its console so far."""
+
+    live: LiveGuest
+    stack: ExitStack
+    run_dir: Path
+    console: procs.CappedLog
+    console_path: Path
+    router: _Router
+    booted_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.booted_at
+
+    def close(self) -> None:
+        self.stack.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class SparePool:
+    """One spare at a time, booting in the background; checked before it is handed out."""
+
+    def __init__(self, prep: Prepared, req: RunRequest, sink: Sink, max_age: float = 600):
+        self.prep, self.req, self.sink, self.max_age = prep, req, sink, max_age
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._spare: Optional[Spare] = None
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._boot, daemon=True)
+        self._thread.start()
+
+    def _boot(self) -> None:
+        try:
+            spare = boot_spare(self.prep, self.req, self.sink)
+            problem = honest(spare, self.prep)
+            if problem:
+                spare.close()
+                raise InfraError(f"a spare guest was refused: {problem}")
+            with self._lock:
+                if self._closed:
+                    spare.close()
+                    return
+                self._spare = spare
+            self.sink(Note(f"spare guest ready (booted in {spare.live.boot_seconds:.1f}s)"))
+        except BaseException as e:  # reported to whoever takes the spare
+            self._error = e
+        finally:
+            self._ready.set()
+
+    def take(self, timeout: float) -> Spare:
+        """The spare, once booted (a new one when it is older than max_age); the pool boots the next."""
+        if not self._ready.wait(timeout):
+            raise InfraError(f"no spare guest booted within {timeout:.0f}s")
+        with self._lock:
+            spare, error, self._spare, self._error = self._spare, self._error, None, None
+        if spare is not None and spare.age > self.max_age:
+            self.sink(Note(f"the spare is {spare.age:.0f}s old (over {self.max_age:.0f}s): booting a fresh one"))
+            spare.close()
+            self.start()
+            return self.take(timeout)
+        self.start()  # the next one boots while this one runs
+        if spare is None:
+            raise error if isinstance(error, HarnessError) else InfraError(f"booting a spare guest failed: {error}")
+        return spare
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+
+
+def boot_spare(prep: Prepared, req: RunRequest, sink: Sink) -> Spare:
+    """A guest with sshd and an empty run directory (the module goes there when it is used)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-spare-"))
+    stack = ExitStack()
+    try:
+        resources.install_guest_files(run_dir)
+        (run_dir / "build").mkdir()
+        console_path = run_dir / "console.log"
+        console = stack.enter_context(vng.console_log(console_path))
+        router = _Router(Listener(sink, console, "").on_line)
+        greq = GuestRequest(prep.setup.vng, vm_config(prep.setup, prep.root, run_dir, req, sink),
+                            Plan(steps=(), run_id=""), console_path, req.timeouts.guest, req.timeouts.shutdown)
+        live = stack.enter_context(SshTransport(prep.setup.cache).boot(greq, sink, console, on_line=router))
+        return Spare(live, stack, run_dir, console, console_path, router)
+    except BaseException:
+        stack.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def honest(spare: Spare, prep: Prepared) -> Optional[str]:
+    """Why a spare cannot be used, or None: it must be alive, have loaded nothing of the project's,
+    and have a kernel that did not switch its checks off while booting."""
+    r = spare.live.ssh.run("cat /proc/modules; dd if=/dev/kmsg iflag=nonblock bs=16384 status=none", timeout=60)
+    if not spare.live.alive():
+        return "it died"
+    loaded = {line.split()[0] for line in r.stdout.splitlines() if line and not line[0].isdigit() and " " in line}
+    mine = loaded & {m.module for m in prep.setup.project.modules}
+    if mine:
+        return f"it has loaded {sorted(mine)} already"
+    records = list(judge.kmsg.parse_records(ln + "\n" for ln in r.stdout.splitlines() if ln[:1].isdigit()))
+    lost = judge.checks_lost(records, splat.find(prep.setup.rules, records))
+    return f"its kernel reported a bug while booting, and {lost}" if lost else None
+
+
+def run_on_spare(spare: Spare, prep: Prepared, plan: Plan, build: Path, sink: Sink, timeout: float) -> GuestRun:
+    """The plan on the spare: the module copied into its run directory, the runner over SSH."""
+    shutil.copytree(build, spare.run_dir / "build", dirs_exist_ok=True)
+    write_plan(spare.run_dir, plan)
+    listen = Listener(sink, spare.console, plan.run_id)
+    listen.marks["start"] = spare.booted_at  # the boot happened before: its time is the spare's age
+    spare.router.target = listen.on_line
+    exit_status, timed_out = None, False
+    try:
+        res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
+        exit_status = res.status
+    except HarnessError as e:
+        timed_out = e.verdict is Verdict.TIMEOUT
+    return listen.result("ssh (spare)", spare.live.bg.argv, spare.run_dir, timeout, exit_status, timed_out)
+
+
+@dataclass
+class Watcher:
+    """The loop: sources watched, builds on the host, runs on spares, results written."""
+
+    req: RunRequest
+    prep: Prepared
+    sink: Sink
+    max_age: float = 600
+    on_result: Callable[[RunResult], None] = lambda r: None
+    pool: Optional[SparePool] = None
+
+    def paths(self) -> list[Path]:
+        """Everything that decides a run: the module's sources and the project's files (not build
+        products, hidden directories, caches, or the results this writes)."""
+        results = self.req.results.resolve()
+        out: set[Path] = set()
+        for root in {self.prep.setup.project.source, self.prep.setup.project.root}:
+            for dirpath, dirnames, filenames in os.walk(root):
+                here = Path(dirpath)
+                dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"
+                               and (here / d).resolve() != results]
+                out.update(here / f for f in filenames if not modbuild.BUILD_PRODUCT_RE.search(f))
+        return sorted(out)
+
+    def state(self) -> dict[Path, tuple[int, int]]:
+        out = {}
+        for p in self.paths():
+            try:
+                st = p.stat()
+                out[p] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                continue
+        return out
+
+    def once(self, spare_timeout: float = 900) -> RunResult:
+        """Build the sources as they are now and run them on the spare."""
+        t0 = time.monotonic()
+        started = datetime.now(timezone.utc).isoformat()
+        s, got, phases = self.prep.setup, Gathered(setup=self.prep.setup, kernel=self.prep.root.kernel), []
+        out_dir = self.req.results / results_id(self.req.kernel)
+        prepare_results(out_dir)
+        with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp:
+            build = Path(tmp) / "build"
+            modbuild.prepare_source(s.project.source, build)
+            breq = modbuild.BuildRequest(self.prep.root, s.project.source, tuple(m.name for m in s.project.modules),
+                                         s.project.build, self.req.timeouts.build)
+            t_build = time.monotonic()
+            got.built = modbuild.build_cached(breq, build, s.cache, self.sink)
+            phases.append(Phase("build", round(time.monotonic() - t_build, 3), got.built.ok))
+            write_atomic(out_dir / "build.log", got.built.log)
+            if got.built.ok:
+                assert self.pool is not None
+                t_vm = time.monotonic()
+                spare = self.pool.take(spare_timeout)
+                age = spare.age
+                try:
+                    plan = guest_plan(s, self.prep.root, got.built, self.req)
+                    got.guest = run_on_spare(spare, self.prep, plan, build, self.sink, self.req.timeouts.guest)
+                finally:
+                    spare.console.flush()
+                    shutil.copy(spare.console_path, out_dir / "console.log")
+                    spare.close()
+                keep_channel(out_dir, got.guest)
+                phases.append(Phase("vm", round(time.monotonic() - t_vm, 3), got.guest.report is not None))
+                got.judgement = judge_run(s, plan, got.guest, (out_dir / "console.log").read_text(errors="replace"))
+                keep_modules(build, got.built, out_dir)
+                got.note = f"ran on a spare guest that had been up for {age:.0f}s"
+        result = assemble(self.req, got, phases, None, started, time.monotonic() - t0, out_dir)
+        write_atomic(out_dir / "result.json", report.result_json(result))
+        return result
+
+    def loop(self, runs: Optional[int] = None, now: bool = False, poll: float = 0.3) -> int:
+        """Run on every change until interrupted (or ``runs`` verdicts); returns the last exit code.
+        ``now``: a first run at once, on the sources as they are."""
+        self.pool = SparePool(self.prep, self.req, self.sink, self.max_age)
+        self.pool.start()
+        seen, done, code = self.state(), 0, 0
+        self.sink(Note(f"watching {len(seen)} files of {self.prep.setup.project.where}; Ctrl-C to stop"))
+        if now:
+            seen = {}
+        try:
+            while runs is None or done < runs:
+                time.sleep(poll)
+                if self.state() == seen:
+                    continue
+                time.sleep(poll)  # an editor writes in several steps: let it finish
+                seen = self.state()
+                t0 = time.monotonic()
+                result = self.once()
+                code, done = result.verdict.exit_code, done + 1
+                self.on_result(result)
+                later = self.state()
+                if later != seen:
+                    self.sink(Note(f"    the sources changed while that ran ({len(_changed(seen, later))} files): "
+                                   "running the newest next"))
+                self.sink(Note(f"    {time.monotonic() - t0:.1f}s from the change to the verdict"))
+        finally:
+            self.pool.close()
+        return code
+
+
+def _changed(a: dict[Path, tuple[int, int]], b: dict[Path, tuple[int, int]]) -> set[Path]:
+    return {p for p in set(a) | set(b) if a.get(p) != b.get(p)}

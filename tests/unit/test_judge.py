@@ -1,0 +1,164 @@
+"""Verdicts from recorded real runs (tests/data/*, see its README)."""
+
+
+import pytest
+
+from harness.model import Verdict
+from harness.verdict import judge as judge_mod
+from harness.verdict import splat, trail
+from harness.verdict.judge import Evidence
+
+from conftest import DATA, REPO, RULES, guest_report, load_guest, load_trail, report_from
+
+DEFAULT_TRAIL = load_trail(REPO / "vm" / "trail.toml")
+
+
+def fixture_trail(name: str) -> trail.Trail:
+    fixtures = REPO / "tests" / "fixtures"
+    shared = fixtures / "netlink" / f"{name}.trail.toml"  # the netlink fixtures share one directory
+    return load_trail(shared if shared.exists() else fixtures / name / "trail.toml")
+
+
+def verdict_of(report, expected, expect_rc=None, console="", **kw) -> judge_mod.Judgement:
+    return judge_mod.judge(Evidence(report=report, console=console, **kw), expected, RULES, expect_rc or {})
+
+
+def judge(name: str, expected: trail.Trail, guest=True, **kw) -> judge_mod.Judgement:
+    console = (DATA / name / "console.log").read_text(errors="replace")
+    return verdict_of(guest_report(name) if guest else None, expected, console=console, **kw)
+
+
+def test_recorded_pass():
+    j = judge("pass_bookworm", DEFAULT_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert len(j.trail.matched) == 5 and j.splats == ()
+
+
+def test_warn_on_load_is_a_crash_with_the_warning_record():
+    j = judge("warn_on_load", fixture_trail("warn_on_load"))
+    assert j.verdict is Verdict.CRASH
+    assert j.splats[0].rule == "warning"
+    assert j.splats[0].text.startswith("WARNING: CPU: ") and "warn_on_load" in j.splats[0].text
+    assert j.splats[0].seq is not None
+
+
+def test_init_failure_is_a_fail_quoting_insmod():
+    j = judge("init_fails", fixture_trail("init_fails"))
+    assert j.verdict is Verdict.FAIL
+    assert "insmod" in j.reason and "No such device" in j.reason
+
+
+def test_forged_bug_in_a_payload_is_not_a_splat():
+    j = judge("forged_bug", fixture_trail("forged_bug"))
+    assert j.verdict is Verdict.PASS, j.reason
+    assert any("x\\x0aBUG: fake oops" in r.text for r in j.trail.matched)
+
+
+def test_the_same_text_as_a_real_record_would_be_a_splat():
+    forged = next(r for r in judge("forged_bug", fixture_trail("forged_bug")).records if "\\x0aBUG:" in r.text)
+    real = type(forged)(level=0, facility=0, seq=forged.seq, usec=forged.usec, text="BUG: fake oops")
+    assert splat.find(RULES, [forged]) == []
+    assert [s.rule for s in splat.find(RULES, [real])] == ["bug"]
+
+
+def test_guest_that_panicked_is_a_crash_with_the_consoles_panic():
+    """blog_unsafe's guest died before the runner streamed the report (this recording): the console's
+    lines of the run give the splat and the panic."""
+    console = (DATA / "blog_unsafe" / "console.log").read_text(errors="replace")
+    report = guest_report("blog_unsafe")  # rebuilt from the events: the guest died in hello-pid0
+    assert not report.complete
+    marker = next(ln.split("] ", 1)[1] for ln in console.splitlines() if "first guest step starts" in ln)
+    j = judge_mod.judge(Evidence(report, console, running="hello-pid0", marker=marker), fixture_trail("blog_unsafe"),
+                        RULES, {})
+    assert j.verdict is Verdict.CRASH and j.splats[0].rule == "bug"
+    assert "stack guard page was hit" in j.reason
+    assert "Kernel panic - not syncing" in j.console_excerpt
+
+
+@pytest.mark.parametrize("timed_out, verdict", [(True, Verdict.TIMEOUT), (False, Verdict.INFRA)])
+def test_guest_that_vanished_without_a_splat(timed_out, verdict):
+    console = (DATA / "pass_bookworm" / "console.log").read_text()
+    j = verdict_of(None, DEFAULT_TRAIL, console=console, timed_out=timed_out)
+    assert j.verdict is verdict and "console.log" in j.reason
+
+
+def with_step(g: dict, name: str, **changes) -> dict:
+    step = next(s for s in g["steps"] if s["name"] == name)
+    step.update(changes)
+    return g
+
+
+def test_step_timeout_beats_a_trail_mismatch():
+    g = with_step(load_guest("pass_bookworm"), "client", timed_out=True, returncode=None)
+    j = verdict_of(report_from(g), DEFAULT_TRAIL)
+    assert j.verdict is Verdict.TIMEOUT and "'client' timed out" in j.reason
+
+
+def test_client_exit_code_mismatch_is_a_fail():
+    j = verdict_of(guest_report("pass_bookworm"), DEFAULT_TRAIL, {"client": 3})
+    assert j.verdict is Verdict.FAIL and "exited 0 (expected 3)" in j.reason
+
+
+def test_lost_records_fail_the_trail():
+    g = load_guest("pass_bookworm")
+    g["kmsg_lost"] = 4
+    j = verdict_of(report_from(g), DEFAULT_TRAIL)
+    assert j.verdict is Verdict.FAIL and "4 kernel log records were lost" in j.reason
+
+
+def test_boot_records_before_the_first_step_are_not_judged_but_listed():
+    g = load_guest("pass_bookworm")
+    g["kmsg"].insert(3, "4,3,100,-;WARNING: CPU: 0 PID: 1 at boot noise")
+    j = verdict_of(report_from(g), DEFAULT_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert [s.text for s in j.boot_splats] == ["WARNING: CPU: 0 PID: 1 at boot noise"] and j.splats == ()
+
+
+LEAKCHECK_TRAIL = load_trail(REPO / "tests" / "hostile" / "leakcheck.trail.toml")
+
+
+def test_a_kasan_report_while_booting_means_the_run_cannot_pass():
+    # Recorded in CI: the run was called a pass, though KASAN had spent its one
+    # report at 0.8 s and lockdep was off for all 50 cycles.
+    j = judge("kasan_boot_report", LEAKCHECK_TRAIL)
+    assert j.verdict is Verdict.INFRA, j.reason
+    assert j.splats == ()  # the module is not blamed
+    assert j.boot_splats[0].text == "BUG: KASAN: wild-memory-access in do_raw_spin_lock+0x11d/0x270"
+    assert "while booting" in j.reason and "wild-memory-access" in j.reason
+    assert "lockdep" in j.reason and "kasan_multi_shot" in j.reason
+
+
+def edit_records(g: dict, edit) -> dict:
+    out = []
+    for line in g["kmsg"]:
+        prefix, text = line.split(";", 1)
+        text = edit(text)
+        if text is not None:
+            out.append(f"{prefix};{text}")
+    g["kmsg"] = out
+    return g
+
+
+def test_what_a_boot_report_cost_is_named():
+    multi = edit_records(load_guest("kasan_boot_report"), lambda t: t.replace(
+        "loglevel=7 init=", "loglevel=7 kasan_multi_shot init=") if t.startswith("Command line:") else t)
+    j = verdict_of(report_from(multi), LEAKCHECK_TRAIL)
+    assert j.verdict is Verdict.INFRA and "lockdep" in j.reason and "kasan_multi_shot" not in j.reason
+    # With every check still on, a boot report is listed and the run stands on its own.
+    still_on = edit_records(multi, lambda t: None if t.startswith(judge_mod.LOCKDEP_OFF) else t)
+    j = verdict_of(report_from(still_on), LEAKCHECK_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert len(j.boot_splats) == 1
+
+
+def test_a_clean_boot_of_the_sanitizer_kernel_passes():
+    j = judge("kasan_pass", DEFAULT_TRAIL)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert j.boot_splats == () and len(j.trail.matched) == 5
+
+
+def test_a_module_failure_outranks_a_blinded_boot():
+    j = verdict_of(guest_report("kasan_boot_report"), DEFAULT_TRAIL)  # the wrong trail for this run
+    assert j.verdict is Verdict.FAIL and "trail mismatch" in j.reason
+
+
