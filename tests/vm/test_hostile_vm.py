@@ -11,11 +11,11 @@ import json
 import pytest
 
 from harness import cli
-from harness import trail as trail_mod
 from harness.model import KmsgRecord
 from harness.run import results_id
+from harness.verdict import trail
 
-from conftest import REPO
+from conftest import REPO, load_trail
 
 pytestmark = pytest.mark.vm
 
@@ -121,7 +121,7 @@ def check_hostile_run(results, kernel: str, timeout: int = 400) -> dict:
     # The trail is not strict (unrelated kernel noise under emulation must not fail a run),
     # but nothing about netlink may be left unexplained by it.
     records = [KmsgRecord(**{k: r[k] for k in ("level", "facility", "seq", "usec", "text")}) for r in win]
-    m = trail_mod.match(trail_mod.load_trail(HOSTILE / "trail.toml"), records)
+    m = trail.match(load_trail(HOSTILE / "trail.toml"), records)
     assert m.ok, m.diff()
     unexplained = [r.text for r in m.other if "netlink" in r.text.lower()]
     assert not unexplained, unexplained

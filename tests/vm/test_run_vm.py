@@ -8,7 +8,7 @@ import pytest
 
 from harness import cli
 
-from conftest import REPO, qemu_pids
+from conftest import REPO, wait_for_qemu, wait_no_qemu
 
 pytestmark = pytest.mark.vm
 
@@ -53,8 +53,7 @@ def test_sigterm_during_boot_stops_the_run_and_leaves_no_qemu(own_tmp):
     for line in proc.stdout:
         if line.startswith("==> vm"):
             break
-    time.sleep(3)  # QEMU is up and booting
-    assert qemu_pids(str(tmp_path)), "QEMU should be running by now"
+    wait_for_qemu(tmp_path)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=60)[0]
@@ -63,3 +62,13 @@ def test_sigterm_during_boot_stops_the_run_and_leaves_no_qemu(own_tmp):
     res = json.loads((tmp_path / "debian-bookworm" / "result.json").read_text())
     assert res["verdict"] == "interrupted"
     assert "SIGTERM" in res["reason"]
+
+
+def test_a_sigkilled_harness_leaves_no_qemu_behind(own_tmp):
+    """SIGKILL leaves the harness no time to clean up: its guard ends QEMU (harness/guard.py)."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(own_tmp / "r")], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = wait_for_qemu(own_tmp)
+    proc.kill()
+    proc.wait()
+    assert wait_no_qemu(own_tmp, seconds=15) == set(), f"QEMU {pids} outlived a SIGKILLed harness"

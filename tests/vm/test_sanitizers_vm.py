@@ -12,8 +12,11 @@ import os
 import pytest
 from test_hostile_vm import check_hostile_run
 
-from harness import buildroot, cli, kernels, ktree
-from harness.run import resolve_spec, results_id
+from harness import cli
+from harness.cache import cache_dir
+from harness.kernel import apt, spec, trees
+from harness.phases import resolve_spec
+from harness.run import results_id
 
 from conftest import REPO
 
@@ -28,10 +31,10 @@ def kasan():
     """The sanitizer kernel's spec, when it is built (or HARNESS_SANITIZERS=1 asks for it)."""
     if os.environ.get("HARNESS_SANITIZERS") == "1":
         return SPEC
-    spec = kernels.parse_spec(SPEC)
-    mirror = kernels.Mirror.from_env(None, ())
-    _, src, _ = resolve_spec(spec, mirror, buildroot.cache_dir(), kernels.INDEX_TTL)
-    if ktree.cached(src, buildroot.cache_dir()) is None:
+    kspec = spec.parse_spec(SPEC)
+    mirror = apt.Mirror.from_env(None, ())
+    _, src, _ = resolve_spec(kspec, mirror, cache_dir(), apt.index_ttl())
+    if trees.cached(src, cache_dir()) is None:
         pytest.skip(f"{SPEC} is not built yet: `make test-sanitizers` builds it (~20 min) and runs these")
     return SPEC
 

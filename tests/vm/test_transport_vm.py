@@ -27,7 +27,7 @@ def test_exec_and_ssh_give_the_same_verdict_and_trail(own_tmp, monkeypatch):
     texts = [[(t["level"], t["text"]) for t in r["trail"]] for r in (exec_res, ssh_res)]
     assert texts[0] == texts[1] and len(texts[0]) == 5
     vm = next(p for p in ssh_res["phases"] if p["name"] == "vm")
-    assert vm["detail"].startswith("ssh: exit 0")
+    assert vm["detail"].startswith("ssh: ") and ssh_res["vm"]["exit_status"] == 0 and ssh_res["transport"] == "ssh"
 
 
 def test_example_chardev_module_passes(own_tmp):
