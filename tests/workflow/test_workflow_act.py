@@ -1,0 +1,102 @@
+"""The GitHub workflows run for real, here, with act (../shared/tools/act-ci): steps on the host,
+the pinned actions from local copies, upload-artifact replaced by a local stand-in
+(tests/workflow/upload-artifact) that copies what a job uploads where these tests look.
+
+They assert on what the jobs produced (outputs, uploaded results), not on act's exit status alone.
+"""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import __version__
+
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+UPLOAD_ARTIFACT = "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02"
+STANDIN = REPO / "tests" / "workflow" / "upload-artifact"
+SKIP_NO_ACT = "act-ci (the shared tool that runs workflows with act) is not on this machine"
+
+
+def act_ci() -> Path:
+    candidates = [os.environ.get("ACT_CI", ""), str(REPO.parent / "shared" / "tools" / "act-ci"),
+                  "/work/shared/tools/act-ci"]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return Path(c)
+    pytest.skip(SKIP_NO_ACT)
+
+
+def act(job: str, artifacts: Path, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    """Run one job; returns act's output. The harness cache is this machine's, as a self-hosted
+    runner's would be: roots already made are used, not made again."""
+    argv = [str(act_ci()), job, "--local-repository", f"{UPLOAD_ARTIFACT}={STANDIN}",
+            "--env", f"KMOD_ARTIFACTS={artifacts}", *extra]
+    cache = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "kmod-harness")
+    argv += ["--env", f"HARNESS_CACHE={cache}"]
+    p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    (artifacts / f"act-{job}.log").write_text(p.stdout + p.stderr)
+    return p
+
+
+def outputs(log: str) -> dict:
+    """The ::set-output:: lines act printed: {name: value}."""
+    return dict(re.findall(r"::set-output:: ([\w-]+)=(.*)", log))
+
+
+def test_the_kernels_job_lists_the_matrix_file(tmp_path):
+    p = act("kernels", tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:]
+    listed = json.loads(outputs(p.stdout)["kernels"])
+    from harness.matrix import load_matrix
+    assert listed == [e.spec for e in load_matrix()] and listed
+
+
+def test_the_unit_job_lints_and_runs_the_unit_tests(tmp_path):
+    p = act("unit", tmp_path, timeout=1200)
+    assert p.returncode == 0, p.stdout[-5000:]
+    junit = (tmp_path / "results-unit" / "results" / "junit-unit.xml").read_text()
+    tests = int(re.search(r'tests="(\d+)"', junit).group(1))
+    assert tests > 300 and 'failures="0"' in junit and 'errors="0"' in junit
+
+
+def check_results(results: Path, kernel_dir: str) -> dict:
+    matrix = json.loads((results / "matrix.json").read_text())
+    assert matrix["verdict"] == "pass", matrix
+    res = json.loads((results / kernel_dir / "result.json").read_text())
+    assert res["verdict"] == "pass" and res["harness_version"] == __version__
+    assert (results / "summary.md").read_text().count("| pass |") == 1
+    assert (results / kernel_dir / "console.log").stat().st_size > 1000
+    return res
+
+
+def test_one_matrix_entry_runs_through_the_action(tmp_path):
+    """The matrix job for the default kernel: the action installs the harness from its own
+    checkout, runs the matrix, writes the job summary and outputs; the job uploads results."""
+    p = act("matrix", tmp_path, "--matrix", "kernel:debian:bookworm")
+    assert p.returncode == 0, p.stdout[-5000:]
+    out = outputs(p.stdout)
+    assert out.get("verdict") == "pass" and out.get("exit-code") == "0", out
+    uploaded = list(tmp_path.glob("results-*/results"))  # act names it results-0, or results- with --matrix
+    assert len(uploaded) == 1, list(tmp_path.iterdir())
+    res = check_results(uploaded[0], "debian-bookworm")
+    assert [t["text"] for t in res["trail"]][-1] == "exiting myNetLink module"
+
+
+def test_the_sample_module_repository_uses_the_action(tmp_path):
+    """examples/module-repo's own workflow, as a module project would run it."""
+    workflow = REPO / "examples" / "module-repo" / ".github" / "workflows" / "kmod.yml"
+    p = act("test", tmp_path, "-W", str(workflow))
+    assert p.returncode == 0, p.stdout[-5000:]
+    assert "kmod-harness said pass" in p.stdout
+    uploaded = list(tmp_path.glob("kmod-harness-*/results"))
+    assert len(uploaded) == 1, list(tmp_path.iterdir())
+    res = check_results(uploaded[0], "debian-bookworm")
+    assert [t["text"] for t in res["trail"]] == [
+        "kh_greeter: hello, harness (1 of 2)", "kh_greeter: hello, harness (2 of 2)", "kh_greeter: goodbye, harness"]
