@@ -1,0 +1,75 @@
+"""harness watch as a developer uses it: edits to a module's source, each judged on a guest booted in
+advance; the same verdicts as harness run, a crash included, and every run on a new spare."""
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, wait_no_qemu
+
+pytestmark = pytest.mark.vm
+
+SOURCE = "module/kh_greeter.c"
+
+
+class Lines:
+    """The watcher's output, read as it comes."""
+
+    def __init__(self, proc):
+        self.lines, self.proc = [], proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern, after=0, seconds=600):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for i, line in enumerate(self.lines[after:], start=after):
+                if re.search(pattern, line):
+                    return i
+            if self.proc.poll() is not None and not self.lines[after:]:
+                break
+            time.sleep(0.2)
+        pytest.fail(f"no line matching {pattern!r} after line {after}:\n" + "\n".join(self.lines[-40:]))
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_edits_are_judged_on_spares_a_crash_included(own_tmp):
+    project = own_tmp / "module-repo"
+    shutil.copytree(REPO / "examples" / "module-repo", project, ignore=shutil.ignore_patterns(".github"))
+    src = project / SOURCE
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "watch", "--project", str(project), "--runs", "3",
+                             "--results", str(own_tmp / "r")], cwd=own_tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = Lines(proc)
+    try:
+        at = out.wait_for("spare guest ready")
+        edit(src, "on load, and exposes", "on load (edited), and exposes")  # a comment: the same module
+        at = out.wait_for(r"^verdict: PASS", at)
+        at = out.wait_for("spare guest ready", at)
+        edit(src, "\treturn 0;\n}\n\nstatic void __exit", "\tWARN_ON(1);\n\treturn 0;\n}\n\nstatic void __exit")
+        at = out.wait_for(r"^verdict: CRASH \(kernel splat: WARNING: CPU", at)
+        assert any("kh_greeter.c:" in line for line in out.lines[at - 12:at])  # the decoded frame, before it
+        at = out.wait_for("spare guest ready", at)
+        edit(src, "\tWARN_ON(1);\n", "")
+        at = out.wait_for(r"^verdict: PASS", at)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+    text = "\n".join(out.lines)
+    assert text.count("ran on a spare guest that had been up for") == 3
+    assert wait_no_qemu(own_tmp) == set()
