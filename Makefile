@@ -15,24 +15,30 @@ KERNEL_BUILD_PACKAGES := gcc make libc6-dev flex bison bc libelf-dev libssl-dev 
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	apt kmod python3-venv udev busybox-static zstd openssh-client \
 	$(KERNEL_BUILD_PACKAGES)
+# What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
+TEST_DEB_PACKAGES := chromium
 SANITIZER_KERNEL := debian-src:trixie+kasan
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-unit test-vm test-sanitizers sanitizer-kernel-id lint clean help bench bench-ssh bench-roundtrip
+.PHONY: setup host-packages run test test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id lint clean help \
+	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
-	@echo "make test    unit tests, then tests that boot real VMs (sanitizer tests when that kernel is built)"
+	@echo "make test    lint, unit tests, tests that boot real VMs, the workflow run locally (act)"
 	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
 	@echo "make setup   install host packages and the virtualenv only"
 
-$(SETUP_STAMP): pyproject.toml
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+host-packages:  # the Debian packages the harness needs on the host (also used by action.yml)
+	@missing=$$(for p in $(DEB_PACKAGES) $(EXTRA_DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		[ -n "$(SUDO)" ] && echo "installing$$(echo " $$missing") with sudo (not root)"; \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+$(SETUP_STAMP): pyproject.toml
+	$(MAKE) -s host-packages EXTRA_DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -47,13 +53,15 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	$(VENV)/bin/python -m pytest -m "not vm" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not vm and not workflow" $(PYTEST_ARGS)
 
 test-vm: setup
 	$(VENV)/bin/python -m pytest -m vm $(PYTEST_ARGS)
 
-test-sanitizers: setup
+sanitizer-kernel: setup  # build (once) the sanitizer kernel the tests marked sanitizer boot
 	$(SUDO) $(VENV)/bin/harness kernels fetch --kernel $(SANITIZER_KERNEL)
+
+test-sanitizers: sanitizer-kernel
 	HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m sanitizer $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
@@ -71,6 +79,20 @@ bench-ssh: setup
 
 lint: setup
 	$(VENV)/bin/ruff check harness tests userspace bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+mutation: setup  # mutants of the verdict code (pyproject.toml [tool.mutmut]); figures in docs/RELIABILITY.md
+	$(VENV)/bin/pip install -q 'mutmut>=3.3'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 || true
+	$(VENV)/bin/mutmut results
+
+bench-stress: setup  # 40+ verdicts under load: the table in docs/RELIABILITY.md
+	$(SUDO) $(VENV)/bin/python bench/stress.py --runs 40 --markdown results/bench-stress.md --json results/bench-stress.json
+
+bench-watch: setup  # edit to verdict: harness watch against a warm harness run per edit (docs/PERFORMANCE.md)
+	$(SUDO) $(VENV)/bin/python bench/watch.py --edits 10 --rapid 5 --markdown results/bench-watch.md \
+		--json results/bench-watch.json

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/roundtrip.py [--messages 10000] [--kernel debian:bookworm] [--json FILE]
 
-One guest is booted (harness.session.Session, TCG by default) with the module
+One guest is booted (harness.guest.session.Session, TCG by default) with the module
 built as for `harness run`. The C client (userspace/netlink_client.c) is
 compiled on the host inside the kernel's root with the root's own gcc, under
 bubblewrap like the module build (root read-only, no network), and put in the
@@ -45,16 +45,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import procs, vm  # noqa: E402
-from harness.buildroot import Root  # noqa: E402
-from harness.kernels import require_tool  # noqa: E402
-from harness.progress import Printer  # noqa: E402
-from harness.run import RunRequest  # noqa: E402
-from harness.session import Session  # noqa: E402
+from harness import procs  # noqa: E402
+from harness.events import Printer  # noqa: E402
+from harness.guest.contract import GUEST_RUN_DIR  # noqa: E402
+from harness.guest.session import Session  # noqa: E402
+from harness.guest.vng import GUEST_PROJECT_DIR  # noqa: E402
+from harness.kernel.roots import Root  # noqa: E402
+from harness.phases import RunRequest  # noqa: E402
 
 C_SOURCE = REPO / "userspace" / "netlink_client.c"
-C_GUEST = f"{vm.GUEST_RUN_DIR}/netlink_client"
-PY_GUEST = f"{vm.GUEST_PROJECT_DIR}/bench/netlink_stats.py"  # imports ../userspace/netlink_client.py
+C_GUEST = f"{GUEST_RUN_DIR}/netlink_client"
+PY_GUEST = f"{GUEST_PROJECT_DIR}/bench/netlink_stats.py"  # imports ../userspace/netlink_client.py
 CFLAGS = ("-Wall", "-Wextra", "-O2")
 CLIENTS = ("python", "c")
 TARGET = 0.5  # the issue's target: the Python client's rate at least half the C client's
@@ -67,7 +68,7 @@ def log(text: str) -> None:
 
 def build_c_client(root: Root, dest: Path, timeout: float = 300) -> list[str]:
     """Compile the C client with the root's gcc inside the root (bubblewrap); return its warnings."""
-    bwrap = require_tool("bwrap", "bubblewrap")
+    bwrap = procs.require_tool("bwrap", "bubblewrap")
     out = Path(tempfile.mkdtemp(prefix="kmod-harness-cclient-"))
     try:
         argv = [
@@ -169,11 +170,12 @@ def _benchmark(a: argparse.Namespace, req: RunRequest) -> dict:
                  "host_loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     t_all = time.monotonic()
     with Session(req, Printer(sys.stderr)) as s:
-        assert s.prep is not None and s.run_dir is not None
-        doc.update(release=s.prep.root.kernel.release, accel=s.prep.accel.value, guest_cpus=a.cpus,
-                   boot_s=round(s.boot_seconds, 1), compiler=s.prep.root.kernel.compiler)
+        assert s.prepared is not None and s.run_dir is not None and s.live is not None
+        root = s.prepared.root
+        doc.update(release=root.kernel.release, accel=s.prepared.setup.accel.value, guest_cpus=a.cpus,
+                   boot_s=round(s.live.boot_seconds, 1), compiler=root.kernel.compiler)
         t0 = time.monotonic()
-        doc["c_build_warnings"] = build_c_client(s.prep.root, s.run_dir / "netlink_client")
+        doc["c_build_warnings"] = build_c_client(root, s.run_dir / "netlink_client")
         doc["c_build_s"] = round(time.monotonic() - t0, 1)
         log(f"C client built with {doc['compiler']} in {doc['c_build_s']}s, "
             f"{len(doc['c_build_warnings'])} warnings")

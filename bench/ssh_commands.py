@@ -13,7 +13,6 @@ command and the ratio; writes them as JSON with --json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -24,24 +23,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import procs, vm  # noqa: E402
-from harness.progress import Printer  # noqa: E402
-from harness.run import RunRequest, _Run  # noqa: E402
-from harness.session import Session  # noqa: E402
+from harness import procs  # noqa: E402
+from harness.events import discard  # noqa: E402
+from harness.guest import vng  # noqa: E402
+from harness.guest.session import Session  # noqa: E402
+from harness.phases import RunRequest, prepare, vm_config  # noqa: E402
 
 COMMAND = "cat /proc/sys/kernel/random/boot_id"
 
 
 def boot_per_command(req: RunRequest, n: int) -> list[float]:
     run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-bench-"))
-    prep = _Run(req, Printer(io.StringIO())).prepare(run_dir)
-    assert prep is not None
+    prep = prepare(req, discard, run_dir, [])
+    cfg = vm_config(prep.setup, prep.root, run_dir, req, discard)
     times = []
     for i in range(n):
-        cfg = vm.VmConfig(vmlinuz=prep.root.vmlinuz, root=prep.root.path, run_dir=run_dir,
-                          project_dir=prep.project.root, accel=prep.accel, command=COMMAND)
         t0 = time.monotonic()
-        done = procs.run(vm.vng_argv(prep.vng, cfg), timeout=600, what="the VM", env=vm.vng_env())
+        done = procs.run(vng.vng_argv(prep.setup.vng, cfg, COMMAND), timeout=600, what="the VM", env=vng.vng_env())
         times.append(time.monotonic() - t0)
         if done.returncode != 0 or len(done.stdout.strip()) != 36:
             raise SystemExit(f"boot {i}: exit {done.returncode}, output {done.stdout!r}")
@@ -51,9 +49,10 @@ def boot_per_command(req: RunRequest, n: int) -> list[float]:
 
 def one_session(req: RunRequest, n: int) -> tuple[float, float, list[float]]:
     times = []
-    with Session(req, Printer(io.StringIO())) as s:
+    with Session(req, discard) as s:
         # Only the boot counts, as for the exec contender: both have the module built already.
-        t0 = time.monotonic() - s.boot_seconds
+        assert s.live is not None
+        t0 = time.monotonic() - s.live.boot_seconds
         ids = set()
         for _ in range(n):
             t = time.monotonic()
@@ -62,7 +61,7 @@ def one_session(req: RunRequest, n: int) -> tuple[float, float, list[float]]:
             ids.add(r.stdout.strip())
         assert len(ids) == 1, "every command must run in the same boot"
         s.close()  # shutdown counts too
-    return time.monotonic() - t0, s.boot_seconds, times
+    return time.monotonic() - t0, s.live.boot_seconds, times
 
 
 def main() -> int:

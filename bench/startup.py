@@ -19,7 +19,6 @@ Prints medians and spread; --json writes every figure, --markdown the table.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -33,16 +32,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import buildroot, procs, vm  # noqa: E402
+from harness import procs  # noqa: E402
+from harness.events import discard  # noqa: E402
+from harness.guest import vng  # noqa: E402
+from harness.kernel import roots  # noqa: E402
 from harness.model import Accel  # noqa: E402
-from harness.progress import Printer  # noqa: E402
-from harness.run import RunRequest, _Run, run  # noqa: E402
+from harness.phases import Prepared, RunRequest, prepare  # noqa: E402
+from harness.run import run  # noqa: E402
 
 GUEST_CMD = ("insmod /harness/build/netlink_kernel.ko && python3 /harness/netlink_client.py -n "
              "&& rmmod netlink_kernel && dmesg | tail -5")
 
 
-def plain_root(prep) -> Path:
+def plain_root(prep: Prepared) -> Path:
     """The harness's cached root with its start-up cuts undone: the same packages as
     mmdebstrap installed them, which is what a plain vng user boots."""
     dest = Path(tempfile.mkdtemp(prefix="kmod-harness-plain-root-"))
@@ -50,17 +52,17 @@ def plain_root(prep) -> Path:
                      what="copying the root")
     if done.returncode != 0:
         raise SystemExit(f"copying the root failed: {done.stderr}")
-    buildroot.undo_startup_cuts(dest)
+    roots.undo_startup_cuts(dest)
     return dest
 
 
-def plain_vng(prep, run_dir: Path, root: Path) -> float:
+def plain_vng(prep: Prepared, run_dir: Path, root: Path) -> float:
     # The same accelerator the harness chose: TCG here, KVM on GitHub's runners.
-    accel = ["--disable-kvm"] if prep.accel is Accel.TCG else []
-    argv = [prep.vng, *accel, "--run", str(prep.root.vmlinuz), "--root", str(root),
+    accel = ["--disable-kvm"] if prep.setup.accel is Accel.TCG else []
+    argv = [prep.setup.vng, *accel, "--run", str(prep.root.vmlinuz), "--root", str(root),
             "--rwdir", f"/harness={run_dir}", "--exec", GUEST_CMD]
     t0 = time.monotonic()
-    done = procs.run(argv, timeout=600, what="plain vng", env=vm.vng_env())
+    done = procs.run(argv, timeout=600, what="plain vng", env=vng.vng_env())
     took = time.monotonic() - t0
     if done.returncode != 0 or "exiting myNetLink module" not in done.stdout:
         raise SystemExit(f"plain vng failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -69,7 +71,7 @@ def plain_vng(prep, run_dir: Path, root: Path) -> float:
 
 def harness_run(results: Path, cache: Path | None = None) -> dict:
     t0 = time.monotonic()
-    r = run(RunRequest(results=results, project=REPO, cache=cache), Printer(io.StringIO()))
+    r = run(RunRequest(results=results, project=REPO, cache=cache), discard)
     took = time.monotonic() - t0
     if r.verdict.value != "pass":
         raise SystemExit(f"harness run: {r.verdict.value}: {r.reason}")
@@ -90,8 +92,7 @@ def main() -> int:
     results = Path(tempfile.mkdtemp(prefix="kmod-harness-bench-"))
     run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-bench-run-"))
     with procs.SignalGuard():
-        prep = _Run(RunRequest(results=results, project=REPO), Printer(io.StringIO())).prepare(run_dir)
-        assert prep is not None, "the module must build"
+        prep = prepare(RunRequest(results=results, project=REPO), discard, run_dir, [])
         shutil.copy(REPO / "userspace" / "netlink_client.py", run_dir)
         plain = plain_root(prep)
         harness_run(results)  # warm-up: the build cache and the package index are now current
@@ -117,12 +118,12 @@ def main() -> int:
     keys = sorted({k for h in har for k in h["phases"]}, key=["resolve", "kernel", "root", "build", "vm"].index)
     bkeys = list(har[0]["boot"])
     lines = [
-        f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {prep.accel.value.upper()}; "
+        f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {prep.setup.accel.value.upper()}; "
         f"{a.reps} alternating repetitions, median (min-max) in seconds.", "",
         "| contender | wall |", "| --- | ---: |",
         f"| plain vng (module prebuilt; the root as mmdebstrap made it) | {spread(vng_t)} |",
         f"| harness run, warm | {spread(har_wall)} |",
-        f"| plain vng on the harness's root (its start-up cuts, see buildroot.py) | {spread(vng_cut)} |",
+        f"| plain vng on the harness's root (its start-up cuts, see harness/kernel/roots.py) | {spread(vng_cut)} |",
     ]
     if cold:
         lines.append(f"| harness run, cold cache (once) | {cold['wall']:.1f} |")
