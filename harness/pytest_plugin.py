@@ -158,6 +158,10 @@ class GuestVM:
             self._boot_spare()
         return self.session
 
+    def discard(self) -> None:
+        """The guest died: close it. A spare booting beside it stays, for the next test."""
+        self._close_session()
+
     def _close_session(self) -> None:
         if self.session is not None:
             self.session.close()
@@ -329,7 +333,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         state["dead"] = True
         rep.outcome = "failed"
         rep.longrepr = f"the guest died during the test ({rep.when}); see {session.console_path}"
-        state["vm"].stop()  # the next test reboots
+        state["vm"].discard()  # the next test goes on on the spare, or reboots
         return
     try:
         recs = session.kmsg_after(state["seq"])
@@ -339,7 +343,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rep.outcome = "failed"
         rep.longrepr = (f"the guest died during the test ({rep.when}); see {session.console_path}" if died else
                         f"could not read the guest's kernel log after the test ({rep.when}): {e}")
-        state["vm"].stop()
+        state["vm"].discard()
         return
     if recs:
         state["seq"] = recs[-1].seq
