@@ -113,6 +113,11 @@ def test_blog_unsafe_reply_to_pid_0_panics_and_is_a_crash_with_the_panic_in_the_
     assert "Kernel panic - not syncing" in res["reason"]
     # From the record it streamed when that got out before the panic, else from the console's run lines.
     assert res["splats"][0]["rule"] == "bug"
+    # Named in the module's source: the line of the reply to pid 0 that recurses (blog_unsafe.c),
+    # decoded with the .ko that was loaded; the frames are data in result.json.
+    frames = res["splats"][0]["module_frames"]
+    assert frames and all("[blog_unsafe] at " in f and "blog_unsafe.c:" in f for f in frames), frames
+    assert res["splats"][0]["source"]["file"] == "blog_unsafe.c"
     assert phase(res, "vm")["seconds"] < timeout, "the dead guest must end the run, not the timeout"
     # The guest died before its runner finished: the report is the one rebuilt from what it streamed.
     guest = json.loads((results / KDIR / "guest-result.json").read_text())
