@@ -76,6 +76,32 @@ GUEST_MOUNTS = ("harness", "project")
 # tree's modules to be mounted on (through the lib -> usr/lib link where there is one).
 BASE_MOUNTS = ("lib/modules",)
 ROOT_FORMAT = 4  # bump when the way roots are made changes
+
+# Base roots only (tree kernels: debian-src:, local:): udev's coldplug is skipped. Such a
+# kernel (virtme-ng's minimal configuration) has every driver the guest uses built in, so
+# udev has nothing to load; what virtme-ng-init needs from it is the /dev/virtio-ports/NAME
+# links of its exec channel. On the KASAN kernel under TCG, `udevadm trigger` took 100-120 s
+# and `udevadm settle` ran into virtme-ng-init's 300 s timeout in every boot on one machine
+# (docs/PERFORMANCE.md). virtme-ng-init calls `udevadm` from its default path, so the root's
+# udevadm becomes this script: `trigger` does nothing, `settle` makes the port links from
+# sysfs, anything else runs the real program (moved aside; systemd-udevd points at it).
+UDEV_SHIM_VERSION = 1
+UDEV_SHIM = """#!/bin/sh
+# Written by kmod-harness (harness/kernel/roots.py, UDEV_SHIM): a base root for tree kernels.
+case "$1" in
+trigger) exit 0 ;;
+settle)
+    mkdir -p /dev/virtio-ports
+    for f in /sys/class/virtio-ports/*/name; do
+        [ -r "$f" ] || continue
+        name=$(cat "$f")
+        port=${f%/name}
+        [ -n "$name" ] && ln -sfn "../${port##*/}" "/dev/virtio-ports/$name"
+    done
+    exit 0 ;;
+esac
+exec /usr/lib/kmod-harness/udevadm "$@"
+"""
 MANIFEST = ".harness-root.json"
 
 
@@ -119,7 +145,8 @@ def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
 
 def root_key(kernel: ResolvedKernel) -> str:
     if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
-        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS]).encode())
+        h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS,
+                                       UDEV_SHIM_VERSION]).encode())
         return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
                                    UNUSED_MODULES]).encode())
@@ -294,6 +321,8 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
             "# Written by kmod-harness: udev need not load these for QEMU's devices (harness/kernel/roots.py).\n"
             + "".join(f"blacklist {m}\n" for m in UNUSED_MODULES))
         apply_startup_cuts(tmp)
+        if kernel.tree is not None:
+            install_udev_shim(tmp)
         write_manifest(tmp, kernel)
         problem = check_root(tmp, kernel)
         if problem:
@@ -334,6 +363,20 @@ def apply_startup_cuts(root: Path) -> list[str]:
                 added.append(str(mask.relative_to(root)))
     (root / CUTS_FILE).write_text("".join(a + "\n" for a in added))
     return added
+
+
+def install_udev_shim(root: Path) -> None:
+    """Put UDEV_SHIM in place of the root's udevadm (base roots only, see UDEV_SHIM)."""
+    udevadm = root / "usr/bin/udevadm"
+    real = root / "usr/lib/kmod-harness/udevadm"
+    real.parent.mkdir(parents=True, exist_ok=True)
+    udevadm.rename(real)
+    udevd = root / "usr/lib/systemd/systemd-udevd"
+    if udevd.is_symlink():
+        udevd.unlink()
+        udevd.symlink_to("../kmod-harness/udevadm")
+    udevadm.write_text(UDEV_SHIM)
+    udevadm.chmod(0o755)
 
 
 def undo_startup_cuts(root: Path) -> None:

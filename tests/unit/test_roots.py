@@ -291,3 +291,17 @@ def test_removing_a_root_takes_its_log_and_lock_along(tmp_path):
     d = _cached_root(cached, "base-bookworm-aaaaaaaaaa")
     roots.remove_root(d)
     assert list(cached.iterdir()) == []
+
+
+def test_the_udev_shim_replaces_udevadm_and_keeps_the_daemon_real(tmp_path):
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/lib/systemd").mkdir(parents=True)
+    (tmp_path / "usr/bin/udevadm").write_bytes(b"\x7fELF real")
+    (tmp_path / "usr/lib/systemd/systemd-udevd").symlink_to("../../bin/udevadm")
+    roots.install_udev_shim(tmp_path)
+    shim = (tmp_path / "usr/bin/udevadm").read_text()
+    assert shim.startswith("#!/bin/sh") and "trigger) exit 0" in shim
+    assert (tmp_path / "usr/bin/udevadm").stat().st_mode & 0o111
+    # systemd-udevd is the real program, found through its link.
+    assert (tmp_path / "usr/lib/systemd/systemd-udevd").read_bytes() == b"\x7fELF real"
+    assert (tmp_path / "usr/lib/kmod-harness/udevadm").read_bytes() == b"\x7fELF real"
