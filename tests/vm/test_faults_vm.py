@@ -115,8 +115,11 @@ def test_blog_unsafe_reply_to_pid_0_panics_and_is_a_crash_with_the_panic_in_the_
     assert res["splats"][0]["rule"] == "bug"
     # Named in the module's source: the line of the reply to pid 0 that recurses (blog_unsafe.c),
     # decoded with the .ko that was loaded; the frames are data in result.json.
+    # Frames the kernel marks "?" are stale words on the stack: one at the very end of a function
+    # (offset == size, e.g. "? myNetLink_exit+0x18/0x18") has no line, as in scripts/faddr2line.
     frames = res["splats"][0]["module_frames"]
-    assert frames and all("[blog_unsafe] at " in f and "blog_unsafe.c:" in f for f in frames), frames
+    reliable = [f for f in frames if not f.startswith("? ")]
+    assert reliable and all("[blog_unsafe] at " in f and "blog_unsafe.c:" in f for f in reliable), frames
     assert res["splats"][0]["source"]["file"] == "blog_unsafe.c"
     assert phase(res, "vm")["seconds"] < timeout, "the dead guest must end the run, not the timeout"
     # The guest died before its runner finished: the report is the one rebuilt from what it streamed.
