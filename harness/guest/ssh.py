@@ -26,6 +26,10 @@ from harness import procs
 from harness.errors import InfraError, PhaseTimeout
 from harness.locks import locked
 
+# How long one connection waits for sshd's banner (and paramiko for the key exchange and
+# authentication): sshd forks and re-executes itself per connection, slow on a loaded TCG guest.
+BANNER_WAIT = 60.0
+
 
 @dataclass(frozen=True)
 class SshKeys:
@@ -119,7 +123,7 @@ class GuestSsh:
             if not alive():
                 raise InfraError(f"the guest ended before its SSH server answered on 127.0.0.1:{self.port}"
                                  + (f" (last error: {last})" if last else ""))
-            if not self._banner_ready():
+            if not self._banner_ready(min(BANNER_WAIT, max(1.0, timeout - (time.monotonic() - t0)))):
                 time.sleep(0.2)
                 continue
             client = paramiko.SSHClient()
@@ -128,7 +132,7 @@ class GuestSsh:
             try:
                 client.connect("127.0.0.1", port=self.port, username=self.user,
                                key_filename=str(self.keys.identity), look_for_keys=False, allow_agent=False,
-                               timeout=5, banner_timeout=10, auth_timeout=10)
+                               timeout=5, banner_timeout=BANNER_WAIT, auth_timeout=BANNER_WAIT)
                 self.client = client
                 return time.monotonic() - t0
             except paramiko.BadHostKeyException as e:
@@ -141,13 +145,17 @@ class GuestSsh:
         raise PhaseTimeout(f"no SSH answer from the guest on 127.0.0.1:{self.port} within {timeout:.0f}s"
                            + (f" (last error: {last})" if last else ""))
 
-    def _banner_ready(self) -> bool:
-        """True once sshd's banner arrives. QEMU's user network accepts the TCP connection
-        on the host side even before sshd listens in the guest; probing the banner with a
-        short timeout is much cheaper than a paramiko handshake that waits for it."""
+    def _banner_ready(self, wait: float) -> bool:
+        """True once sshd's banner arrives on a probe connection, cheaper than a paramiko
+        handshake while the guest boots. QEMU's user network accepts the TCP connection on
+        the host side even before sshd listens in the guest, and closes it once the guest
+        refuses it, so the probe ends at once then. When sshd does listen, its banner comes
+        only after it forked and re-executed itself for the connection: seconds on a loaded
+        TCG guest. A probe that gave up after 1 s never saw one under 2x oversubscription
+        (bench/stress.py), and each abandoned connection left sshd more to do."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
-                s.settimeout(1.0)
+                s.settimeout(wait)
                 return s.recv(4).startswith(b"SSH-")
         except OSError:
             return False

@@ -106,9 +106,11 @@ class Listener:
         (self.channel if stream == "stdout" else self.console)(line)
 
     def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
-               timed_out: bool) -> GuestRun:
+               timed_out: bool, why: str = "") -> GuestRun:
+        """``why``: what the transport knows of how the guest ended (an SSH server that never answered)."""
         self.marks["end"] = time.monotonic()
         report, problem = read_report(run_dir, self.events)
+        problem = "; ".join(p for p in (why, problem) if p)
         return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
                         timed_out=timed_out, transcript=tuple(self.transcript), marks=dict(self.marks),
                         running=self.events.running, problem=problem, limit=limit)
@@ -208,7 +210,7 @@ class SshTransport:
         """``exit_status`` is the runner's, as sshd reported it (255: the connection was lost)."""
         write_plan(req.config.run_dir, req.plan)
         deadline = time.monotonic() + req.timeout
-        timed_out, exit_status, argv = False, None, []
+        timed_out, exit_status, argv, why = False, None, [], ""
         with console_log(req.console) as console:
             listen = Listener(sink, console, req.plan.run_id)
             try:
@@ -217,9 +219,9 @@ class SshTransport:
                     res = live.ssh.stream(RUNNER_COMMAND, timeout=max(1.0, deadline - time.monotonic()),
                                           on_line=listen.channel)
                     exit_status = res.status
-            except PhaseTimeout:
-                timed_out = True
-            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out)
+            except PhaseTimeout as e:
+                timed_out, why = True, str(e)
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why)
 
 
 def transport(name: str, cache: Path) -> Transport:

@@ -151,3 +151,53 @@ def test_stream_passes_whole_lines_as_they_arrive():
     r = guest_over(_ScriptedChannel(chunks)).stream("python3 runner.py", timeout=5, on_line=lines.append)
     assert lines == ["first", "second", "été", "no newline at the end"]
     assert r.status == 0 and r.stdout == ""
+
+
+def _server(behaviour) -> tuple[socket.socket, int]:
+    """A loopback server that hands each accepted connection to ``behaviour`` in a thread."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=behaviour, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_the_banner_probe_waits_for_a_slow_sshd(tmp_path: Path):
+    # Recorded in tests/data/ssh_no_banner: under 2x oversubscription the guest's sshd ran, but
+    # its banner took longer than the probe's old 1 s, so every probe gave up and the run timed out.
+    def slow(conn):
+        import time
+        time.sleep(2.5)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        conn.close()
+
+    srv, port = _server(slow)
+    try:
+        g = ssh.GuestSsh(port, ssh.SshKeys(tmp_path, tmp_path))
+        assert g._banner_ready(10.0)
+        assert not g._banner_ready(0.5)  # the same server, asked for less than it needs
+    finally:
+        srv.close()
+
+
+def test_the_banner_probe_ends_at_once_when_the_guest_refuses(tmp_path: Path):
+    # QEMU's user network accepts on the host, then closes when nothing listens in the guest.
+    import time
+
+    srv, port = _server(lambda conn: conn.close())
+    try:
+        g = ssh.GuestSsh(port, ssh.SshKeys(tmp_path, tmp_path))
+        t0 = time.monotonic()
+        assert not g._banner_ready(30.0)
+        assert time.monotonic() - t0 < 5, "a refused probe must not wait for the banner's limit"
+    finally:
+        srv.close()
