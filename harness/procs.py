@@ -182,8 +182,10 @@ class Completed:
     output: str = ""  # stdout and stderr interleaved as they arrived
 
 
-def _check_exists(program: str) -> None:
-    found = os.access(program, os.X_OK) if os.sep in program else shutil.which(program) is not None
+def _check_exists(program: str, cwd: Optional[Path] = None) -> None:
+    """A relative path (./scripts/config) is looked for where the command will run."""
+    found = (os.access(os.path.join(cwd or ".", program), os.X_OK) if os.sep in program
+             else shutil.which(program) is not None)
     if not found:
         raise InfraError(f"{program} not found")
 
@@ -192,7 +194,7 @@ def start(argv: Sequence[str], *, env: Optional[dict[str, str]] = None, cwd: Opt
           stdin: Optional[int] = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     """Start ``argv`` under the guard in a new session, with piped stdout/stderr. Tests patch this seam."""
     check_interrupted()
-    _check_exists(argv[0])
+    _check_exists(argv[0], cwd)
     read_end, lifeline = os.pipe()
     try:
         proc = subprocess.Popen(

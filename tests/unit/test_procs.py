@@ -179,3 +179,14 @@ def test_require_tool_names_the_package():
     with pytest.raises(InfraError, match="no-such-tool-y not found") as e:
         procs.require_tool("no-such-tool-y", "some-package")
     assert "install the package 'some-package'" in str(e.value)
+
+
+def test_a_relative_program_is_found_where_it_runs(tmp_path):
+    # The kernel build runs ./scripts/config in the tree: it must be looked for there, not in
+    # the harness's own working directory (a KUnit kernel build failed with "not found").
+    (tmp_path / "scripts").mkdir()
+    tool = tmp_path / "scripts" / "config"
+    tool.write_text("#!/bin/sh\necho configured \"$@\"\n")
+    tool.chmod(0o755)
+    res = procs.run(["./scripts/config", "-e", "X"], timeout=30, what="scripts/config", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "configured -e X"
