@@ -18,15 +18,18 @@ DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 # What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
 TEST_DEB_PACKAGES := chromium
 SANITIZER_KERNEL := debian-src:trixie+kasan
+KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup host-packages run test test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id lint clean help \
+	test-kunit kunit-kernel \
 	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
 	@echo "make test    lint, unit tests, tests that boot real VMs, the workflow run locally (act)"
 	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
+	@echo "make test-kunit       build $(KUNIT_KERNEL) once (~20 min on 2 cores), then the KUnit and coverage tests"
 	@echo "make setup   install host packages and the virtualenv only"
 
 host-packages:  # the Debian packages the harness needs on the host (also used by action.yml)
@@ -63,6 +66,12 @@ sanitizer-kernel: setup  # build (once) the sanitizer kernel the tests marked sa
 
 test-sanitizers: sanitizer-kernel
 	HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m sanitizer $(PYTEST_ARGS)
+
+kunit-kernel: setup  # build (once) the KUnit + gcov kernel the tests marked kunit boot
+	$(SUDO) $(VENV)/bin/harness kernels fetch --kernel $(KUNIT_KERNEL)
+
+test-kunit: kunit-kernel
+	HARNESS_KUNIT=1 $(VENV)/bin/python -m pytest -m kunit $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
 	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)

@@ -253,6 +253,9 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
+    merged = matrix.merge_coverage(results, args.results, args.project)
+    if merged is not None:
+        printer.line(f"merged over kernels: {report.coverage_line(merged)}")
     out.write(report.summary_markdown(results, wall, rows))
     printer.line(f"report: {args.results}/summary.md, matrix.json, junit.xml")
     return matrix.matrix_exit_code(rows)

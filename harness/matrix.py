@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from harness import procs, resources, tomlload
 from harness.errors import UsageError
@@ -25,7 +25,7 @@ from harness.kernel.spec import parse_spec
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
 from harness.project import load_project
-from harness.run import RunRequest, index_html, run, writable_dir
+from harness.run import RunRequest, index_html, results_id, run, writable_dir
 from harness.verdict import compare, junit, report
 
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead
@@ -200,6 +200,23 @@ def expectations(entries: Sequence[MatrixEntry], project: Optional[Path] = None)
 
 def matrix_exit_code(rows: Sequence[compare.Row]) -> int:
     return compare.exit_code(rows) if rows else Verdict.ERROR.exit_code
+
+
+def merge_coverage(results: Sequence[RunResult], results_dir: Path, project: Path) -> Optional[dict[str, Any]]:
+    """One coverage report over every kernel that had one (kernels with gcov), in results/coverage/:
+    a line counts as covered when a run on any kernel ran it. None when fewer than two had one."""
+    from harness import coverage
+
+    traces = [results_dir / results_id(r.kernel) / coverage.OUT_DIR / "coverage.json" for r in results
+              if r.coverage and "error" not in r.coverage]
+    traces = [t for t in traces if t.is_file()]
+    if len(traces) < 2:
+        return None
+    try:
+        source = load_project(project).source
+    except UsageError:
+        return None
+    return coverage.merge(traces, source, results_dir / coverage.OUT_DIR)
 
 
 def write_reports(results: Sequence[RunResult], rows: Sequence[compare.Row], results_dir: Path, wall: float) -> None:

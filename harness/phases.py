@@ -152,15 +152,34 @@ def build(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sink, d
     resources.install_guest_files(run_dir)
     if s.build_in is BuildIn.GUEST:
         return None
-    names = ", ".join(f"{m.name}.ko" for m in s.project.modules)
+    breq = build_request(s, r, req)
+    names = ", ".join(f"{m}.ko" for m in breq.modules)
     with phase(sink, done, "build", f"{names} with {r.kernel.compiler}") as mark:
-        breq = modbuild.BuildRequest(r, s.project.source, tuple(m.name for m in s.project.modules),
-                                     s.project.build, req.timeouts.build)
+        if coverage_on(r):
+            sink(Note("    built with GCOV_PROFILE=y: the kernel has gcov (CONFIG_GCOV_KERNEL)"))
         built = modbuild.build_cached(breq, run_dir / "build", s.cache, sink)
         mark.ok = built.ok
         mark.detail = ("reused: sources, kernel and compiler unchanged" if built.cached and built.ok
                        else "\n".join(built.errors[-20:]))
     return built
+
+
+def kunit_modules(s: Setup, r: roots.Root) -> tuple[str, ...]:
+    """The project's KUnit test modules, when its kernel has KUnit (else they are not built)."""
+    return s.project.kunit.modules if r.has("KUNIT") else ()
+
+
+def coverage_on(r: roots.Root) -> bool:
+    """A kernel with gcov (``+gcov``): the module is built for coverage and its counters collected."""
+    return r.has("GCOV_KERNEL")
+
+
+def build_request(s: Setup, r: roots.Root, req: RunRequest) -> modbuild.BuildRequest:
+    options = s.project.build
+    if coverage_on(r):
+        options = replace(options, args=options.args + (modbuild.GCOV_ARG,))
+    return modbuild.BuildRequest(r, s.project.source, tuple(m.name for m in s.project.modules) + kunit_modules(s, r),
+                                 options, req.timeouts.build)
 
 
 class BuildFailed(HarnessError):
@@ -215,8 +234,9 @@ def guest_plan(s: Setup, r: roots.Root, built: Optional[modbuild.BuildResult], r
     guest_build = None
     if s.build_in is BuildIn.GUEST:
         guest_build = (modbuild.make_argv(r, plan.BUILD_DIR, s.project.build), req.timeouts.build)
-    kos = plan.ko_paths(s.project, built.kos if built is not None else None)
-    return plan.build_plan(s.project, kos, req.timeouts.module_step, guest_build)
+    kos = plan.ko_paths(s.project, built.kos if built is not None else None, kunit_modules(s, r))
+    return plan.build_plan(s.project, kos, req.timeouts.module_step, guest_build,
+                           kunit=kunit_modules(s, r), coverage=coverage_on(r))
 
 
 def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Phases) -> GuestRun:
@@ -232,9 +252,11 @@ def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Pha
 
 
 def judge_run(s: Setup, p: contract.Plan, g: GuestRun, console: str) -> judge.Judgement:
-    ev = judge.Evidence(report=g.report, console=console, timed_out=g.timed_out, ended=g.how_it_ended,
+    ended = g.how_it_ended + (f"; {g.problem}" if g.problem else "")
+    ev = judge.Evidence(report=g.report, console=console, timed_out=g.timed_out, ended=ended,
                         running=g.running, marker=contract.marker_text(p.run_id))
-    return judge.judge(ev, s.expected, s.rules, {st.name: st.expect_rc for st in p.steps})
+    return judge.judge(ev, s.expected, s.rules, {st.name: st.expect_rc for st in p.steps},
+                       kunit=plan.kunit_steps(p))
 
 
 def symbolize_splats(s: Setup, r: roots.Root, j: judge.Judgement, build_dir: Path,

@@ -52,6 +52,15 @@ class BuildOptions:
 
 
 @dataclass(frozen=True)
+class KUnit:
+    """``[kunit]``: test modules built from the source directory, loaded after the project's own
+    modules on kernels with CONFIG_KUNIT; loading one runs its suites, which print KTAP."""
+
+    modules: tuple[str, ...] = ()
+    timeout: float = 300.0  # for each test module's insmod, which returns when its suites ran
+
+
+@dataclass(frozen=True)
 class Project:
     root: Path  # the directory the guest sees at /project
     source: Path
@@ -62,6 +71,7 @@ class Project:
     build: BuildOptions = BuildOptions()
     where: str = ""  # the file this came from, for messages
     known_failures: tuple[Expected, ...] = ()  # [[known_failure]]: kernels this module is known to fail on
+    kunit: KUnit = KUnit()
 
     @property
     def module(self) -> str:
@@ -106,9 +116,31 @@ def parse_project(data: dict[str, Any], directory: Path, where: str) -> Project:
     steps = tuple(_step(s, i, where) for i, s in enumerate(_list(data, "step", where)))
     requires = _names(mod.get("requires", []), f"{where}: [module] requires")
     known = tuple(_known(k, i, where) for i, k in enumerate(_list(data, "known_failure", where)))
+    modules = _modules(mod, where)
     return Project(root=directory, source=source, trail=(directory / mod["trail"]).resolve(),
-                   modules=_modules(mod, where), requires=requires, steps=steps,
-                   build=_build(data.get("build", {}), where), where=where, known_failures=known)
+                   modules=modules, requires=requires, steps=steps,
+                   build=_build(data.get("build", {}), where), where=where, known_failures=known,
+                   kunit=_kunit(data.get("kunit", {}), modules, where))
+
+
+def _kunit(d: Any, modules: tuple[ModuleLoad, ...], where: str) -> KUnit:
+    if not isinstance(d, dict):
+        raise UsageError(f"{where}: [kunit] must be a table", hint='e.g. [kunit] modules = ["mymod_test"]')
+    unknown = set(d) - {"modules", "timeout"}
+    if unknown:
+        raise UsageError(f"{where}: [kunit] has unknown keys {sorted(unknown)}; known: modules, timeout")
+    names = d.get("modules", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n) for n in names):
+        raise UsageError(f"{where}: [kunit] modules must be a list of .ko names without .ko, got {names!r}",
+                         hint='the KUnit test modules your Kbuild builds, e.g. modules = ["mymod_test"]')
+    clash = sorted(set(names) & {m.name for m in modules})
+    if clash or len(set(names)) != len(names):
+        raise UsageError(f"{where}: [kunit] modules names {clash or names} twice (or as a [module] too)",
+                         hint="list each KUnit test module once, and not the module under test")
+    timeout = d.get("timeout", 300)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise UsageError(f"{where}: [kunit] timeout must be a positive number of seconds, got {timeout!r}")
+    return KUnit(tuple(names), float(timeout))
 
 
 def _known(d: dict[str, Any], i: int, where: str) -> Expected:
@@ -191,6 +223,9 @@ def _step(s: dict[str, Any], i: int, where: str) -> GuestStep:
             or not all(isinstance(a, str) for a in run):
         raise UsageError(f"{where}: [[step]] #{i + 1} needs a 'name' and a 'run' list of strings")
     name = s["name"]
+    if name.startswith("kunit ") or name == "coverage":
+        raise UsageError(f"{where}: [[step]] {name!r}: names 'kunit ...' and 'coverage' are the harness's own steps",
+                         hint="name the step otherwise; KUnit test modules go in [kunit] modules")
     when = s.get("when", "loaded")
     if when not in WHEN:
         raise UsageError(f"{where}: [[step]] {name!r}: when = {when!r}; use one of {', '.join(WHEN)}")

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from harness import __version__, procs
+from harness import __version__, coverage, procs
 from harness.errors import HarnessError, UsageError
 from harness.events import Note, Printer, Sink, fanout
 from harness.guest import contract, transport, vng
@@ -50,6 +50,7 @@ EVIDENCE = {
     "guest-result.json": "the guest runner's report (rebuilt from its events when the guest died)",
     "build.log": "the module build's output",
     "modules": "the .ko files that were loaded (a splat's trace is decoded with them)",
+    "coverage": "the module's line and branch coverage (kernels with gcov): index.html, coverage.xml (Cobertura)",
     "harness.log": "this run's progress, as the terminal showed it",
 }
 RESULT_FILES = tuple(EVIDENCE)
@@ -72,6 +73,7 @@ class Gathered:
     judgement: Optional[judge.Judgement] = None
     traces: tuple[Optional[dict[str, Any]], ...] = ()  # per splat: its symbolized trace (phases.symbolize_splats)
     note: str = ""  # a line to add to the reason (what --record-trail did)
+    coverage: Optional[dict[str, Any]] = None  # coverage.report's figures (a kernel with gcov)
 
 
 def writable_dir(path: Path) -> None:
@@ -150,6 +152,10 @@ def _pipeline(req: RunRequest, sink: Sink, phases: list[Phase], got: Gathered, o
         if got.judgement.splats:
             got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
                                           got.built.kos if got.built else None, console)
+        if any(st.name == "coverage" for st in plan.steps):
+            got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
+                                           exclude=[f"{m}.c" for m in s.project.kunit.modules])
+            sink(Note("    " + report.coverage_line(got.coverage)))
     if req.record_trail:
         got.note = _record_trail(s, got.guest, got.judgement)
 
@@ -188,6 +194,7 @@ def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: O
     if j is not None:
         traces = got.traces + (None,) * (len(j.splats) - len(got.traces))
         fields.update(kmsg=j.records, steps=j.steps, marker_seq=j.marker_seq,
+                      kunit=tuple(c.to_json() for c in j.kunit),
                       splats=tuple(dict(x.to_json(), **(t or {})) for x, t in zip(j.splats, traces, strict=True)),
                       boot_splats=tuple(x.to_json() for x in j.boot_splats))
         if j.trail is not None:
@@ -199,6 +206,8 @@ def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: O
                           "ended": g.how_it_ended, "running": g.running})
     if got.built is not None:
         fields.update(build_log=got.built.log, build_warnings=got.built.warnings)
+    if got.coverage is not None:
+        fields.update(coverage=got.coverage)
     if s is not None and s.expected is not None:
         fields.update(expected_trail=tuple(e.describe() for e in s.expected.expect for _ in range(e.count)))
     evidence = {name: what for name, what in EVIDENCE.items() if name == "result.json" or (out_dir / name).exists()}

@@ -40,7 +40,7 @@ from harness.guest.transport import (
 from harness.kernel import modbuild
 from harness.locks import write_atomic
 from harness.model import Phase, RunResult, Verdict
-from harness.phases import Prepared, RunRequest, guest_plan, judge_run, vm_config
+from harness.phases import Prepared, RunRequest, build_request, guest_plan, judge_run, vm_config
 from harness.run import Gathered, assemble, keep_channel, keep_modules, prepare_results, results_id
 from harness.verdict import judge, report, splat
 
@@ -230,8 +230,7 @@ class Watcher:
         with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp:
             build = Path(tmp) / "build"
             modbuild.prepare_source(s.project.source, build)
-            breq = modbuild.BuildRequest(self.prep.root, s.project.source, tuple(m.name for m in s.project.modules),
-                                         s.project.build, self.req.timeouts.build)
+            breq = build_request(s, self.prep.root, self.req)
             t_build = time.monotonic()
             got.built = modbuild.build_cached(breq, build, s.cache, self.sink)
             phases.append(Phase("build", round(time.monotonic() - t_build, 3), got.built.ok))

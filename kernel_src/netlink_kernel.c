@@ -20,6 +20,9 @@
  * The printk trail of well-formed traffic is kept identical to the blog's,
  * including the trailing space of the first init line.
  *
+ * What is read from a message and what is sent back live in netlink_msg.h,
+ * where the KUnit suite (netlink_kernel_test.c) checks them without a socket.
+ *
  * netlink_rcv_skb() is deliberately not used: it silently skips messages
  * without NLM_F_REQUEST and messages whose type is below NLMSG_MIN_TYPE,
  * and the blog's client sends type 0 with no flags.
@@ -39,17 +42,7 @@
 #include <net/netlink.h>
 #include <net/sock.h>
 
-/* Must be below MAX_LINKS (32) and not used by an in-tree family. */
-#define MY_NETLINK 30
-
-/*
- * Longest payload prefix handed to printk. A printk record holds about 1 KiB
- * of text anyway, and vsnprintf() WARNs on a "%.*s" precision above 32767,
- * which a 64 KiB payload would otherwise reach.
- */
-#define MY_PRINT_MAX 1024
-
-static const char reply_msg[] = "Hello msg from kernel";
+#include "netlink_msg.h"
 
 static struct sock *nl_sk;
 
@@ -57,26 +50,13 @@ static struct sock *nl_sk;
 static void mynetlink_send_reply(u32 portid)
 {
 	struct sk_buff *skb_out;
-	struct nlmsghdr *nlh;
 	int res;
 
-	/* The payload includes the terminating NUL: 22 bytes. */
-	skb_out = nlmsg_new(sizeof(reply_msg), GFP_KERNEL);
+	skb_out = mynetlink_build_reply(GFP_KERNEL);
 	if (!skb_out) {
 		pr_err("Failed to allocate new skb\n");
 		return;
 	}
-
-	/* Same header as the blog: pid 0, seq 0, type NLMSG_DONE, no flags. */
-	nlh = nlmsg_put(skb_out, 0, 0, NLMSG_DONE, sizeof(reply_msg), 0);
-	if (!nlh) {
-		kfree_skb(skb_out);
-		pr_err("Failed to allocate new skb\n");
-		return;
-	}
-
-	NETLINK_CB(skb_out).dst_group = 0;
-	memcpy(nlmsg_data(nlh), reply_msg, sizeof(reply_msg));
 
 	/* nlmsg_unicast() consumes skb_out whether or not it succeeds. */
 	res = nlmsg_unicast(nl_sk, skb_out, portid);
@@ -102,39 +82,24 @@ static void myNetLink_recv_msg(struct sk_buff *skb)
 	}
 
 	while (remaining > 0) {
-		const struct nlmsghdr *nlh = (const struct nlmsghdr *)data;
-		unsigned int msglen;
-		const char *payload;
-		size_t plen;
+		struct mynetlink_msg msg;
 
-		if (remaining < NLMSG_HDRLEN ||
-		    nlh->nlmsg_len < NLMSG_HDRLEN ||
-		    nlh->nlmsg_len > remaining) {
+		if (mynetlink_parse(data, remaining, &msg)) {
 			pr_warn_ratelimited(KBUILD_MODNAME
 					    ": dropping malformed message (len %u, nlmsg_len %u)\n",
 					    remaining,
-					    remaining >= sizeof(nlh->nlmsg_len) ?
-					    nlh->nlmsg_len : 0);
+					    remaining >= sizeof(__u32) ?
+					    ((const struct nlmsghdr *)data)->nlmsg_len : 0);
 			return;
 		}
 
-		/* Print up to the payload's end or first NUL, whichever is first. */
-		payload = nlmsg_data(nlh);
-		plen = strnlen(payload, nlmsg_len(nlh));
-		if (plen > MY_PRINT_MAX)
-			plen = MY_PRINT_MAX;
-
 		pr_info("Entering: %s\n", __func__);
-		pr_info("MyNetlink has received: %.*s\n", (int)plen, payload);
+		pr_info("MyNetlink has received: %.*s\n", (int)msg.print_len, msg.payload);
 
 		mynetlink_send_reply(portid);
 
-		/* Next message starts at the aligned end of this one. */
-		msglen = NLMSG_ALIGN(nlh->nlmsg_len);
-		if (msglen > remaining)
-			msglen = remaining;
-		data += msglen;
-		remaining -= msglen;
+		data += msg.consumed;
+		remaining -= msg.consumed;
 	}
 }
 

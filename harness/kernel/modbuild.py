@@ -25,6 +25,7 @@ from harness.project import BuildOptions
 
 _WARNING = re.compile(r"(\bwarning: |^WARNING: )")
 _IGNORE = ("Skipping BTF generation",)  # headers-only builds have no vmlinux for BTF: not the module's fault
+GCOV_ARG = "GCOV_PROFILE=y"  # kbuild: compile the module for gcov (kernels with CONFIG_GCOV_KERNEL)
 CACHE_FORMAT = 2  # bump when what a build cache entry holds changes (2: several modules, built.json)
 BUILD_PRODUCT_RE = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.a|^Module\.symvers|^modules\.order|^\..*\.cmd)$")
 BUILD_PRODUCTS = shutil.ignore_patterns("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "Module.symvers",
@@ -90,7 +91,11 @@ def build_cached(req: BuildRequest, build: Path, cache: Path, sink: Sink) -> Bui
     sources for the same kernel, root and command.
 
     Only successful builds are kept (with their log); entries are made whole or not at all.
+    A coverage build (``GCOV_PROFILE=y``) is never cached: its .gcno notes name the sources
+    of the directory it was built in, which must be this run's.
     """
+    if GCOV_ARG in req.options.args:
+        return build_on_host(req, build, sink)
     entry = cache / "builds" / f"{req.modules[0]}-{source_key(req)}"
     manifest = entry / "built.json"
     if manifest.is_file():

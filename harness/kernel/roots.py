@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -124,6 +125,16 @@ class Root:
         if self.kernel.tree is not None:
             return str(self.kernel.tree)
         return f"/usr/src/linux-headers-{self.kernel.release}"
+
+    def config(self) -> str:
+        """The kernel's .config: a tree's own, or the one Debian installs beside its image ("" if none)."""
+        path = (self.kernel.tree / ".config" if self.kernel.tree is not None
+                else self.path / "boot" / f"config-{self.kernel.release}")
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def has(self, option: str) -> bool:
+        """Whether the kernel's configuration sets ``CONFIG_<option>`` (built in or as a module)."""
+        return re.search(rf"^CONFIG_{option}=[ym]$", self.config(), re.MULTILINE) is not None
 
 
 def find_vmlinuz(root: Path, release: str) -> Path:

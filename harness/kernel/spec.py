@@ -13,7 +13,8 @@ SPEC_FORMS = (
     "debian:SUITE            the suite's current kernel, e.g. debian:bookworm\n"
     "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56\n"
     "debian-src:SUITE+FLAV   built here from the suite's linux-source with vm/configs/FLAV.config,\n"
-    "                        e.g. debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN)\n"
+    "                        e.g. debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN);\n"
+    "                        several join: debian-src:trixie+kunit+gcov (KUnit and coverage)\n"
     "local:PATH              a kernel tree you built (make, or vng --build), booted with a\n"
     "                        Debian bookworm root; the module is built against the tree"
 )
@@ -34,7 +35,8 @@ SUITES: dict[str, tuple[str, ...]] = {
 DEFAULT_RELEASE = {"experimental": "experimental"}
 
 _SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?$")
-_SRC_SPEC = re.compile(r"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>[a-z0-9][a-z0-9_-]*)$")
+_FLAVOUR = r"[a-z0-9][a-z0-9_-]*"
+_SRC_SPEC = re.compile(rf"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>{_FLAVOUR}(?:\+{_FLAVOUR})*)$")
 
 
 def parse_spec(text: str) -> KernelSpec:
@@ -58,9 +60,13 @@ def _parse_source(text: str) -> KernelSpec:
         raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
     known = resources.flavours()
-    if m["flavour"] not in known:
-        raise UsageError(f"unknown kernel flavour {m['flavour']!r} in {text!r}: no vm/configs/"
-                         f"{m['flavour']}.config; known flavours: {', '.join(known) or 'none'}")
+    parts = m["flavour"].split("+")
+    for part in parts:
+        if part not in known:
+            raise UsageError(f"unknown kernel flavour {part!r} in {text!r}: no vm/configs/"
+                             f"{part}.config; known flavours: {', '.join(known) or 'none'}")
+    if len(set(parts)) != len(parts):
+        raise UsageError(f"{text!r} names a flavour twice", hint="name each flavour once, e.g. +kunit+gcov")
     return KernelSpec(source="debian-src", suite=m["suite"], flavour=m["flavour"])
 
 

@@ -113,13 +113,18 @@ def fragment_path(flavour: str) -> Path:
     return resources.config_fragment(flavour)
 
 
+def fragment_text(flavour: str) -> str:
+    """The configuration of a flavour: its fragment, or for ``kunit+gcov`` theirs in that order."""
+    return "".join(fragment_path(part).read_text() for part in flavour.split("+"))
+
+
 def config_hash(flavour: str) -> str:
     """Everything that decides the configuration: the fragment, virtme-ng's own list, the recipe."""
     try:
         vng_version = metadata.version("virtme-ng")
     except metadata.PackageNotFoundError:
         vng_version = "?"
-    h = hashlib.sha256(json.dumps([BUILD_FORMAT, vng_version, fragment_path(flavour).read_text()]).encode())
+    h = hashlib.sha256(json.dumps([BUILD_FORMAT, vng_version, fragment_text(flavour)]).encode())
     return h.hexdigest()[:10]
 
 
@@ -242,8 +247,11 @@ def _build(src: SourceKernel, index: AptIndex, entry: Path, sink: Sink, timeout:
         step = _BuildSteps(src, log_path, log, sink, timeout)
         tree = _unpack_source(src, index, tmp, step, sink)
         assert src.spec.flavour is not None
-        sink(Note(f"    configuring: virtme-ng's minimal config + vm/configs/{src.spec.flavour}.config"))
-        configure(vng_path, tree, fragment_path(src.spec.flavour), step)
+        parts = " + ".join(f"vm/configs/{p}.config" for p in src.spec.flavour.split("+"))
+        sink(Note(f"    configuring: virtme-ng's minimal config + {parts}"))
+        fragment = tmp / "fragment.config"  # kept in the cache entry: the configuration it was built with
+        fragment.write_text(fragment_text(src.spec.flavour))
+        configure(vng_path, tree, fragment, step)
         sink(Note(f"    building with {HOST_COMPILER} (vng --build); the first build of a flavour takes long"))
         _compile(vng_path, tree, jobs, step, sink)
         built_bytes = disk_usage(tree)

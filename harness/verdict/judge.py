@@ -7,8 +7,9 @@ Order of judgement, worst first:
 2. a guest that did not finish: ``timeout`` when the harness ended it at its
    limit, ``infra`` otherwise, each naming how it ended and what was running;
 3. a step that timed out; 4. a step that exited other than expected;
-5. a trail that does not match;
-6. and last, a run that would pass but whose kernel switched its own checks off
+5. a KUnit case that failed (or never finished), read from its test module's KTAP;
+6. a trail that does not match;
+7. and last, a run that would pass but whose kernel switched its own checks off
    while booting (see ``checks_lost``): that run cannot vouch for the module.
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 from harness.guest import contract
 from harness.guest.contract import GuestReport, StepReport
 from harness.model import KmsgRecord, Verdict
-from harness.verdict import kmsg, splat, trail
+from harness.verdict import kmsg, ktap, splat, trail
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Judgement:
     boot_splats: tuple[splat.Splat, ...] = ()  # logged before the first guest step: not the module's
     console_excerpt: str = ""
     marker_seq: Optional[int] = None
+    kunit: tuple[ktap.Case, ...] = ()  # the KUnit cases of the test modules loaded, in order
 
 
 def run_start(report: GuestReport, records: Sequence[KmsgRecord], marker: Optional[str] = None) -> Optional[int]:
@@ -108,9 +110,31 @@ def checks_lost(before: Sequence[KmsgRecord], boot_splats: Sequence[splat.Splat]
     return " and ".join(lost) or None
 
 
+def kunit_cases(report: GuestReport, records: Sequence[KmsgRecord], names: Sequence[str]) -> tuple[ktap.Case, ...]:
+    """The KUnit cases of each step of ``names`` (a test module's insmod): the KTAP in the kernel
+    records of its window. A step that ran and printed none is one crashed case saying so; the
+    step the guest died in reads up to the last record that got out."""
+    out: list[ktap.Case] = []
+    after: Optional[int] = None  # the end of the last step that ended
+    for st in report.steps:
+        start = st.kmsg_seq_before if st.kmsg_seq_before is not None else after
+        if st.name in names and (st.ran or not report.complete):
+            texts = [r.text for r in records if r.facility == splat.KERNEL_FACILITY
+                     and (start is None or r.seq > start)
+                     and (st.kmsg_seq_after is None or r.seq <= st.kmsg_seq_after)]
+            found = ktap.cases(ktap.parse(texts))
+            module = st.name.split(" ", 1)[-1]
+            out += found or [ktap.Case(module, "(no KTAP)", ktap.CRASHED,
+                                       "loaded, but its suites printed no KTAP: is it a KUnit test module "
+                                       "(kunit_test_suite), and KUnit enabled (kunit.enable=1)?")]
+        after = st.kmsg_seq_after if st.kmsg_seq_after is not None else after
+    return tuple(out)
+
+
 def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.SplatRule],
-          expect_rc: Mapping[str, int]) -> Judgement:
-    """``expected`` None: the trail is not checked (``--record-trail`` writes it from this run)."""
+          expect_rc: Mapping[str, int], kunit: Sequence[str] = ()) -> Judgement:
+    """``expected`` None: the trail is not checked (``--record-trail`` writes it from this run).
+    ``kunit``: the steps whose records are KTAP (``plan.kunit_steps``)."""
     if ev.report is None:
         return _no_report(ev, rules)
     report = ev.report
@@ -118,7 +142,8 @@ def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.S
     win = window(report, records, ev.marker)
     before = boot_records(report, records, ev.marker)
     base = Judgement(Verdict.PASS, "", records=records, steps=report.steps,
-                     boot_splats=tuple(splat.find(rules, before)), marker_seq=run_start(report, records, ev.marker))
+                     boot_splats=tuple(splat.find(rules, before)), marker_seq=run_start(report, records, ev.marker),
+                     kunit=kunit_cases(report, records, kunit))
     found = tuple(splat.find(rules, win))
     if found and report.complete:
         return _with(base, Verdict.CRASH, f"kernel splat: {found[0].text}", splats=found)
@@ -129,7 +154,7 @@ def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.S
                      console_excerpt=excerpt)
     if not report.complete:
         return _died(ev, base, rules)
-    failed = _step_failure(report.steps, expect_rc)
+    failed = _step_failure(report.steps, expect_rc) or _kunit_failure(base.kunit)
     if failed is not None:
         return _with(base, *failed)
     if expected is None:
@@ -168,6 +193,19 @@ def _step_failure(steps: Sequence[StepReport], expect_rc: Mapping[str, int]) -> 
     return None
 
 
+def _kunit_failure(cases: Sequence[ktap.Case]) -> Optional[tuple[Verdict, str]]:
+    bad = [c for c in cases if c.failed]
+    if not bad:
+        return None
+    lines = [f"KUnit: {len(bad)} of {len(cases)} cases failed ({ktap.summary(cases)}):"]
+    for c in bad[:10]:
+        lines.append(f"  {c.status} {c.full_name}" + (f": {c.reason}" if c.reason else ""))
+        lines += [f"    {d}" for d in c.diagnostics[-12:]]
+    if len(bad) > 10:
+        lines.append(f"  ... and {len(bad) - 10} more (result.json's kunit)")
+    return Verdict.FAIL, "\n".join(lines)
+
+
 def _no_report(ev: Evidence, rules: Sequence[splat.SplatRule]) -> Judgement:
     """Not one event came from the runner: the guest died or hung before it ran, or with it."""
     found, excerpt = splat.find_in_console(rules, ev.console, ev.marker)
@@ -192,9 +230,9 @@ def _died(ev: Evidence, base: Judgement, rules: Sequence[splat.SplatRule]) -> Ju
 
 def _gone(ev: Evidence, where: str) -> Judgement:
     tail = "\n".join(ev.console.splitlines()[-30:])
-    if ev.timed_out:
-        return Judgement(Verdict.TIMEOUT, f"the guest did not finish in time ({where}); see console.log",
-                         console_excerpt=tail)
     how = f"; {ev.ended}" if ev.ended else ""
+    if ev.timed_out:
+        return Judgement(Verdict.TIMEOUT, f"the guest did not finish in time ({where}{how}); see console.log",
+                         console_excerpt=tail)
     return Judgement(Verdict.INFRA, f"the guest ended without reporting a result ({where}{how}); see console.log",
                      console_excerpt=tail)

@@ -10,7 +10,8 @@ from harness.verdict.report import splat_lines
 
 
 def junit_xml(results: Sequence[RunResult]) -> str:
-    """One <testsuite> per kernel; one <testcase> per phase and one for the verdict."""
+    """One <testsuite> per kernel; one <testcase> per phase, one for the verdict, and one per KUnit
+    case (classname ``KERNEL.kunit.SUITE``)."""
     suites = ET.Element("testsuites", name="kmod-harness")
     for r in results:
         suite = ET.SubElement(suites, "testsuite", name=r.kernel, tests=str(len(r.phases) + 1),
@@ -30,6 +31,24 @@ def junit_xml(results: Sequence[RunResult]) -> str:
                           type=r.verdict.value).text = r.reason + (f"\n\n{decoded}" if decoded else "")
         if r.trail_diff:
             ET.SubElement(case, "system-out").text = r.trail_diff
+        failures += _kunit_cases(suite, r)
+        suite.set("tests", str(len(r.phases) + 1 + len(r.kunit)))
         suite.set("failures", str(failures))
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _kunit_cases(suite: ET.Element, r: RunResult) -> int:
+    failures = 0
+    for c in r.kunit:
+        case = ET.SubElement(suite, "testcase", classname=f"{r.kernel}.kunit.{c['suite']}", name=c["name"], time="0")
+        diagnostics = "\n".join(c.get("diagnostics", []))
+        if c["status"] in ("fail", "crashed"):
+            failures += 1
+            first = c.get("reason") or next(iter(c.get("diagnostics", [])), "") or c["status"]
+            ET.SubElement(case, "failure", message=f"{c['status']}: {first}"[:500], type=c["status"]).text = diagnostics
+        elif c["status"] == "skip":
+            ET.SubElement(case, "skipped", message=c.get("reason") or "skipped")
+        elif diagnostics:
+            ET.SubElement(case, "system-out").text = diagnostics
+    return failures

@@ -30,6 +30,10 @@ def summary_lines(result: RunResult) -> list[str]:
         out += [f"    seq {s['seq']}: {s['text']}" for s in result.boot_splats[:5]]
     for sp in result.splats[:3]:
         out += splat_lines(sp)
+    if result.kunit:
+        out += kunit_lines(result.kunit)
+    if result.coverage:
+        out.append("  " + coverage_line(result.coverage))
     if result.trail:
         out.append("  trail:")
         out += [f"    seq {t['seq']:>5} <{t['level']}> {t['text']}" for t in result.trail]
@@ -37,6 +41,33 @@ def summary_lines(result: RunResult) -> list[str]:
         out.append("  trail diff:")
         out += ["    " + ln for ln in result.trail_diff.splitlines()]
     return out
+
+
+def kunit_lines(cases: Sequence[dict[str, Any]]) -> list[str]:
+    """Each KUnit case on a line, its diagnostics under a failing one."""
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    out = ["  kunit: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    for c in cases:
+        name = f"{c['suite']}.{c['name']}" if c["suite"] else c["name"]
+        out.append(f"    {c['status']:<7} {name}" + (f"  # {c['reason']}" if c.get("reason") else ""))
+        if c["status"] in ("fail", "crashed"):
+            out += [f"        {d}" for d in c.get("diagnostics", [])[-12:]]
+    return out
+
+
+def coverage_line(cov: dict[str, Any]) -> str:
+    """``coverage: lines 92.1% (35/38), branches 75.0% (12/16)``, or why there is none."""
+    if "error" in cov:
+        return f"coverage: none ({cov['error']})"
+
+    def one(kind: str) -> str:
+        d = cov[kind]
+        pct = "n/a" if d["percent"] is None else f"{d['percent']:.1f}%"
+        return f"{kind} {pct} ({d['covered']}/{d['total']})"
+
+    return f"coverage: {one('lines')}, {one('branches')} (report: {cov.get('reports', {}).get('index.html', '-')})"
 
 
 def splat_lines(sp: dict[str, Any]) -> list[str]:

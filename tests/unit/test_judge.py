@@ -162,3 +162,67 @@ def test_a_module_failure_outranks_a_blinded_boot():
     assert j.verdict is Verdict.FAIL and "trail mismatch" in j.reason
 
 
+
+
+def test_a_guest_whose_sshd_never_answered_is_a_timeout_that_says_so():
+    # Recorded (tests/data/ssh_no_banner): the guest booted and its SSH start-up script ran,
+    # but the host's banner probes never saw sshd answer. The verdict names the SSH failure.
+    d = DATA / "ssh_no_banner"
+    console = (d / "console.log").read_text()
+    why = "the harness ended it at its time limit (600s); no SSH answer from the guest on 127.0.0.1:38677 within 598s"
+    j = judge_mod.judge(Evidence(report=None, console=console, timed_out=True, ended=why), None, RULES, {})
+    assert j.verdict is Verdict.TIMEOUT
+    assert "no SSH answer from the guest" in j.reason and "during boot" in j.reason
+    assert "kmod-harness: eth0 configured statically" in j.console_excerpt
+    assert j.splats == ()
+
+
+def test_the_marker_is_found_by_its_text_when_the_report_lacks_its_number():
+    import dataclasses
+
+    rep = guest_report("forged_bug")
+    records = [r for r in judge_mod.kmsg.parse_records(rep.kmsg)]
+    mine = next(r for r in records if r.text.startswith("kmod-harness: run ") and r.facility != 0)
+    assert judge_mod.run_start(rep, records) == rep.marker_seq == mine.seq
+    # a report without the marker's number, whose first step started from an older record
+    steps = (dataclasses.replace(rep.steps[0], kmsg_seq_before=mine.seq - 5),) + rep.steps[1:]
+    bare = dataclasses.replace(rep, marker_seq=None, steps=steps)
+    assert judge_mod.run_start(bare, records, mine.text) == mine.seq
+    # the same text logged by the kernel (facility 0) is not the runner's marker
+    kernel_copy = [dataclasses.replace(r, facility=0) if r.seq == mine.seq else r for r in records]
+    first_step = mine.seq - 5
+    assert judge_mod.run_start(bare, kernel_copy, mine.text) == first_step
+    assert judge_mod.run_start(bare, records, "another run's marker") == first_step
+    assert judge_mod.run_start(bare, records, None) == first_step
+    # nothing ran and no marker: the run starts after the last record; no records, no start
+    idle = dataclasses.replace(bare, steps=())
+    assert judge_mod.run_start(idle, records, "no such text") == records[-1].seq
+    assert judge_mod.run_start(idle, [], None) is None
+    j = verdict_of(bare, fixture_trail("forged_bug"), marker=mine.text)
+    assert j.verdict is Verdict.PASS and j.marker_seq == mine.seq and j.steps == bare.steps
+    assert j.records == tuple(records) and all(r.seq <= mine.seq for r in judge_mod.boot_records(bare, records,
+                                                                                                    mine.text))
+
+
+def test_how_a_guest_that_never_reported_ended_is_said_in_one_line():
+    j = verdict_of(None, DEFAULT_TRAIL, console="[    1.0] booting\nqemu: terminating", ended="virtme-ng exited 255")
+    assert j.verdict is Verdict.INFRA
+    assert j.reason == ("the guest ended without reporting a result (the guest runner never reported (during boot);"
+                        " virtme-ng exited 255); see console.log")
+    assert j.console_excerpt == "[    1.0] booting\nqemu: terminating"
+    t = verdict_of(None, DEFAULT_TRAIL, console="x", timed_out=True, ended="ended at 600s")
+    assert t.verdict is Verdict.TIMEOUT
+    assert t.reason == ("the guest did not finish in time (the guest runner never reported (during boot);"
+                        " ended at 600s); see console.log")
+
+
+def test_a_guest_that_died_between_steps_with_no_splat_is_infra_naming_where():
+    import dataclasses
+
+    rep = dataclasses.replace(guest_report("forged_bug"), complete=False)
+    j = verdict_of(rep, fixture_trail("forged_bug"), console="[    2.0] last words", ended="virtme-ng exited 1")
+    assert j.verdict is Verdict.INFRA
+    assert j.reason == ("the guest ended without reporting a result (between guest steps; virtme-ng exited 1);"
+                        " see console.log")
+    r = verdict_of(rep, fixture_trail("forged_bug"), console="", ended="x", running="client")
+    assert "(guest step 'client' was still running; x)" in r.reason

@@ -28,3 +28,29 @@ def test_junit_other_verdicts_are_errors_and_a_pass_is_neither():
     error = suites[0].find("testcase[@name='verdict']/error")
     assert error.get("type") == "crash" and error.text == "BUG: kernel NULL pointer dereference"
     assert suites[1].get("failures") == "0" and not list(suites[1].find("testcase[@name='verdict']"))
+
+
+def test_each_kunit_case_is_a_testcase_of_its_own():
+    import json
+
+    from harness.model import result_from_json
+
+    from conftest import DATA
+
+    r = result_from_json(json.loads((DATA / "kunit_fails" / "result.json").read_text()))
+    root = ET.fromstring(junit.junit_xml([r]).split("?>", 1)[1])
+    suite = root.find("testsuite")
+    cases = [c for c in suite.iter("testcase") if ".kunit." in c.get("classname")]
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        (f"{r.kernel}.kunit.kunit_target", "adds_small_numbers"), (f"{r.kernel}.kunit.kunit_target", "adds_three"),
+        (f"{r.kernel}.kunit.kunit_target", "needs_hardware"), (f"{r.kernel}.kunit.kunit_target.adds_each", "0+0"),
+        (f"{r.kernel}.kunit.kunit_target.adds_each", "1+2"), (f"{r.kernel}.kunit.kunit_target.adds_each", "4+3")]
+    failed = {c.get("name"): c.find("failure") for c in cases if c.find("failure") is not None}
+    assert set(failed) == {"adds_three", "4+3"}
+    assert failed["adds_three"].get("message").startswith("fail: # adds_three: EXPECTATION FAILED at ")
+    assert "kunit_target_add(2, 3) == 6 (0x6)" in failed["adds_three"].text
+    skipped = [c for c in cases if c.find("skipped") is not None]
+    assert [(c.get("name"), c.find("skipped").get("message")) for c in skipped] == [
+        ("needs_hardware", "no such device in a VM")]
+    assert suite.get("tests") == str(len(r.phases) + 1 + 6)
+    assert suite.get("failures") == str(1 + 2)  # the verdict, and the two cases

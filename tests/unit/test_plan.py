@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harness.guest.plan import build_plan, ko_paths
+from harness.guest.plan import build_plan, ko_paths, kunit_steps
 from harness.project import parse_project
 
 
@@ -45,3 +45,28 @@ def test_modules_built_in_the_guest_are_looked_for_at_the_top_of_the_build_direc
 def test_each_plan_gets_its_own_run_id(tmp_path):
     p = project(tmp_path, {"name": "m"})
     assert build_plan(p, ko_paths(p, None), 60).run_id != build_plan(p, ko_paths(p, None), 60).run_id
+
+
+def test_kunit_modules_load_after_the_loaded_steps_and_unload_before_the_module(tmp_path):
+    (tmp_path / "src").mkdir()
+    p = parse_project({"module": {"source": "src", "trail": "t.toml", "name": "m"},
+                       "step": [{"name": "use", "run": ["u"]}, {"name": "late", "run": ["l"], "when": "after"}],
+                       "kunit": {"modules": ["m_test"], "timeout": 120}}, tmp_path, "harness.toml")
+    kos = ko_paths(p, {"m": "m.ko", "m_test": "tests/m_test.ko"}, ["m_test"])
+    plan = build_plan(p, kos, 30, kunit=["m_test"], coverage=True)
+    assert [s.name for s in plan.steps] == ["insmod", "use", "kunit m_test", "rmmod m_test", "rmmod", "late",
+                                            "coverage"]
+    by = {s.name: s for s in plan.steps}
+    assert by["kunit m_test"].argv == ("insmod", "/harness/build/tests/m_test.ko")
+    assert by["kunit m_test"].timeout == 120 and not by["kunit m_test"].required
+    assert by["rmmod m_test"].always and by["coverage"].always
+    assert "/sys/kernel/debug/gcov" in by["coverage"].argv[2] and "/harness/gcov/" in by["coverage"].argv[2]
+    assert kunit_steps(plan) == ("kunit m_test",)
+
+
+def test_without_kunit_or_gcov_in_the_kernel_the_plan_has_neither(tmp_path):
+    (tmp_path / "src").mkdir()
+    p = parse_project({"module": {"source": "src", "trail": "t.toml", "name": "m"},
+                       "kunit": {"modules": ["m_test"]}}, tmp_path, "harness.toml")
+    plan = build_plan(p, ko_paths(p, None), 30)
+    assert [s.name for s in plan.steps] == ["insmod", "rmmod"] and kunit_steps(plan) == ()

@@ -13,6 +13,7 @@ def test_this_repositorys_description():
     assert p.module == "netlink_kernel" and p.source == REPO / "kernel_src"
     assert p.trail == REPO / "vm" / "trail.toml"
     assert [s.name for s in p.steps] == ["client"] and p.steps[0].when == "loaded"
+    assert p.kunit.modules == ("netlink_kernel_test",) and p.kunit.timeout == 300
 
 
 def test_pyproject_tool_harness_table(tmp_path: Path):
@@ -69,6 +70,12 @@ M = {"source": "src", "trail": "t.toml"}
      "timeout must be a positive number"),
     ({"module": {**M, "name": "m"}, "step": [{"name": "s", "run": ["ls"], "expect_rc": 300}]},
      "expect_rc must be an exit status 0-255"),
+    ({"module": {**M, "name": "m"}, "kunit": ["m_test"]}, r"\[kunit\] must be a table"),
+    ({"module": {**M, "name": "m"}, "kunit": {"modules": "m_test"}}, r"\[kunit\] modules must be a list of .ko names"),
+    ({"module": {**M, "name": "m"}, "kunit": {"modules": ["m"]}}, r"\[kunit\] modules names \['m'\] twice"),
+    ({"module": {**M, "name": "m"}, "kunit": {"modules": ["t"], "suites": []}}, r"\[kunit\] has unknown keys"),
+    ({"module": {**M, "name": "m"}, "kunit": {"modules": ["t"], "timeout": 0}}, r"\[kunit\] timeout must be"),
+    ({"module": {**M, "name": "m"}, "step": [{"name": "kunit t", "run": ["ls"]}]}, "are the harness's own steps"),
 ])
 def test_bad_new_keys_name_the_file_and_the_key(tmp_path: Path, data, words):
     (tmp_path / "src").mkdir()

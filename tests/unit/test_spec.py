@@ -4,7 +4,7 @@ import pytest
 
 from harness import resources
 from harness.errors import UsageError
-from harness.kernel import spec
+from harness.kernel import spec, trees
 from harness.model import KernelSpec
 
 
@@ -39,7 +39,10 @@ def test_specs_for_trees_parse_and_print_back(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("debian-src:trixie+nosuch", "unknown kernel flavour 'nosuch'.*known flavours: kasan"),
+    ("debian-src:trixie+nosuch", "unknown kernel flavour 'nosuch'.*known flavours: gcov, kasan, kunit"),
+    ("debian-src:trixie+kunit+nosuch", "unknown kernel flavour 'nosuch'"),
+    ("debian-src:trixie+kunit+kunit", "names a flavour twice"),
+    ("debian-src:trixie+kunit+", "valid forms"),
     ("debian-src:trixie", "valid forms"),
     ("debian-src:bookwurm+kasan", "unknown Debian suite 'bookwurm'"),
     ("local:", "needs the path of a kernel build tree"),
@@ -55,3 +58,15 @@ def test_flavours_are_the_packaged_config_fragments():
     assert "kasan" in resources.flavours()
     assert "CONFIG_KASAN=y" in resources.config_fragment("kasan").read_text()
     assert spec.parse_spec("debian-src:trixie+kasan").flavour == "kasan"
+
+
+def test_flavours_join_and_their_configuration_is_theirs_in_order():
+    s = spec.parse_spec("debian-src:trixie+kunit+gcov")
+    assert s.flavour == "kunit+gcov" and str(s) == "debian-src:trixie+kunit+gcov"
+    text = trees.fragment_text("kunit+gcov")
+    assert text == resources.config_fragment("kunit").read_text() + resources.config_fragment("gcov").read_text()
+    opts = trees.fragment_options(text)
+    assert opts["CONFIG_KUNIT"] == "y" and opts["CONFIG_GCOV_KERNEL"] == "y" and opts["CONFIG_GCOV_PROFILE_ALL"] == "n"
+    # One flavour's configuration (and so its cache key) is its fragment alone, as before flavours joined.
+    assert trees.fragment_text("kasan") == resources.config_fragment("kasan").read_text()
+    assert trees.config_hash("kunit+gcov") != trees.config_hash("gcov+kunit") != trees.config_hash("kunit")
