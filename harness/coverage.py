@@ -45,6 +45,16 @@ def place_counters(gcov_dir: Path, build_dir: Path) -> list[Path]:
     return placed
 
 
+def unloaded(build_dir: Path) -> list[Path]:
+    """Drop the notes of objects with no counters: those of modules the run built but never loaded
+    (a KUnit test module on a run without it), which are not what it covered. Every object of
+    a loaded module has counters, run or not. Returns what was dropped."""
+    gone = [n for n in build_dir.rglob("*.gcno") if not n.with_suffix(".gcda").exists()]
+    for n in gone:
+        n.unlink()
+    return gone
+
+
 def gcovr_argv(build_dir: Path, out: Path, compiler: str, exclude: Sequence[str] = (),
                tracefiles: Sequence[Path] = (), root: Optional[Path] = None) -> list[str]:
     """gcovr on a build directory (or, with ``tracefiles``, merging their JSON), writing every report."""
@@ -83,6 +93,7 @@ def report(run_dir: Path, build_dir: Path, out_dir: Path, compiler: str, exclude
     if not placed:
         return {"error": "no gcov counters of the module came out of the guest (see the coverage step in "
                          "result.json: was /sys/kernel/debug/gcov there?)"}
+    unloaded(build_dir)
     return run_gcovr(gcovr_argv(build_dir, out_dir / OUT_DIR, compiler, exclude), out_dir / OUT_DIR, timeout)
 
 

@@ -82,7 +82,7 @@ class _Level:
     results: list[Test] = field(default_factory=list)
     subtest: Optional[str] = None  # the name a "# Subtest:" header gave the test these lines belong to
     plan: Optional[int] = None
-    ktap: bool = False  # a version line, plan or result was seen here
+    version: bool = False  # a version line was seen here: a document (or a suite's) began
 
 
 def _depth(line: str) -> tuple[int, str]:
@@ -123,9 +123,9 @@ class _Reader:
         plan = _PLAN.match(body)
         subtest = _SUBTEST.match(body)
         if _VERSION.match(body):
-            level.ktap = True
+            level.version = True
         elif plan:
-            level.plan, level.ktap = int(plan.group(1)), True
+            level.plan = int(plan.group(1))
         elif subtest:
             level.subtest = subtest.group(1).strip()
         elif level.subtest is not None and level.plan is None and _ATTRIBUTE.match(body):
@@ -152,9 +152,7 @@ class _Reader:
                     reason=directive.group("why").strip() if directive else "", diagnostics=self.pending,
                     children=children, missing=max(0, (plan or 0) - len(children)))
         self.pending = []
-        here = self.levels.setdefault(depth, _Level())
-        here.results.append(test)
-        here.ktap = True
+        self.levels.setdefault(depth, _Level()).results.append(test)
 
     def tests(self) -> list[Test]:
         """The outermost level's results, with every deeper level that never closed as a crashed test."""
@@ -166,7 +164,7 @@ class _Reader:
         inner: Optional[Test] = None
         for d in reversed(depths[1:]):  # innermost first: each unfinished test is a child of the one outside it
             lv = self.levels[d]
-            if not (lv.ktap or lv.subtest or lv.results):
+            if not (lv.version or lv.subtest or lv.results or lv.plan is not None):
                 continue
             t = _crashed(lv, self.pending if inner is None else [])
             if inner is not None:
@@ -174,8 +172,8 @@ class _Reader:
             inner = t
         if inner is not None:
             tests.append(inner)
-        elif top.subtest and not top.results:
-            tests.append(_crashed(top, self.pending))
+        elif top.subtest and not top.results:  # a suite at the top with no result: its plan was its cases'
+            return [_crashed(top, self.pending)]
         if top.plan is not None and top.plan > len(tests) and inner is None:
             tests.append(Test(name=f"{top.plan - len(tests)} test(s) of the plan", status=CRASHED,
                               diagnostics=["their results never came"] + self.pending))

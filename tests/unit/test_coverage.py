@@ -39,3 +39,11 @@ def test_figures_from_a_gcovr_summary():
                             "files": [{"filename": "m.c", "line_total": 40, "line_covered": 30}]})
     assert got["lines"] == {"covered": 30, "total": 40, "percent": 75.0}
     assert got["branches"]["percent"] is None and got["files"][0]["file"] == "m.c"
+
+
+def test_objects_of_modules_never_loaded_are_not_reported(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    for name in ("m.gcno", "m.gcda", "m_test.gcno", "sub/n.gcno", "sub/n.gcda"):
+        (tmp_path / name).write_bytes(b"")
+    assert coverage.unloaded(tmp_path) == [tmp_path / "m_test.gcno"]
+    assert sorted(p.name for p in tmp_path.rglob("*.gcno")) == ["m.gcno", "n.gcno"]

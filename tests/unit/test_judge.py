@@ -226,3 +226,24 @@ def test_a_guest_that_died_between_steps_with_no_splat_is_infra_naming_where():
                         " see console.log")
     r = verdict_of(rep, fixture_trail("forged_bug"), console="", ended="x", running="client")
     assert "(guest step 'client' was still running; x)" in r.reason
+
+
+def test_what_a_boot_report_cost_in_so_many_words():
+    records = list(judge_mod.kmsg.parse_records(guest_report("kasan_boot_report").kmsg))
+    j = judge("kasan_boot_report", LEAKCHECK_TRAIL)
+    before = judge_mod.boot_records(guest_report("kasan_boot_report"), records)
+    assert judge_mod.checks_lost(before, j.boot_splats) == (
+        "lock debugging (lockdep) was switched off and KASAN, booted without kasan_multi_shot, reports no"
+        " further error")
+    # a boot whose command line was not logged still counts as one without kasan_multi_shot
+    no_cmdline = [r for r in before if not r.text.startswith("Command line:")]
+    assert judge_mod.checks_lost(no_cmdline, j.boot_splats).endswith("reports no further error")
+    assert judge_mod.checks_lost(before, ()) is None
+
+
+def test_a_guest_that_never_reported_and_crashed_is_judged_on_its_console():
+    console = (DATA / "splat_oops" / "console.log").read_text()
+    j = verdict_of(None, DEFAULT_TRAIL, console=console)
+    found, excerpt = splat.find_in_console(RULES, console)
+    assert j.verdict is Verdict.CRASH and j.reason == f"the guest died: {found[0].text}"
+    assert j.splats == tuple(found) and len(found) > 1 and j.console_excerpt == excerpt != ""

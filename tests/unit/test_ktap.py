@@ -213,3 +213,103 @@ def test_case_as_json():
     c = ktap.Case("s", "n", ktap.FAIL, "why", ("d1", "d2"))
     assert c.to_json() == {"suite": "s", "name": "n", "status": "fail", "reason": "why", "diagnostics": ["d1", "d2"]}
     assert ktap.Case("", "n", ktap.PASS).full_name == "n" and not ktap.Case("", "n", ktap.TODO).failed
+
+
+def raw(seq: int, text: str, prio: int = 6) -> str:
+    """A /dev/kmsg record line as the runner sends it (for records added to a real run's)."""
+    return f"{prio},{seq},{seq * 1000},-;{text}"
+
+
+def test_only_the_records_of_the_test_modules_own_step_are_its_ktap():
+    rep = guest_report("kunit_fails")
+    st = next(s for s in rep.steps if s.name == "kunit kunit_target_test")
+    seqs = {r.text: r.seq for r in kmsg.parse_records(rep.kmsg) if r.facility == 0}
+    top = seqs["not ok 1 kunit_target"]
+    names = ("kunit kunit_target_test",)
+
+    def cases_with(**window):
+        steps = tuple(dataclasses.replace(s, **window) if s.name == st.name else s for s in rep.steps)
+        return [(c.full_name, c.status) for c in judge.kunit_cases(dataclasses.replace(rep, steps=steps),
+                                                                     list(kmsg.parse_records(rep.kmsg)), names)]
+
+    whole = cases_with()
+    assert len(whole) == 6
+    # the window ends with its last record, included: here the document's own result line
+    assert cases_with(kmsg_seq_after=top) == whole
+    assert cases_with(kmsg_seq_after=top - 1)[-1] == ("kunit_target", ktap.CRASHED)
+    # ... and starts after the record it names: here the last version line, so no KTAP begins
+    last_version = max(seq for text, seq in seqs.items() if text.strip() == "KTAP version 1")
+    assert cases_with(kmsg_seq_before=last_version) == [("kunit_target_test.(no KTAP)", ktap.CRASHED)]
+    # built-in suites print KTAP at boot: before the step, not the module's
+    boot = (raw(5, "KTAP version 1"), raw(6, "1..1"), raw(7, "not ok 1 builtin_suite"))
+    booted = dataclasses.replace(rep, kmsg=boot + rep.kmsg)
+    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)), names)
+    assert [c.full_name for c in got] == [c for c, _ in whole]
+
+
+def test_every_kunit_step_is_read_in_order_and_one_without_ktap_says_so():
+    rep = guest_report("kunit_fails")
+    records = list(kmsg.parse_records(rep.kmsg))
+    got = judge.kunit_cases(rep, records, ("insmod", "kunit kunit_target_test"))
+    assert [(c.full_name, c.status) for c in got][:2] == [("insmod.(no KTAP)", ktap.CRASHED),
+                                                         ("kunit_target.adds_small_numbers", ktap.PASS)]
+    assert got[0].reason.startswith("loaded, but its suites printed no KTAP: is it a KUnit test module")
+    assert len(got) == 7
+
+
+def test_the_step_the_guest_died_in_starts_where_the_last_ended_step_did():
+    rep = guest_report("kunit_crash")
+    insmod_end = next(s for s in rep.steps if s.name == "insmod").kmsg_seq_after
+    # KTAP printed before that (built-in suites at boot) is not the dying step's
+    early = (raw(3, "KTAP version 1"), raw(4, "1..1"), raw(5, "ok 1 builtin_suite"))
+    assert all(int(r.split(",")[1]) < insmod_end for r in early)
+    booted = dataclasses.replace(rep, kmsg=early + rep.kmsg)
+    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)), ("kunit kunit_crash_test",))
+    assert [(c.full_name, c.status) for c in got] == [("kunit_crash.adds_before_the_crash", ktap.PASS),
+                                                      ("kunit_crash", ktap.CRASHED)]
+
+
+def test_a_long_list_of_failures_is_cut_at_ten_cases_of_twelve_lines():
+    many = [ktap.Case("s", f"c{i}", ktap.FAIL, "", tuple(f"d{i}.{k}" for k in range(14))) for i in range(12)]
+    verdict, reason = judge._kunit_failure(many + [ktap.Case("s", "ok", ktap.PASS)])
+    lines = reason.split("\n")
+    assert verdict is Verdict.FAIL and lines[0] == "KUnit: 12 of 13 cases failed (1 passed, 12 failed):"
+    assert lines[1] == "  fail s.c0" and lines[2:14] == [f"    d0.{k}" for k in range(2, 14)]
+    assert sum(1 for ln in lines if ln.startswith("  fail ")) == 10
+    assert lines[-1] == "  ... and 2 more (result.json's kunit)"
+    ten = judge._kunit_failure(many[:10])[1].split("\n")
+    assert not ten[-1].startswith("  ...") and judge._kunit_failure([ktap.Case("s", "ok", ktap.PASS)]) is None
+    crashed = judge._kunit_failure([ktap.Case("s", "x", ktap.CRASHED, "why")])[1].split("\n")
+    assert crashed[1] == "  crashed s.x: why"
+
+
+def test_trailing_blanks_and_words_of_the_summary():
+    padded = [t + "  " for t in FAILS]
+    assert statuses(padded) == statuses(FAILS)
+    todo = ktap.Case("s", "t", ktap.TODO)
+    assert ktap.summary([todo, todo]) == "2 todo" and ktap.summary([]) == "no test cases"
+
+
+def test_a_suite_cut_short_right_after_its_header_or_its_version_line():
+    header = FAILS[:4]  # the document's version and plan, the suite's version and "# Subtest:"
+    found = ktap.cases(ktap.parse(header))
+    assert [(c.full_name, c.status) for c in found] == [("kunit_target", ktap.CRASHED)]
+    only_version = FAILS[:3]
+    tests = ktap.parse(only_version)
+    assert [(t.name, t.status) for t in tests] == [("(unnamed)", ktap.CRASHED)]
+    # a document with a suite header at its own top level and no result: the suite crashed
+    flat = ["KTAP version 1", "# Subtest: lone", "1..2", "kunit_target: dying words"]
+    lone = ktap.parse(flat)
+    assert [(t.name, t.status, t.missing, t.diagnostics) for t in lone] == [
+        ("lone", ktap.CRASHED, 2, ["kunit_target: dying words"])]
+
+
+def test_results_nested_deeper_than_a_closing_tests_own_subtests_are_cut_short_ones():
+    # a parameterized case's results, then its parent suite's result with no line for the case
+    texts = [t for t in FAILS if t.strip() not in ("not ok 4 adds_each", "# adds_each: pass:2 fail:1 skip:0 total:3")]
+    top = ktap.parse(texts)
+    suite = top[0]
+    assert [c.name for c in suite.children] == ["adds_small_numbers", "adds_three", "needs_hardware", "adds_each"]
+    cut = suite.children[-1]
+    assert (cut.status, [c.name for c in cut.children], cut.diagnostics) == (ktap.CRASHED, ["0+0", "1+2", "4+3"], [])
+    assert cut.missing == 0 and suite.missing == 0
