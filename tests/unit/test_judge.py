@@ -247,3 +247,37 @@ def test_a_guest_that_never_reported_and_crashed_is_judged_on_its_console():
     found, excerpt = splat.find_in_console(RULES, console)
     assert j.verdict is Verdict.CRASH and j.reason == f"the guest died: {found[0].text}"
     assert j.splats == tuple(found) and len(found) > 1 and j.console_excerpt == excerpt != ""
+
+
+def test_the_reasons_of_each_verdict_word_for_word():
+    p = judge("pass_bookworm", DEFAULT_TRAIL)
+    assert p.reason == "5 trail records matched" and p.trail is not None and p.boot_splats == ()
+    rec = judge("pass_bookworm", None)  # --record-trail: the trail is not checked
+    assert rec.verdict is Verdict.PASS and rec.trail is None
+    assert rec.reason == "the trail was not checked (it is being recorded from this run)"
+    assert rec.steps == guest_report("pass_bookworm").steps
+    w = judge("warn_on_load", fixture_trail("warn_on_load"))
+    assert w.reason == f"kernel splat: {w.splats[0].text}" and w.console_excerpt == ""
+    m = judge("trail_mismatch", fixture_trail("trail_mismatch"))
+    assert m.verdict is Verdict.FAIL and m.trail is not None and not m.trail.ok
+    assert m.reason == "printk trail mismatch:\n" + m.trail.diff()
+
+
+def test_lost_records_fail_a_trail_that_matched():
+    import dataclasses
+
+    rep = dataclasses.replace(guest_report("pass_bookworm"), kmsg_lost=3)
+    j = verdict_of(rep, DEFAULT_TRAIL)
+    assert j.verdict is Verdict.FAIL and j.trail.ok is False
+    assert j.trail.problems[-1] == "3 kernel log records were lost (buffer overrun)"
+
+
+def test_a_guest_that_died_after_streaming_its_splat_keeps_the_consoles_lines():
+    console = (DATA / "splat_gpf" / "console.log").read_text()
+    rep = guest_report("splat_gpf")  # the gpf record was streamed before the guest died
+    j = verdict_of(rep, None, console=console, running="insmod")
+    assert j.verdict is Verdict.CRASH and rep.complete is False
+    assert j.reason == f"kernel splat: {j.splats[0].text} (the guest died while guest step 'insmod' ran)"
+    assert "Kernel panic" in j.console_excerpt
+    quiet = verdict_of(rep, None, console=console)
+    assert quiet.reason == f"kernel splat: {quiet.splats[0].text} (the guest died)"
