@@ -127,3 +127,18 @@ def pytest_runtest_makereport(item, call):
     rep.outcome = "failed"
     rep.longrepr = (f"skipped in CI, and the reason is not listed in {ALLOWED_SKIPS.name}: {reason}\n"
                     "A skipped test is a test that did not run: make it run here, or list the reason with why.")
+
+
+def built_kernel_or_skip(spec_text: str, env: str, target: str) -> str:
+    """A kernel built from source (debian-src:), when it is cached, or when ``env``=1 asks for it
+    (its make ``target`` builds it first); otherwise the test is skipped, saying how to get it."""
+    if os.environ.get(env) == "1":
+        return spec_text
+    from harness.cache import cache_dir
+    from harness.kernel import apt, spec, trees
+    from harness.phases import resolve_spec
+
+    _, src, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl())
+    if src is None or trees.cached(src, cache_dir()) is None:
+        pytest.skip(f"{spec_text} is not built yet: `make {target}` builds it (~20 min) and runs these")
+    return spec_text

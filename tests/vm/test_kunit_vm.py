@@ -7,19 +7,15 @@ tests/allowed-skips.txt lists: CI does not build this kernel, see README).
 """
 
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from harness import cli
-from harness.cache import cache_dir
-from harness.kernel import apt, spec, trees
-from harness.phases import resolve_spec
 from harness.run import results_id
 
-from conftest import REPO
+from conftest import REPO, built_kernel_or_skip
 
 pytestmark = [pytest.mark.vm, pytest.mark.kunit]
 
@@ -29,12 +25,8 @@ FIXTURES = REPO / "tests" / "fixtures"
 
 @pytest.fixture(scope="module")
 def kernel():
-    if os.environ.get("HARNESS_KUNIT") == "1":
-        return SPEC
-    _, src, _ = resolve_spec(spec.parse_spec(SPEC), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl())
-    if trees.cached(src, cache_dir()) is None:
-        pytest.skip(f"{SPEC} is not built yet: `make test-kunit` builds it (~20 min) and runs these")
-    return SPEC
+    """The KUnit + gcov kernel's spec, when it is built (or HARNESS_KUNIT=1 asks for it)."""
+    return built_kernel_or_skip(SPEC, "HARNESS_KUNIT", "test-kunit")
 
 
 def run(results, *args: str) -> tuple[int, dict]:

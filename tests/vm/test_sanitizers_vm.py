@@ -7,18 +7,14 @@ to get them.
 """
 
 import json
-import os
 
 import pytest
 from test_hostile_vm import check_hostile_run
 
 from harness import cli
-from harness.cache import cache_dir
-from harness.kernel import apt, spec, trees
-from harness.phases import resolve_spec
 from harness.run import results_id
 
-from conftest import REPO
+from conftest import REPO, built_kernel_or_skip
 
 pytestmark = [pytest.mark.vm, pytest.mark.sanitizer]
 
@@ -29,14 +25,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 @pytest.fixture(scope="module")
 def kasan():
     """The sanitizer kernel's spec, when it is built (or HARNESS_SANITIZERS=1 asks for it)."""
-    if os.environ.get("HARNESS_SANITIZERS") == "1":
-        return SPEC
-    kspec = spec.parse_spec(SPEC)
-    mirror = apt.Mirror.from_env(None, ())
-    _, src, _ = resolve_spec(kspec, mirror, cache_dir(), apt.index_ttl())
-    if trees.cached(src, cache_dir()) is None:
-        pytest.skip(f"{SPEC} is not built yet: `make test-sanitizers` builds it (~20 min) and runs these")
-    return SPEC
+    return built_kernel_or_skip(SPEC, "HARNESS_SANITIZERS", "test-sanitizers")
 
 
 def run(results, *args: str) -> tuple[int, dict]:
