@@ -110,10 +110,12 @@ def checks_lost(before: Sequence[KmsgRecord], boot_splats: Sequence[splat.Splat]
     return " and ".join(lost) or None
 
 
-def kunit_cases(report: GuestReport, records: Sequence[KmsgRecord], names: Sequence[str]) -> tuple[ktap.Case, ...]:
+def kunit_cases(report: GuestReport, records: Sequence[KmsgRecord], names: Sequence[str],
+                console: str = "") -> tuple[ktap.Case, ...]:
     """The KUnit cases of each step of ``names`` (a test module's insmod): the KTAP in the kernel
     records of its window. A step that ran and printed none is one crashed case saying so; the
-    step the guest died in reads up to the last record that got out."""
+    step the guest died in reads up to the last record that got out, and then on in ``console``:
+    the runner's stream lags behind the console, and a panic can stop it a few records short."""
     out: list[ktap.Case] = []
     after: Optional[int] = None  # the end of the last step that ended
     for st in report.steps:
@@ -122,6 +124,8 @@ def kunit_cases(report: GuestReport, records: Sequence[KmsgRecord], names: Seque
             texts = [r.text for r in records if r.facility == splat.KERNEL_FACILITY
                      and (start is None or r.seq > start)
                      and (st.kmsg_seq_after is None or r.seq <= st.kmsg_seq_after)]
+            if st.kmsg_seq_after is None and not report.complete and records and console:
+                texts += splat.console_after(console, max(records, key=lambda r: r.seq).usec)
             found = ktap.cases(ktap.parse(texts))
             module = st.name.split(" ", 1)[-1]
             out += found or [ktap.Case(module, "(no KTAP)", ktap.CRASHED,
@@ -143,7 +147,7 @@ def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.S
     before = boot_records(report, records, ev.marker)
     base = Judgement(Verdict.PASS, "", records=records, steps=report.steps,
                      boot_splats=tuple(splat.find(rules, before)), marker_seq=run_start(report, records, ev.marker),
-                     kunit=kunit_cases(report, records, kunit))
+                     kunit=kunit_cases(report, records, kunit, ev.console))
     found = tuple(splat.find(rules, win))
     if found and report.complete:
         return _with(base, Verdict.CRASH, f"kernel splat: {found[0].text}", splats=found)

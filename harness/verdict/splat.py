@@ -78,6 +78,24 @@ def console_text(line: str) -> Optional[str]:
     return line[m.end():] if m else None
 
 
+_CONSOLE_STAMP = re.compile(r"^\[\s*(\d+)\.(\d{6})\]")
+
+
+def console_after(console: str, usec: int) -> list[str]:
+    """The record texts of the console lines after the last line stamped at or before ``usec``
+    (a record's time stamp). The console is written as the kernel logs, the runner's stream of
+    records lags behind it: what a dying guest printed after its last streamed record is here."""
+    lines = console.splitlines()
+    last = None
+    for i, line in enumerate(lines):
+        m = _CONSOLE_STAMP.match(line)
+        if m and int(m.group(1)) * 1_000_000 + int(m.group(2)) <= usec:
+            last = i
+    if last is None:
+        return []
+    return [t for t in (console_text(line) for line in lines[last + 1:]) if t is not None]
+
+
 def split_console(console: str, marker: Optional[str]) -> tuple[list[str], list[str]]:
     """Console lines before the line holding ``marker`` (the guest runner's record before its first
     step: the boot) and from it on (the run). No marker there: it is all boot."""

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness.model import Verdict
-from harness.verdict import judge, kmsg, ktap
+from harness.verdict import judge, kmsg, ktap, splat
 
 from conftest import DATA, REPO, RULES, guest_report, load_trail
 
@@ -207,6 +207,48 @@ def test_the_judge_reads_the_ktap_of_the_step_the_guest_died_in():
     assert j.verdict is Verdict.CRASH and "kunit kunit_crash_test" in j.reason
     assert [(c.full_name, c.status) for c in j.kunit] == [("kunit_crash.adds_before_the_crash", ktap.PASS),
                                                           ("kunit_crash", ktap.CRASHED)]
+
+
+def test_ktap_the_runner_never_sent_is_read_from_the_console():
+    """kunit_crash_unsent (a CI run): the guest panicked while its runner's stream was four records
+    behind, so the records stop at `# module:` and the plan, the passing case and the Oops are only
+    on the console."""
+    rep = guest_report("kunit_crash_unsent")
+    assert not any("adds_before_the_crash" in r for r in rep.kmsg)
+    console = (DATA / "kunit_crash_unsent" / "console.log").read_text()
+    names = ("kunit kunit_crash_test",)
+    ev = judge.Evidence(report=rep, console=console, running="kunit kunit_crash_test")
+    j = judge.judge(ev, None, RULES, {}, kunit=names)
+    assert j.verdict is Verdict.CRASH
+    assert [(c.full_name, c.status, c.reason) for c in j.kunit] == [
+        ("kunit_crash.adds_before_the_crash", ktap.PASS, ""),
+        ("kunit_crash", ktap.CRASHED, "2 of its results never came")]
+    assert any("NULL pointer dereference" in d for d in j.kunit[-1].diagnostics)
+    # without the console, all that is known is that the suite began
+    alone = judge.judge(dataclasses.replace(ev, console=""), None, RULES, {}, kunit=names)
+    assert [(c.full_name, c.status) for c in alone.kunit] == [("kunit_crash", ktap.CRASHED)]
+
+
+def test_a_step_that_ended_takes_nothing_from_the_console():
+    rep = guest_report("kunit_fails")
+    console = (DATA / "kunit_crash_unsent" / "console.log").read_text()
+    records = list(kmsg.parse_records(rep.kmsg))
+    names = ("kunit kunit_target_test",)
+    assert judge.kunit_cases(rep, records, names, console) == judge.kunit_cases(rep, records, names)
+
+
+def test_console_after_starts_past_the_last_record_and_its_continuation_lines():
+    console = "\n".join([
+        "[    1.000000] first",
+        "[    2.000000] two lines,",
+        "[    2.000000]  the second",
+        "no stamp: not a kernel record",
+        "[    2.000001][  T106] after, with a caller",
+        "[   10.500000] last"])
+    assert splat.console_after(console, 2_000_000) == ["after, with a caller", "last"]
+    assert splat.console_after(console, 999_999) == []
+    assert splat.console_after(console, 10_500_000) == []
+    assert splat.console_after(console, 1_000_000) == ["two lines,", " the second", "after, with a caller", "last"]
 
 
 def test_case_as_json():
