@@ -42,7 +42,8 @@ def epilog() -> str:
             "  HARNESS_MIRROR, HARNESS_SECURITY_MIRROR   Debian mirrors (default deb.debian.org)\n"
             "  HARNESS_APT_OPTIONS   extra apt options, e.g. Acquire::Check-Valid-Until=false\n"
             "  HARNESS_CACHE         cache directory (default $XDG_CACHE_HOME/kmod-harness)\n"
-            "  HARNESS_INDEX_TTL     seconds a downloaded package index counts as current (default 3600)\n")
+            "  HARNESS_INDEX_TTL     seconds a downloaded package index counts as current (default 3600)\n"
+            "  HARNESS_CPUS          guest vCPUs when --cpus is not given (default 2; the matrix 1)\n")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,15 @@ def _positive(text: str) -> float:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
     return v
+
+
+def _cpus(text: str) -> int:
+    from harness.phases import parse_cpus
+
+    try:
+        return parse_cpus(text, "--cpus")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_kernel_opts(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -77,6 +87,8 @@ def add_guest_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("the guest")
     g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="auto uses KVM only when /dev/kvm is read-writable and the CPU has vmx/svm")
+    g.add_argument("--cpus", type=_cpus, default=None, metavar="N",
+                   help="guest vCPUs (default $HARNESS_CPUS, else 2; the matrix 1 per guest)")
     g.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
                    help="directory with harness.toml (or [tool.harness] in pyproject.toml) describing the module, "
                    "or a .toml file with that description (default .; `harness init` writes one)")
@@ -209,10 +221,18 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
 def _request(args: argparse.Namespace, **more: Any) -> "RunRequest":
     from harness.phases import RunRequest
 
+    more.setdefault("cpus", _cpus_of(args))
     return RunRequest(project=args.project, results=args.results, accel=args.accel, build_in=args.build_in,
                       timeouts=Timeouts(guest=args.timeout), mirror=args.mirror, apt_options=tuple(args.apt_option),
                       append=tuple(args.append), transport=args.transport, refresh=args.refresh,
                       console_level=args.console_level, **more)
+
+
+def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
+    """Guest vCPUs: --cpus, else $HARNESS_CPUS, else ``fallback``."""
+    from harness.phases import default_cpus
+
+    return args.cpus if args.cpus is not None else default_cpus(fallback)
 
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
@@ -245,11 +265,12 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
         return 0
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: give at least 1")
-    jobs = args.jobs or matrix.default_jobs()
+    req = _request(args, cpus=_cpus_of(args, fallback=1))
+    jobs = args.jobs or matrix.default_jobs(guest_cpus=req.cpus)
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
     t0 = time.monotonic()
-    results = matrix.run_matrix(entries, _request(args, cpus=1), jobs, printer)
+    results = matrix.run_matrix(entries, req, jobs, printer)
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
@@ -269,7 +290,7 @@ def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="kmod-harness-shell-") as results:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
                          build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option),
-                         refresh=args.refresh)
+                         refresh=args.refresh, cpus=_cpus_of(args))
         with procs.SignalGuard(), Session(req, printer) as s:
             if not args.no_load:
                 r = s.run(f"insmod {s.ko}")
@@ -291,7 +312,7 @@ def _cmd_watch(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
     req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
                      build_in="host", transport="ssh", mirror=args.mirror, apt_options=tuple(args.apt_option),
-                     refresh=args.refresh, timeouts=Timeouts(guest=args.timeout))
+                     refresh=args.refresh, timeouts=Timeouts(guest=args.timeout), cpus=_cpus_of(args))
 
     def show(r: "RunResult") -> None:
         for sp in r.splats[:3]:

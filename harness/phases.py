@@ -12,6 +12,7 @@ PhaseEnded and appends its ``Phase`` to the list the caller keeps.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +32,29 @@ from harness.verdict import judge, splat, trace, trail
 Phases = list[Phase]
 
 
+CPUS_ENV = "HARNESS_CPUS"
+
+
+def default_cpus(fallback: int = 2) -> int:
+    """Guest vCPUs when none are asked for: $HARNESS_CPUS, else ``fallback`` (2; the matrix, which
+    runs several guests at once, 1). Under TCG each vCPU is a host thread: a test suite that runs
+    guests side by side on a small machine gets more from 1 each."""
+    text = os.environ.get(CPUS_ENV, "").strip()
+    if not text:
+        return fallback
+    return parse_cpus(text, f"${CPUS_ENV}")
+
+
+def parse_cpus(text: str, where: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise UsageError(f"{where}={text!r}: give a number of guest vCPUs from 1 to 64")
+    return n
+
+
 @dataclass(frozen=True)
 class RunRequest:
     kernel: str = spec.DEFAULT_KERNEL
@@ -43,7 +67,7 @@ class RunRequest:
     apt_options: tuple[str, ...] = ()
     splats: Optional[Path] = None  # another splat rules file than vm/splats.toml
     cache: Optional[Path] = None
-    cpus: int = 2  # guest vCPUs
+    cpus: int = field(default_factory=lambda: default_cpus())  # guest vCPUs
     refresh: bool = False  # download the package index even when it is fresh
     transport: str = "exec"  # how the guest runner is started: virtme-ng's exec channel, or "ssh"
     append: tuple[str, ...] = ()  # extra kernel parameters

@@ -129,3 +129,26 @@ def test_results_that_cannot_be_written_are_a_usage_error_before_anything_runs(a
     code, _, err = run_cli(argv, capsys)
     assert code == EXIT_CODES[Verdict.ERROR]
     assert "cannot write results to /proc/kmod-harness" in err and "--results" in err and "Traceback" not in err
+
+
+def test_guest_cpus_come_from_the_option_then_the_environment_then_the_default(monkeypatch):
+    parser = cli.build_parser()
+    monkeypatch.delenv("HARNESS_CPUS", raising=False)
+    assert cli._request(parser.parse_args(["run"])).cpus == 2
+    assert cli._request(parser.parse_args(["run", "--cpus", "3"])).cpus == 3
+    assert cli._cpus_of(parser.parse_args(["matrix"]), fallback=1) == 1  # several guests at once
+    monkeypatch.setenv("HARNESS_CPUS", "1")
+    assert cli._request(parser.parse_args(["run"])).cpus == 1
+    assert cli._request(parser.parse_args(["run", "--cpus", "4"])).cpus == 4
+    from harness.phases import RunRequest
+    assert RunRequest().cpus == 1  # the pytest plugin's and live sessions' requests too
+
+
+@pytest.mark.parametrize("value", ["0", "two", "65", "-1"])
+def test_a_bad_cpu_count_is_a_usage_error_naming_where_it_came_from(value, capsys, monkeypatch, tmp_path):
+    code, _, err = run_cli(["run", "--cpus", value, "--results", str(tmp_path / "a")], capsys)
+    assert code == 2 and f"--cpus={value!r}" in err and "from 1 to 64" in err
+    monkeypatch.setenv("HARNESS_CPUS", value)
+    code, _, err = run_cli(["run", "--results", str(tmp_path / "b")], capsys)
+    assert code == 2 and f"$HARNESS_CPUS={value!r}" in err
+    assert not (tmp_path / "a").exists()
