@@ -7,6 +7,9 @@ VENV     ?= .venv
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 KERNEL   ?= debian:bookworm
 PYTEST_ARGS ?=
+# make test runs the tests on TEST_JOBS workers (pytest-xdist), each guest with one vCPU: under TCG
+# two 1-vCPU guests side by side finish sooner than two 2-vCPU guests one after the other.
+TEST_JOBS ?= 2
 
 # Building modules against a kernel tree (local:PATH) and kernels from source
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
@@ -53,7 +56,8 @@ run: setup
 	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)
 
 test: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	HARNESS_CPUS=$${HARNESS_CPUS:-1} $(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadgroup --durations=30 \
+		$(PYTEST_ARGS)
 
 test-unit: setup
 	$(VENV)/bin/python -m pytest -m "not vm and not workflow" $(PYTEST_ARGS)

@@ -104,6 +104,24 @@ def own_tmp(tmp_path, monkeypatch):
     assert not left, f"qemu processes outlived the run: {left}"
 
 
+# ---- two workers (make test: pytest-xdist -n 2 --dist loadgroup) ----------------------------------------
+
+# Tests that share something costly a fixture makes once per process run on one worker, so that it is
+# made once: a private cache's root, one VM timeout run, the installed wheel, the plugin's session guest.
+SHARED_FIXTURES = {"shared_cache": "roots", "vm_timeout_run": "vm-timeout", "installed": "wheel",
+                   "harness_vm": "plugin-guest"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((g for fx, g in SHARED_FIXTURES.items() if fx in getattr(item, "fixturenames", ())), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # the tests that boot VMs first: the workers then finish on short tests, not one on a long one
+    items.sort(key=lambda item: not (item.get_closest_marker("vm") or item.get_closest_marker("workflow")))
+
+
 # ---- no hollow greens: in CI a skip fails the run unless its reason is listed -------------------------
 
 ALLOWED_SKIPS = Path(__file__).parent / "allowed-skips.txt"
