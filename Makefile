@@ -15,16 +15,18 @@ TEST_JOBS ?= 2
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
 KERNEL_BUILD_PACKAGES := gcc make libc6-dev flex bison bc libelf-dev libssl-dev cpio xz-utils
 # Debian/Ubuntu packages the harness needs on the host.
+# arm64 guests (--arch arm64): their emulator, and qemu-user for their roots and module builds.
+ARM64_PACKAGES := qemu-system-arm qemu-user-static arch-test
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	apt kmod python3-venv udev busybox-static zstd openssh-client \
-	$(KERNEL_BUILD_PACKAGES)
+	$(KERNEL_BUILD_PACKAGES) $(ARM64_PACKAGES)
 # What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
 TEST_DEB_PACKAGES := chromium
 SANITIZER_KERNEL := debian-src:trixie+kasan
 KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup host-packages run test test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id lint clean help \
+.PHONY: setup binfmt host-packages run test test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id lint clean help \
 	test-kunit kunit-kernel \
 	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
 
@@ -50,7 +52,18 @@ $(SETUP_STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) binfmt
+
+# arm64 programs run here through qemu-user once binfmt_misc knows it (harness/arches.py). Where
+# systemd-binfmt runs, installing qemu-user-static did that; otherwise (containers, these machines)
+# it is done here, on every setup: the registration lasts until the host reboots.
+BINFMT := /proc/sys/fs/binfmt_misc
+binfmt: host-packages
+	@[ -e $(BINFMT)/register ] || $(SUDO) mount -t binfmt_misc binfmt_misc $(BINFMT) || \
+		echo "warning: cannot mount binfmt_misc: arm64 guests (--arch arm64) will not work here"
+	@[ ! -e $(BINFMT)/register ] || [ -e $(BINFMT)/qemu-aarch64 ] || \
+		$(SUDO) sh -c 'cat /usr/lib/binfmt.d/qemu-aarch64.conf > $(BINFMT)/register' || \
+		echo "warning: cannot register qemu-aarch64 with binfmt_misc: arm64 guests will not work here"
 
 run: setup
 	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)

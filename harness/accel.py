@@ -34,8 +34,16 @@ def probe(dev: str = "/dev/kvm", cpuinfo: str = "/proc/cpuinfo") -> AccelFacts:
     return AccelFacts(kvm_rw=os.access(dev, os.R_OK | os.W_OK), cpu_flags=frozenset(flags))
 
 
-def choose(requested: str, facts: AccelFacts) -> tuple[Accel, str]:
-    """Return the accelerator and a sentence saying why."""
+def choose(requested: str, facts: AccelFacts, foreign: Optional[str] = None) -> tuple[Accel, str]:
+    """Return the accelerator and a sentence saying why. ``foreign``: the guest's architecture,
+    when it is not the host's (then only TCG can run it)."""
+    if foreign is not None:
+        if requested == "kvm":
+            raise UsageError(f"--accel kvm, but the guest is {foreign} and KVM runs only the host's architecture",
+                             hint="leave --accel at auto (TCG)")
+        if requested not in ("auto", "tcg"):
+            raise UsageError(f"unknown accelerator {requested!r}; use auto, kvm or tcg")
+        return Accel.TCG, f"TCG emulation (slow): an {foreign} guest on this host"
     hw = facts.cpu_flags & {"vmx", "svm"}
     usable = facts.kvm_rw and bool(hw)
     if requested == "tcg":

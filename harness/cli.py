@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, procs, resources
+from harness import __version__, arches, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.kernel import spec
@@ -75,6 +75,10 @@ def add_kernel_opts(p: argparse.ArgumentParser, many: bool = False) -> None:
     if not many:
         g.add_argument("--kernel", "-k", default=spec.DEFAULT_KERNEL, metavar="SPEC",
                        help=f"kernel to test (default {spec.DEFAULT_KERNEL}: bookworm's current 6.1)")
+    g.add_argument("--arch", metavar="ARCH", default=None,
+                   help=f"the guest's architecture, Debian's name: {', '.join(arches.ARCHES)} (default: the host's, "
+                   f"{arches.host().name}); another than the host's runs under TCG, its root and module build "
+                   "through qemu-user (qemu-user-static with binfmt_misc; `make setup`)")
     g.add_argument("--mirror", metavar="URL", help="Debian mirror (default $HARNESS_MIRROR or deb.debian.org)")
     g.add_argument("--apt-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra apt option, repeatable (e.g. Acquire::Check-Valid-Until=false for an expired sid)")
@@ -206,6 +210,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
         if handler is None:
             build_parser().print_help(out)
             return EXIT_CODES[Verdict.ERROR]
+        if getattr(args, "arch", None) is not None and isinstance(getattr(args, "kernel", None), str):
+            args.kernel = spec.with_arch(args.kernel, args.arch)  # the one written form: debian:SUITE:ARCH
         return handler(args, printer, out)
     except HarnessError as e:
         printer.line(f"harness: error: {e}")
@@ -258,6 +264,8 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 
     entries = matrix.load_matrix(args.matrix_file)
     entries = matrix.select(entries, [s for s in (args.kernels or "").split(",") if s.strip()])
+    if args.arch is not None:
+        entries = matrix.for_arch(entries, args.arch)
     if args.shard:
         entries = matrix.shard(entries, *matrix.parse_shard(args.shard))
     if args.list:

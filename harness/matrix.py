@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 from harness import procs, resources, tomlload
 from harness.errors import UsageError
 from harness.events import Event, Finished, PhaseStarted, Printer
-from harness.kernel.spec import parse_spec
+from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
 from harness.project import load_project
@@ -47,10 +47,18 @@ def load_matrix(path: Optional[Path] = None) -> list[MatrixEntry]:
     for i, k in enumerate(data.get("kernel", [])):
         if not isinstance(k.get("spec"), str):
             raise UsageError(f"{path}: [[kernel]] #{i + 1} needs a 'spec' string")
-        parse_spec(k["spec"])  # fail early, naming the spec
-        expect = compare.parse_expected(k["expect"], k["spec"], f"{path}: [[kernel]] {k['spec']!r} expect") \
+        text = k["spec"]
+        if "arch" in k:  # folded into the spec's written form: debian:SUITE:ARCH
+            if not isinstance(k["arch"], str):
+                raise UsageError(f"{path}: [[kernel]] {text!r} arch must be a string, e.g. \"arm64\"")
+            try:
+                text = with_arch(text, k["arch"])
+            except UsageError as e:
+                raise UsageError(f"{path}: [[kernel]] {k['spec']!r}: {e}") from None
+        parse_spec(text)  # fail early, naming the spec
+        expect = compare.parse_expected(k["expect"], text, f"{path}: [[kernel]] {text!r} expect") \
             if "expect" in k else None
-        out.append(MatrixEntry(k["spec"], tuple(k.get("apt_options", ())), k.get("note", ""), expect))
+        out.append(MatrixEntry(text, tuple(k.get("apt_options", ())), k.get("note", ""), expect))
     if not out:
         raise UsageError(f"{path}: no [[kernel]] entries")
     return out
@@ -67,6 +75,16 @@ def select(entries: Sequence[MatrixEntry], specs: Optional[Sequence[str]]) -> li
         if any(e.spec == s for e in out):
             raise UsageError(f"kernel {s!r} is named twice", hint="each kernel's results go to one directory")
         out.append(by_spec.get(s, MatrixEntry(s)))
+    return out
+
+
+def for_arch(entries: Sequence[MatrixEntry], arch: str) -> list[MatrixEntry]:
+    """``--arch``: the entries' kernels for that architecture (an entry naming another one is an error)."""
+    out: list[MatrixEntry] = []
+    for e in entries:
+        e = dataclasses.replace(e, spec=with_arch(e.spec, arch))
+        if all(o.spec != e.spec for o in out):
+            out.append(e)
     return out
 
 

@@ -97,13 +97,15 @@ class KernelSpec:
     pin: Optional[str] = None  # ABI name without flavour, e.g. "6.1.0-56"
     flavour: Optional[str] = None  # debian-src: the configuration fragment, vm/configs/FLAVOUR.config
     path: Optional[str] = None  # local: the kernel build tree, absolute
+    arch: str = "amd64"  # Debian's name of the guest's architecture (see harness.arches)
 
     def __str__(self) -> str:
         if self.source == "local":
             return f"local:{self.path}"
         if self.source == "debian-src":
             return f"debian-src:{self.suite}+{self.flavour}"
-        return f"{self.source}:{self.suite}" + (f"@{self.pin}" if self.pin else "")
+        tail = "" if self.arch == "amd64" else f":{self.arch}"
+        return f"{self.source}:{self.suite}" + (f"@{self.pin}" if self.pin else "") + tail
 
 
 @dataclass(frozen=True)

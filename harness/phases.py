@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import accel as accel_mod
-from harness import resources, tomlload
+from harness import arches, resources, tomlload
 from harness.cache import cache_dir
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Sink, phase
 from harness.guest import contract, plan, vng
 from harness.guest.transport import GuestRequest, GuestRun, Transport
 from harness.kernel import apt, modbuild, roots, spec, symbolize, trees
+from harness.kernel.roots import foreign_root
 from harness.model import Accel, BuildIn, KernelSpec, Phase, ResolvedKernel, Timeouts, Verdict
 from harness.project import Project, load_project
 from harness.verdict import judge, splat, trace, trail
@@ -94,8 +95,10 @@ class Setup:
 def setup(req: RunRequest) -> Setup:
     kspec = spec.parse_spec(req.kernel)
     project = load_project(req.project)
-    chosen, why = accel_mod.choose(req.accel, accel_mod.probe())
-    vng.check_qemu()
+    arch = arches.get(kspec.arch)
+    chosen, why = accel_mod.choose(req.accel, accel_mod.probe(), foreign=arch.name if arches.foreign(arch) else None)
+    vng.check_qemu(arch)
+    arches.check_binfmt(arch)  # a foreign root's build runs its gcc through qemu-user
     return Setup(spec=kspec, project=project, expected=None if req.record_trail else load_trail(project),
                  rules=load_rules(req.splats), accel=chosen, accel_why=why,
                  build_in=_build_in(req.build_in, chosen, kspec), vng=vng.find_vng(),
@@ -146,7 +149,7 @@ def resolve_spec(kspec: KernelSpec, mirror: apt.Mirror, cache: Path, ttl: float,
     """A spec -> (the kernel, or the source kernel still to build, and the index used)."""
     if kspec.source == "local":
         return trees.local_kernel(kspec), None, None
-    index = apt.AptIndex(cache, kspec.suite, mirror, timeouts)
+    index = apt.AptIndex(cache, kspec.suite, mirror, timeouts, arch=kspec.arch)
     index.update(ttl=ttl)
     if kspec.source == "debian-src":
         return None, trees.resolve_source(kspec, index), index
@@ -239,7 +242,8 @@ def prepare(req: RunRequest, sink: Sink, run_dir: Path, done: Phases) -> Prepare
 def vm_config(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sink) -> vng.VmConfig:
     return vng.VmConfig(vmlinuz=r.vmlinuz, root=r.path, run_dir=run_dir, project_dir=s.project.root,
                         accel=s.accel, cpus=req.cpus, append=config_params(r, sink) + req.append,
-                        console_level=req.console_level, modules_dir=r.modules)
+                        console_level=req.console_level, modules_dir=r.modules,
+                        arch=r.kernel.spec.arch if foreign_root(r.kernel) else None)
 
 
 def config_params(r: roots.Root, sink: Sink) -> tuple[str, ...]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from harness import arches
+from harness.arches import Arch
 from harness.errors import InfraError
 from harness.guest.contract import GUEST_RUN_DIR
 from harness.model import Accel
@@ -49,6 +51,8 @@ class VmConfig:
     # module's stack-overflow panic never reached it (tests/vm/test_faults_vm.py): the
     # default stays at virtme-ng's 7; lowering it is a choice for throughput runs.
     console_level: int = 7
+    # virtme-ng's --arch (Debian's name) for a guest of another architecture than the host's; None: the host's.
+    arch: Optional[str] = None
 
 
 # console.log keeps its first 32 Mi characters and its last 2 Mi (procs.CappedLog): a
@@ -117,6 +121,8 @@ def vng_argv(vng: str, cfg: VmConfig, command: str, ssh_port: Optional[int] = No
     ]
     if cfg.modules_dir is not None:
         argv += ["--rodir", f"{GUEST_MODULES_DIR}={cfg.modules_dir}"]
+    if cfg.arch is not None:
+        argv += ["--arch", cfg.arch]
     if cfg.accel is Accel.TCG:
         argv.append("--disable-kvm")
     # After virtme-ng's own loglevel=7: the last one wins.
@@ -151,6 +157,8 @@ def vng_env(home: Optional[Path] = None) -> dict[str, str]:
     return env
 
 
-def check_qemu() -> None:
-    if shutil.which("qemu-system-x86_64") is None:
-        raise InfraError("qemu-system-x86_64 not found", hint="install the package 'qemu-system-x86'")
+def check_qemu(arch: Optional[Arch] = None) -> None:
+    arch = arch or arches.host()
+    if shutil.which(arch.qemu) is None:
+        raise InfraError(f"{arch.qemu} not found (it boots {arch.name} guests)",
+                         hint=f"install the package '{arch.qemu_package}' (`make setup` does it)")

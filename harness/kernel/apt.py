@@ -24,7 +24,6 @@ from harness.model import KernelSpec, ResolvedKernel, Timeouts
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-ARCH = "amd64"
 
 
 def index_ttl() -> float:
@@ -68,11 +67,13 @@ def check_keyring() -> None:
 
 
 class AptIndex:
-    """A private apt state for one suite: ``update`` once, then query packages."""
+    """A private apt state for one suite and architecture: ``update`` once, then query packages."""
 
-    def __init__(self, cache_dir: Path, suite: str, mirror: Mirror, timeouts: Timeouts = Timeouts()):
-        self.dir = cache_dir / "apt" / suite
+    def __init__(self, cache_dir: Path, suite: str, mirror: Mirror, timeouts: Timeouts = Timeouts(),
+                 arch: str = "amd64"):
+        self.dir = cache_dir / "apt" / (suite if arch == "amd64" else f"{suite}-{arch}")
         self.suite = suite
+        self.arch = arch
         self.mirror = mirror
         self.timeouts = timeouts
         self.conf = self.dir / "apt.conf"
@@ -91,8 +92,8 @@ class AptIndex:
             f'Dir::Etc::SourceParts "{d}/etc/sources.list.d";',
             f'Dir::Etc::Parts "{d}/etc/apt.conf.d";',
             f'Dir::Etc::PreferencesParts "{d}/etc/preferences.d";',
-            f'APT::Architecture "{ARCH}";',
-            f'APT::Architectures {{ "{ARCH}"; }};',
+            f'APT::Architecture "{self.arch}";',
+            f'APT::Architectures {{ "{self.arch}"; }};',
             'Acquire::Languages "none";',
             'Acquire::Retries "3";',
         ]
@@ -247,8 +248,9 @@ def compiler_from_depends(depends: str) -> Optional[str]:
 
 def resolve(spec: KernelSpec, index: AptIndex) -> ResolvedKernel:
     """Resolve a spec to concrete package names and versions (needs ``index.update()``)."""
+    arch = spec.arch
     if spec.pin:
-        release = f"{spec.pin}-{ARCH}"
+        release = f"{spec.pin}-{arch}"
         image = index.show(f"linux-image-{release}")
         if image is None:
             raise InfraError(
@@ -256,16 +258,16 @@ def resolve(spec: KernelSpec, index: AptIndex) -> ResolvedKernel:
                 hint=f"use debian:{spec.suite} for the current kernel, or `harness kernels list` for what exists",
             )
     else:
-        meta = index.show(f"linux-image-{ARCH}")
+        meta = index.show(f"linux-image-{arch}")
         if meta is None:
-            raise InfraError(f"no package linux-image-{ARCH} in {spec.suite} at {index.mirror.debian}")
+            raise InfraError(f"no package linux-image-{arch} in {spec.suite} at {index.mirror.debian}")
         m = re.search(r"linux-image-(\S+?)(?:-unsigned)? \(= ([^)]+)\)", meta.get("Depends", ""))
         if not m:
-            raise InfraError(f"cannot read the kernel from linux-image-{ARCH}'s Depends: {meta.get('Depends')!r}")
+            raise InfraError(f"cannot read the kernel from linux-image-{arch}'s Depends: {meta.get('Depends')!r}")
         release = m.group(1)
         image = index.show(f"linux-image-{release}")
         if image is None:
-            raise InfraError(f"linux-image-{ARCH} names linux-image-{release}, which the index lacks")
+            raise InfraError(f"linux-image-{arch} names linux-image-{release}, which the index lacks")
     headers = index.show(f"linux-headers-{release}")
     if headers is None:
         raise InfraError(f"no package linux-headers-{release} in {spec.suite} at {index.mirror.debian}")

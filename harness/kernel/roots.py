@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from harness import procs
+from harness import arches, procs
 from harness.cache import cache_dir, read_manifest, sha256_file
 from harness.errors import InfraError
 from harness.events import Note, Progress, Sink
@@ -86,6 +86,11 @@ ROOT_FORMAT = 4  # bump when the way roots are made changes
 # (docs/PERFORMANCE.md). virtme-ng-init calls `udevadm` from its default path, so the root's
 # udevadm becomes this script: `trigger` does nothing, `settle` makes the port links from
 # sysfs, anything else runs the real program (moved aside; systemd-udevd points at it).
+#
+# Foreign roots (another architecture's Debian kernel, booted with virtme-ng's shell init under
+# TCG, where udev's coldplug took 33 s of a 94 s boot) get the same shim, but their kernel's
+# drivers are modules: `trigger --type=devices` loads the modules of the devices there are, as
+# udev's coldplug would (one modprobe for every modalias; the blacklist applies).
 UDEV_SHIM_VERSION = 1
 UDEV_SHIM = """#!/bin/sh
 # Written by kmod-harness (harness/kernel/roots.py, UDEV_SHIM): a base root for tree kernels.
@@ -103,6 +108,13 @@ settle)
 esac
 exec /usr/lib/kmod-harness/udevadm "$@"
 """
+COLDPLUG_TRIGGER = """trigger)
+    case " $* " in
+    *" --type=devices "*) modprobe -qab $(cat /sys/bus/*/devices/*/modalias 2>/dev/null) 2>/dev/null ;;
+    esac
+    exit 0 ;;"""
+FOREIGN_UDEV_SHIM = UDEV_SHIM.replace("a base root for tree kernels", "a foreign root (modules by modalias)"
+                                      ).replace("trigger) exit 0 ;;", COLDPLUG_TRIGGER)
 MANIFEST = ".harness-root.json"
 
 
@@ -147,7 +159,27 @@ def find_vmlinuz(root: Path, release: str) -> Path:
 def root_packages(kernel: ResolvedKernel) -> list[str]:
     if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's
         return sorted(BASE_PACKAGES)
-    return sorted(set(kernel.packages) | {kernel.compiler} | set(BASE_PACKAGES))
+    base = set(BASE_PACKAGES)
+    if foreign_root(kernel):  # virtme-ng's initramfs takes the root's busybox, which must be static
+        base = base - {"busybox"} | {"busybox-static"}
+    return sorted(set(kernel.packages) | {kernel.compiler} | base)
+
+
+def foreign_root(kernel: ResolvedKernel) -> bool:
+    """A root of another architecture than the host's: made, and its programs run, through qemu-user."""
+    return arches.foreign(arches.get(kernel.spec.arch))
+
+
+# A foreign root's update-initramfs is diverted to `true` before the kernel is installed:
+# virtme-ng boots with an initramfs of its own, and under qemu-user making Debian's took
+# over 25 minutes (../shared/ENVIRONMENT.md). INITRD=No alone does not reach every hook.
+FOREIGN_ROOT_VERSION = 2  # 2: the udev shim
+DIVERT_INITRAMFS = (
+    'chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.kmod-harness '
+    '--add /usr/sbin/update-initramfs && mkdir -p "$1/usr/sbin" && '
+    'printf "#!/bin/sh\\n# kmod-harness: virtme-ng makes its own initramfs\\nexit 0\\n" '
+    '> "$1/usr/sbin/update-initramfs" && chmod 755 "$1/usr/sbin/update-initramfs"'
+)
 
 
 def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
@@ -159,8 +191,9 @@ def root_key(kernel: ResolvedKernel) -> str:
         h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS,
                                        UDEV_SHIM_VERSION]).encode())
         return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
-    h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version,
-                                   UNUSED_MODULES]).encode())
+    h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version, UNUSED_MODULES]
+                                  + ([kernel.spec.arch, FOREIGN_ROOT_VERSION] if foreign_root(kernel) else [])
+                                  ).encode())
     return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
 
 
@@ -314,6 +347,9 @@ def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
 
 def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, timeout: float) -> None:
     mmdebstrap = procs.require_tool("mmdebstrap", "mmdebstrap")
+    if foreign_root(kernel):
+        arches.check_binfmt(arches.get(kernel.spec.arch))
+        procs.require_tool("arch-test", "arch-test")  # mmdebstrap asks it whether the host runs the arch
     log_path = dest.parent / f"{dest.name}.log"
     # INITRD=No makes the kernel's postinst skip update-initramfs: virtme-ng boots
     # the image with its own initramfs, so the one initramfs-tools builds is never used.
@@ -334,6 +370,8 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
         apply_startup_cuts(tmp)
         if kernel.tree is not None:
             install_udev_shim(tmp)
+        elif foreign_root(kernel):
+            install_udev_shim(tmp, FOREIGN_UDEV_SHIM)
         write_manifest(tmp, kernel)
         problem = check_root(tmp, kernel)
         if problem:
@@ -342,8 +380,10 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
 
 def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, target: Path) -> list[str]:
     hooks = [f'mkdir -p "$1/{d}"' for d in mount_points(kernel)]
+    foreign = foreign_root(kernel)
     return [
         mmdebstrap, "--variant=apt", "--mode=root",
+        *([f"--architectures={kernel.spec.arch}", f"--essential-hook={DIVERT_INITRAMFS}"] if foreign else []),
         "--include=" + ",".join(root_packages(kernel)),
         *[f"--customize-hook={h}" for h in hooks],
         *[f"--aptopt={o.split('=', 1)[0]} \"{o.split('=', 1)[1]}\"" for o in mirror.apt_options],
@@ -376,17 +416,21 @@ def apply_startup_cuts(root: Path) -> list[str]:
     return added
 
 
-def install_udev_shim(root: Path) -> None:
-    """Put UDEV_SHIM in place of the root's udevadm (base roots only, see UDEV_SHIM)."""
-    udevadm = root / "usr/bin/udevadm"
+def install_udev_shim(root: Path, shim: str = UDEV_SHIM) -> None:
+    """Put ``shim`` in place of the root's udevadm (base and foreign roots, see UDEV_SHIM)."""
+    udevadm = next((p for p in (root / "usr/bin/udevadm", root / "bin/udevadm") if p.is_file()
+                    and not p.is_symlink()), root / "usr/bin/udevadm")
     real = root / "usr/lib/kmod-harness/udevadm"
     real.parent.mkdir(parents=True, exist_ok=True)
     udevadm.rename(real)
-    udevd = root / "usr/lib/systemd/systemd-udevd"
-    if udevd.is_symlink():
-        udevd.unlink()
-        udevd.symlink_to("../kmod-harness/udevadm")
-    udevadm.write_text(UDEV_SHIM)
+    seen: set[Path] = set()  # lib/systemd is usr/lib/systemd where /lib links to usr/lib
+    for udevd in (root / "usr/lib/systemd/systemd-udevd", root / "lib/systemd/systemd-udevd"):
+        where = udevd.parent.resolve()
+        if udevd.is_symlink() and where not in seen:
+            seen.add(where)
+            udevd.unlink()
+            udevd.symlink_to(os.path.relpath(real.resolve(), where))
+    udevadm.write_text(shim.replace("/usr/lib/kmod-harness/udevadm", "/" + str(real.relative_to(root))))
     udevadm.chmod(0o755)
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
-from harness import resources
+from harness import arches, resources
 from harness.errors import UsageError
 from harness.model import KernelSpec
 
 SPEC_FORMS = (
     "debian:SUITE            the suite's current kernel, e.g. debian:bookworm\n"
     "debian:SUITE@ABI        a pinned kernel ABI, e.g. debian:bookworm@6.1.0-56\n"
+    "debian:SUITE[@ABI]:ARCH another architecture's kernel (or --arch), e.g. debian:bookworm:arm64,\n"
+    "                        under TCG with qemu-user for its root and module build\n"
     "debian-src:SUITE+FLAV   built here from the suite's linux-source with vm/configs/FLAV.config,\n"
     "                        e.g. debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN);\n"
     "                        several join: debian-src:trixie+kunit+gcov (KUnit and coverage)\n"
@@ -34,7 +38,8 @@ SUITES: dict[str, tuple[str, ...]] = {
 # experimental is NotAutomatic: apt would pick sid's kernel unless told to prefer it.
 DEFAULT_RELEASE = {"experimental": "experimental"}
 
-_SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?$")
+_SPEC = re.compile(r"^(?P<source>[a-z][a-z0-9-]*):(?P<suite>[a-z][a-z0-9-]*)(?:@(?P<pin>[0-9][0-9A-Za-z.+~-]*))?"
+                   r"(?::(?P<arch>[a-z0-9]+))?$")
 _FLAVOUR = r"[a-z0-9][a-z0-9_-]*"
 _SRC_SPEC = re.compile(rf"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>{_FLAVOUR}(?:\+{_FLAVOUR})*)$")
 
@@ -51,7 +56,24 @@ def parse_spec(text: str) -> KernelSpec:
     if m["source"] != "debian":
         raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
-    return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"])
+    arch = arches.get(m["arch"], f"architecture in {text!r}:").name if m["arch"] else arches.host().name
+    return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"], arch=arch)
+
+
+def with_arch(text: str, arch: Optional[str]) -> str:
+    """The spec ``text`` for architecture ``arch`` (``--arch``; None: as written), in its one
+    written form: the results directory, the matrix's rows and result.json name it so."""
+    kspec = parse_spec(text)
+    if arch is None:
+        return str(kspec)
+    want = arches.get(arch).name
+    if kspec.source != "debian" and want != arches.host().name:
+        raise UsageError(f"--arch {arch} with {text!r}: only debian: kernels come for other architectures",
+                         hint=f"use debian:SUITE with --arch {arch}")
+    explicit = _SPEC.match(text.strip())
+    if explicit and explicit["arch"] and kspec.arch != want:
+        raise UsageError(f"{text!r} names {kspec.arch}, --arch {arch}: give one of them")
+    return str(replace(kspec, arch=want))
 
 
 def _parse_source(text: str) -> KernelSpec:

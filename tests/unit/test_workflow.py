@@ -74,8 +74,8 @@ def test_no_step_hides_a_failed_command():
 def test_the_action_declares_what_the_readme_says():
     action = yaml.safe_load(ACTION.read_text())
     assert action["runs"]["using"] == "composite"
-    assert set(action["inputs"]) == {"project", "kernels", "matrix-file", "accel", "results", "options", "cache",
-                                     "baseline"}
+    assert set(action["inputs"]) == {"project", "kernels", "arch", "matrix-file", "accel", "results", "options",
+                                     "cache", "baseline"}
     assert set(action["outputs"]) == {"verdict", "exit-code", "results"}
     readme = (REPO / "README.md").read_text()
     for name in list(action["inputs"]) + list(action["outputs"]):

@@ -1,0 +1,79 @@
+"""The guest architectures the harness boots, by Debian's name, and what each needs on the host.
+
+A guest of the host's own architecture may use KVM; any other runs under TCG, and its root's
+programs (maintainer scripts, the module build) run on the host through qemu-user, which the
+kernel finds with binfmt_misc.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness.errors import InfraError, UsageError
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # Debian's: the -ABI suffix of kernel packages, mmdebstrap's --architectures
+    machine: str  # uname -m, virtme-ng's --arch
+    qemu: str  # the system emulator
+    qemu_package: str  # the Debian package that has it
+    binfmt: str  # the binfmt_misc entry that runs its programs on another host (qemu-user-static)
+
+
+ARCHES = {
+    "amd64": Arch("amd64", "x86_64", "qemu-system-x86_64", "qemu-system-x86", "qemu-x86_64"),
+    "arm64": Arch("arm64", "aarch64", "qemu-system-aarch64", "qemu-system-arm", "qemu-aarch64"),
+}
+_BY_MACHINE = {a.machine: a for a in ARCHES.values()}
+
+
+def host() -> Arch:
+    """The host's architecture (amd64 on a machine the harness does not know: it was made there)."""
+    return _BY_MACHINE.get(platform.machine(), ARCHES["amd64"])
+
+
+def get(name: str, where: str = "--arch") -> Arch:
+    try:
+        return ARCHES[name]
+    except KeyError:
+        raise UsageError(f"{where} {name!r}: unknown architecture; known: {', '.join(ARCHES)}",
+                         hint="Debian's names: amd64 (x86_64), arm64 (aarch64)") from None
+
+
+def foreign(arch: Arch) -> bool:
+    return arch.name != host().name
+
+
+def binfmt_problem(arch: Arch, binfmt_dir: Path = BINFMT_DIR) -> Optional[str]:
+    """Why the host cannot run ``arch``'s programs (None: it can, or they are the host's own)."""
+    if not foreign(arch):
+        return None
+    if not (binfmt_dir / "register").exists():
+        return f"binfmt_misc is not mounted at {binfmt_dir}"
+    entry = binfmt_dir / arch.binfmt
+    if not entry.exists():
+        return f"no binfmt_misc entry {arch.binfmt} (qemu-user-static's) is registered"
+    text = entry.read_text()
+    if not text.startswith("enabled"):
+        return f"the binfmt_misc entry {arch.binfmt} is disabled"
+    if "flags: " in text and "F" not in text.split("flags: ", 1)[1].split("\n", 1)[0]:
+        return (f"the binfmt_misc entry {arch.binfmt} lacks the F flag: its interpreter cannot be found "
+                "inside a root")
+    return None
+
+
+def check_binfmt(arch: Arch) -> None:
+    problem = binfmt_problem(arch)
+    if problem is not None:
+        raise InfraError(
+            f"{arch.name} roots and module builds run {arch.name} programs on this {host().name} host "
+            f"through qemu-user, but {problem}",
+            hint="install qemu-user-static, then as root: mount -t binfmt_misc binfmt_misc "
+            f"{BINFMT_DIR} (if not mounted) and cat /usr/lib/binfmt.d/{arch.binfmt}.conf > "
+            f"{BINFMT_DIR}/register; `make setup` does both")
