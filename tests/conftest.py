@@ -10,6 +10,7 @@ from typing import Optional
 import pytest
 
 from harness import tomlload
+from harness.cache import cache_dir
 from harness.guest.contract import GuestReport, StepReport
 from harness.phases import load_rules
 from harness.verdict import trail
@@ -92,6 +93,18 @@ def wait_no_qemu(tag, seconds: float = 15) -> set[int]:
     return qemu_pids(str(tag))
 
 
+# pytester gives each child session a HOME of its own, and with it a cache of its own: child
+# sessions that boot guests would make every root anew (over 15 minutes for an arm64 one).
+HOST_CACHE = cache_dir()  # at import: before any fixture moves HOME
+
+
+@pytest.fixture
+def host_cache(monkeypatch) -> Path:
+    """Child sessions (pytester) use the cache of this one: ``HARNESS_CACHE`` set to it."""
+    monkeypatch.setenv("HARNESS_CACHE", str(HOST_CACHE))
+    return HOST_CACHE
+
+
 @pytest.fixture
 def own_tmp(tmp_path, monkeypatch):
     """Run directories (shared into the guest, so on QEMU's command line) go under tmp_path:
@@ -112,10 +125,16 @@ SHARED_FIXTURES = {"shared_cache": "roots", "vm_timeout_run": "vm-timeout", "ins
                    "harness_vm": "plugin-guest"}
 
 
+# Guests far slower than the default one run one at a time, beside the other worker's default
+# guests: two KASAN guests at once, each with one vCPU, ran their steps past their time limits.
+SLOW_GUESTS = {"sanitizer": "kasan", "arm64": "arm64"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = next((g for fx, g in SHARED_FIXTURES.items() if fx in getattr(item, "fixturenames", ())), None)
+        group = group or next((g for m, g in SLOW_GUESTS.items() if item.get_closest_marker(m)), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
     # the tests that boot VMs first: the workers then finish on short tests, not one on a long one
@@ -152,7 +171,6 @@ def built_kernel_or_skip(spec_text: str, env: str, target: str) -> str:
     (its make ``target`` builds it first); otherwise the test is skipped, saying how to get it."""
     if os.environ.get(env) == "1":
         return spec_text
-    from harness.cache import cache_dir
     from harness.kernel import apt, spec, trees
     from harness.phases import resolve_spec
 

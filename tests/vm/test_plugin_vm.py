@@ -43,7 +43,7 @@ def session(pytester: pytest.Pytester, project, tests: str, results) -> pytest.R
                                          f"--harness-results={results}", timeout=1200)
 
 
-def test_splats_fail_the_test_they_happen_in_even_in_teardown(pytester, tmp_path):
+def test_splats_fail_the_test_they_happen_in_even_in_teardown(pytester, tmp_path, host_cache):
     r = session(pytester, REPO / "tests" / "fixtures" / "splat_on_demand", SPLATS, tmp_path / "r")
     r.assert_outcomes(passed=2, failed=1, errors=1)
     r.stdout.fnmatch_lines(["*test_a_warning_in_the_call_fails_it*FAILED*",
@@ -53,7 +53,7 @@ def test_splats_fail_the_test_they_happen_in_even_in_teardown(pytester, tmp_path
     r.stdout.fnmatch_lines(["*kernel splat*(teardown)*", "*WARNING: CPU*"])
 
 
-def test_a_dead_guest_fails_only_the_running_test(pytester, tmp_path):
+def test_a_dead_guest_fails_only_the_running_test(pytester, tmp_path, host_cache):
     """With --harness-spare the next test goes on, at once, on the spare booted beside the first guest
     (and another spare boots beside it). Without the option the next test boots a new guest through
     the same ensure(): one child session, not two, because each costs minutes of boots under TCG."""
