@@ -69,7 +69,7 @@ run: setup
 	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)
 
 test: setup
-	HARNESS_CPUS=$${HARNESS_CPUS:-1} $(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadgroup --durations=30 \
+	HARNESS_CPUS=$${HARNESS_CPUS:-1} $(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=30 \
 		$(PYTEST_ARGS)
 
 test-unit: setup

@@ -117,26 +117,17 @@ def own_tmp(tmp_path, monkeypatch):
     assert not left, f"qemu processes outlived the run: {left}"
 
 
-# ---- two workers (make test: pytest-xdist -n 2 --dist loadgroup) ----------------------------------------
+# ---- two workers (make test: pytest-xdist -n 2 --dist loadfile) -----------------------------------------
 
-# Tests that share something costly a fixture makes once per process run on one worker, so that it is
-# made once: a private cache's root, one VM timeout run, the installed wheel, the plugin's session guest.
-SHARED_FIXTURES = {"shared_cache": "roots", "vm_timeout_run": "vm-timeout", "installed": "wheel",
-                   "harness_vm": "plugin-guest"}
-
-
-# Guests far slower than the default one run one at a time, beside the other worker's default
-# guests: two KASAN guests at once, each with one vCPU, ran their steps past their time limits.
-SLOW_GUESTS = {"sanitizer": "kasan", "arm64": "arm64"}
+# A file's tests run on one worker, in order: what a module-scoped fixture makes (a private cache's
+# root, one VM timeout run, the installed wheel, the plugin's session guest) is made once, and
+# guests far slower than the default one (KASAN, arm64) run one at a time: two KASAN guests at
+# once, with one vCPU each, ran their steps past their limits. (--dist loadgroup with xdist_group
+# marks would say the same per test, but with pytest 9.2 and xdist 3.8 it did not group at all.)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = next((g for fx, g in SHARED_FIXTURES.items() if fx in getattr(item, "fixturenames", ())), None)
-        group = group or next((g for m, g in SLOW_GUESTS.items() if item.get_closest_marker(m)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
     # the tests that boot VMs first: the workers then finish on short tests, not one on a long one
     items.sort(key=lambda item: not (item.get_closest_marker("vm") or item.get_closest_marker("workflow")))
 
