@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_apt import RecordedIndex
 
 from harness import arches, cli
 from harness.accel import AccelFacts, choose
@@ -11,8 +12,6 @@ from harness.errors import InfraError, UsageError
 from harness.guest import vng
 from harness.kernel import apt, roots, spec
 from harness.model import Accel, KernelSpec, ResolvedKernel
-
-from conftest import DATA
 
 ARM64 = KernelSpec("debian", "bookworm", arch="arm64")
 ARM64_KERNEL = ResolvedKernel(ARM64, "6.1.0-57-arm64", "6.1.192-3",
@@ -49,16 +48,6 @@ def test_arch_option_and_spec_fold_into_one_written_form():
         spec.with_arch("debian-src:trixie+kasan", "arm64")
     with pytest.raises(UsageError, match="'mips': unknown architecture; known: amd64, arm64"):
         spec.parse_spec("debian:bookworm:mips")
-
-
-class RecordedIndex:
-    def __init__(self, name: str):
-        self.dir = DATA / "apt" / name
-        self.mirror = apt.Mirror()
-
-    def show(self, package: str):
-        p = self.dir / f"{package}.txt"
-        return apt.parse_control(p.read_text()) if p.exists() else None
 
 
 def test_the_suites_arm64_kernel_is_resolved_from_the_arm64_index():
