@@ -120,10 +120,11 @@ def own_tmp(tmp_path, monkeypatch):
 # ---- two workers (make test: pytest-xdist -n 2 --dist loadfile) -----------------------------------------
 
 # A file's tests run on one worker, in order: what a module-scoped fixture makes (a private cache's
-# root, one VM timeout run, the installed wheel, the plugin's session guest) is made once, and
-# guests far slower than the default one (KASAN, arm64) run one at a time: two KASAN guests at
-# once, with one vCPU each, ran their steps past their limits. (--dist loadgroup with xdist_group
-# marks would say the same per test, but with pytest 9.2 and xdist 3.8 it did not group at all.)
+# root, one VM timeout run, the installed wheel, the plugin's session guest) is made once. Guests far
+# slower than the default one (KASAN, arm64) are not among them: their tests have their own make
+# targets, run one at a time (two KASAN guests at once, one vCPU each, ran steps past their limits).
+# (--dist loadgroup with xdist_group marks would say the same per test, but with pytest 9.2 and
+# xdist 3.8 it did not group at all.)
 
 
 @pytest.hookimpl(tryfirst=True)
