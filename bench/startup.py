@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from harness import procs  # noqa: E402
 from harness.events import discard  # noqa: E402
 from harness.guest import vng  # noqa: E402
-from harness.kernel import roots  # noqa: E402
+from harness.kernel import cuts  # noqa: E402
 from harness.model import Accel  # noqa: E402
 from harness.phases import Prepared, RunRequest, prepare  # noqa: E402
 from harness.run import run  # noqa: E402
@@ -52,7 +52,7 @@ def plain_root(prep: Prepared) -> Path:
                      what="copying the root")
     if done.returncode != 0:
         raise SystemExit(f"copying the root failed: {done.stderr}")
-    roots.undo_startup_cuts(dest)
+    cuts.undo_startup_cuts(dest)
     return dest
 
 
@@ -123,7 +123,7 @@ def main() -> int:
         "| contender | wall |", "| --- | ---: |",
         f"| plain vng (module prebuilt; the root as mmdebstrap made it) | {spread(vng_t)} |",
         f"| harness run, warm | {spread(har_wall)} |",
-        f"| plain vng on the harness's root (its start-up cuts, see harness/kernel/roots.py) | {spread(vng_cut)} |",
+        f"| plain vng on the harness's root (its start-up cuts, see harness/kernel/cuts.py) | {spread(vng_cut)} |",
     ]
     if cold:
         lines.append(f"| harness run, cold cache (once) | {cold['wall']:.1f} |")

@@ -21,20 +21,9 @@ if TYPE_CHECKING:
     from harness.model import RunResult
     from harness.phases import RunRequest
 
-_MEANING = {
-    Verdict.PASS: "pass",
-    Verdict.FAIL: "the module under test failed (build error, trail mismatch, client error)",
-    Verdict.ERROR: "usage or configuration error",
-    Verdict.INFRA: "infrastructure error (download, root, QEMU missing, boot)",
-    Verdict.CRASH: "kernel crash or splat (Oops, BUG, WARNING, panic)",
-    Verdict.TIMEOUT: "timeout",
-    Verdict.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM)",
-}
-
-
 def epilog() -> str:
     """The help's epilog, from the one table of exit codes and the known specs (built with the parser)."""
-    codes = "\n".join(f"  {EXIT_CODES[v]:<3} {_MEANING[v]}" for v in Verdict)
+    codes = "\n".join(f"  {EXIT_CODES[v]:<3} {v.meaning}" for v in Verdict)
     forms = "\n".join("  " + ln for ln in spec.SPEC_FORMS.splitlines())
     return (f"exit codes:\n{codes}\n\nkernel specs:\n{forms}\n  suites: {', '.join(spec.SUITES)}\n"
             f"  debian-src flavours: {', '.join(resources.flavours())}\n\n"
@@ -293,7 +282,7 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.guest import ssh
     from harness.guest.session import Session
-    from harness.run import RunRequest
+    from harness.phases import RunRequest
 
     with tempfile.TemporaryDirectory(prefix="kmod-harness-shell-") as results:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,

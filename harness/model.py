@@ -33,6 +33,11 @@ class Verdict(enum.Enum):
     def severity(self) -> int:
         return _SEVERITY[self]
 
+    @property
+    def meaning(self) -> str:
+        """What the verdict (and its exit code) means, as --help says it."""
+        return _MEANING[self]
+
 
 # The one place verdicts become process exit codes (README documents them).
 EXIT_CODES = {
@@ -43,6 +48,16 @@ EXIT_CODES = {
     Verdict.CRASH: 4,
     Verdict.TIMEOUT: 5,
     Verdict.INTERRUPTED: 130,
+}
+
+_MEANING = {
+    Verdict.PASS: "pass",
+    Verdict.FAIL: "the module under test failed (build error, trail mismatch, client error)",
+    Verdict.ERROR: "usage or configuration error",
+    Verdict.INFRA: "infrastructure error (download, root, QEMU missing, boot)",
+    Verdict.CRASH: "kernel crash or splat (Oops, BUG, WARNING, panic)",
+    Verdict.TIMEOUT: "timeout",
+    Verdict.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM)",
 }
 
 _SEVERITY = {

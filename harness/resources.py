@@ -56,6 +56,11 @@ def config_fragment(flavour: str) -> Path:
     return _file(DATA_PACKAGE, "configs", f"{flavour}.config")
 
 
+def guest_file(name: str) -> Path:
+    """A guest-side file that ships with the package (``harness/guest/NAME``)."""
+    return _file(GUEST_PACKAGE, name)
+
+
 def install_guest_files(run_dir: Path) -> None:
     """Put the guest runner, the contract it imports and the SSH start-up script into a run directory."""
     for name in GUEST_FILES:

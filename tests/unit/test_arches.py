@@ -10,7 +10,7 @@ from harness import arches, cli
 from harness.accel import AccelFacts, choose
 from harness.errors import InfraError, UsageError
 from harness.guest import vng
-from harness.kernel import apt, roots, spec
+from harness.kernel import apt, cuts, roots, spec
 from harness.model import Accel, KernelSpec, ResolvedKernel
 
 ARM64 = KernelSpec("debian", "bookworm", arch="arm64")
@@ -172,7 +172,7 @@ def test_a_foreign_roots_udev_shim_loads_modules_by_modalias(tmp_path, merged):
         real = tmp_path / "bin/udevadm"
     real.write_bytes(b"\x7fELF real")
     (tmp_path / "lib/systemd/systemd-udevd").symlink_to("/" + str(real.relative_to(tmp_path)))
-    roots.install_udev_shim(tmp_path, roots.FOREIGN_UDEV_SHIM)
+    cuts.install_udev_shim(tmp_path, foreign=True)
     shim = real.read_text()
     assert "modprobe -qab $(cat /sys/bus/*/devices/*/modalias" in shim and "trigger) exit 0" not in shim
     assert "exec /usr/lib/kmod-harness/udevadm" in shim

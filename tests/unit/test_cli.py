@@ -35,7 +35,7 @@ def test_help_answers_exit_codes_and_specs(capsys):
         assert words in text
     assert re.search(r"^  4 +kernel crash", text, re.M)
     for verdict, code in EXIT_CODES.items():  # every exit code, from the one table
-        assert re.search(rf"^  {code} +{re.escape(cli._MEANING[verdict])}$", text, re.M), verdict
+        assert re.search(rf"^  {code} +{re.escape(verdict.meaning)}$", text, re.M), verdict
 
 
 def test_matrix_takes_the_options_of_run(capsys):

@@ -61,9 +61,13 @@ def test_orphans_left_by_an_exiting_leader_are_ended(tmp_path):
     assert not _alive(pid)
 
 
-def test_a_process_ignoring_sigterm_is_killed():
-    p = procs.start(["sh", "-c", "trap '' TERM; sleep 300"])
-    time.sleep(0.2)
+def test_a_process_ignoring_sigterm_is_killed(tmp_path):
+    ready = tmp_path / "trap-set"
+    p = procs.start(["sh", "-c", f"trap '' TERM; touch {ready}; sleep 300"])
+    deadline = time.monotonic() + 30  # under load the shell may take a while to set its trap
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the shell never set its trap"
     t0 = time.monotonic()
     procs.kill_group(p, grace=0.5)
     assert p.returncode == -signal.SIGKILL

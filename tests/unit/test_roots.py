@@ -9,7 +9,7 @@ import pytest
 
 from harness import cache, events, locks
 from harness.errors import InfraError
-from harness.kernel import modbuild, roots
+from harness.kernel import cuts, modbuild, roots
 from harness.kernel.apt import KEYRING, Mirror
 from harness.model import KernelSpec, ResolvedKernel
 
@@ -22,7 +22,7 @@ def fake_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     r = KERNEL.release
     for rel in (f"usr/src/linux-headers-{r}/Makefile", f"lib/modules/{r}/modules.dep", "usr/bin/gcc-12",
-                "usr/bin/python3", "usr/bin/udevadm", roots.BLACKLIST_FILE, roots.CUTS_FILE):
+                "usr/bin/python3", "usr/bin/udevadm", cuts.BLACKLIST_FILE, cuts.CUTS_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     (root / "boot").mkdir()
@@ -233,10 +233,10 @@ def test_startup_cuts_mask_all_but_the_exec_channels_udev_rules_and_can_be_undon
                 "usr/lib/udev/rules.d/60-persistent-storage.rules", "usr/lib/udev/rules.d/60-block.rules",
                 "usr/lib/tmpfiles.d/systemd.conf",
                 "usr/lib/tmpfiles.d/sshd.conf", "etc/udev/rules.d/60-persistent-storage.rules",
-                roots.BLACKLIST_FILE):
+                cuts.BLACKLIST_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("admin's own" if rel.startswith("etc/udev") else "x")
-    added = roots.apply_startup_cuts(root)
+    added = cuts.apply_startup_cuts(root)
     masks = root / "etc/udev/rules.d"
     assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"
     assert not (masks / "50-udev-default.rules").exists()  # virtio-ports symlinks: the exec channel
@@ -245,10 +245,10 @@ def test_startup_cuts_mask_all_but_the_exec_channels_udev_rules_and_can_be_undon
     assert (root / "etc/tmpfiles.d/systemd.conf").is_symlink() and (root / "etc/tmpfiles.d/sshd.conf").is_symlink()
     assert "etc/udev/rules.d/60-persistent-storage.rules" not in added
     assert (masks / "60-block.rules").resolve() == Path("/dev/null")
-    roots.undo_startup_cuts(root)
+    cuts.undo_startup_cuts(root)
     assert not (masks / "60-block.rules").is_symlink() and not (root / "etc/tmpfiles.d/systemd.conf").is_symlink()
     assert (masks / "60-persistent-storage.rules").read_text() == "admin's own"
-    assert not (root / roots.BLACKLIST_FILE).exists() and not (root / roots.CUTS_FILE).exists()
+    assert not (root / cuts.BLACKLIST_FILE).exists() and not (root / cuts.CUTS_FILE).exists()
 
 
 def _cached_root(roots_dir, name: str, fmt=roots.ROOT_FORMAT, used: float = 0.0, manifest: bool = True):
@@ -298,7 +298,7 @@ def test_the_udev_shim_replaces_udevadm_and_keeps_the_daemon_real(tmp_path):
     (tmp_path / "usr/lib/systemd").mkdir(parents=True)
     (tmp_path / "usr/bin/udevadm").write_bytes(b"\x7fELF real")
     (tmp_path / "usr/lib/systemd/systemd-udevd").symlink_to("../../bin/udevadm")
-    roots.install_udev_shim(tmp_path)
+    cuts.install_udev_shim(tmp_path)
     shim = (tmp_path / "usr/bin/udevadm").read_text()
     assert shim.startswith("#!/bin/sh") and "trigger) exit 0" in shim
     assert (tmp_path / "usr/bin/udevadm").stat().st_mode & 0o111

@@ -8,7 +8,7 @@ from test_apt import RecordedIndex
 
 from harness import events, resources
 from harness.errors import InfraError, UsageError
-from harness.kernel import manage, modbuild, roots, spec, trees
+from harness.kernel import cuts, manage, modbuild, roots, spec, trees
 from harness.model import KernelSpec, ResolvedKernel
 
 
@@ -70,7 +70,7 @@ def test_tree_kernels_share_their_suites_base_root(tmp_path):
 def test_a_base_root_needs_no_kernel_inside(tmp_path):
     k = trees.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path)}"))
     root = tmp_path / "root"
-    for rel in ("usr/bin/python3", "usr/bin/udevadm", roots.BLACKLIST_FILE, roots.CUTS_FILE):
+    for rel in ("usr/bin/python3", "usr/bin/udevadm", cuts.BLACKLIST_FILE, cuts.CUTS_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     for d in roots.mount_points(k):
