@@ -100,3 +100,19 @@ def test_the_sample_module_repository_uses_the_action(tmp_path):
     res = check_results(uploaded[0], "debian-bookworm")
     assert [t["text"] for t in res["trail"]] == [
         "kh_greeter: hello, harness (1 of 2)", "kh_greeter: hello, harness (2 of 2)", "kh_greeter: goodbye, harness"]
+
+
+@pytest.mark.arm64
+def test_an_arm64_matrix_entry_runs_through_the_action_on_an_x86_runner(tmp_path):
+    """The matrix job for an arm64 kernel of the list: on this x86_64 runner the action boots it
+    under TCG (its root and module build through qemu-user, which the action's set-up registers)."""
+    spec = "debian:bookworm:arm64"
+    p = act("matrix", tmp_path, "--matrix", f"kernel:{spec}")
+    assert p.returncode == 0, p.stdout[-5000:]
+    out = outputs(p.stdout)
+    assert out.get("verdict") == "pass" and out.get("exit-code") == "0", out
+    uploaded = list(tmp_path.glob("results-*/results"))
+    assert len(uploaded) == 1, list(tmp_path.iterdir())
+    res = check_results(uploaded[0], "debian-bookworm-arm64")
+    assert res["kernel"] == spec and res["kernel_release"].endswith("-arm64")
+    assert [t["text"] for t in res["trail"]][-1] == "exiting myNetLink module"
