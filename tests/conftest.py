@@ -170,3 +170,25 @@ def built_kernel_or_skip(spec_text: str, env: str, target: str) -> str:
     if src is None or trees.cached(src, cache_dir()) is None:
         pytest.skip(f"{spec_text} is not built yet: `make {target}` builds it (~20 min) and runs these")
     return spec_text
+
+
+SKIP_NO_ARM64_ROOT = "is not made yet: `make test-arm64` makes it"
+
+
+def foreign_root_or_skip(spec_text: str) -> str:
+    """An arm64 kernel whose root is cached, or when HARNESS_ARM64=1 asks for it (`make test-arm64`
+    makes the root first, ~10-16 min through qemu-user); otherwise the test is skipped, saying how.
+    .ci/run runs these tests only where the roots are cached: made on a fresh machine beside the
+    sanitizer kernel, they would not fit CI's 90 minutes."""
+    if os.environ.get("HARNESS_ARM64") == "1":
+        return spec_text
+    from harness.kernel import apt, roots, spec
+    from harness.phases import resolve_spec
+
+    kernel, _, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(),
+                                apt.index_ttl())
+    assert kernel is not None
+    root = cache_dir() / "roots" / roots.root_key(kernel)
+    if not root.is_dir() or roots.check_root(root, kernel) is not None:
+        pytest.skip(f"the root of {spec_text} {SKIP_NO_ARM64_ROOT}")
+    return spec_text

@@ -9,7 +9,7 @@ import pytest
 
 from harness import cli
 
-from conftest import REPO
+from conftest import REPO, foreign_root_or_skip
 
 pytestmark = [pytest.mark.vm, pytest.mark.arm64]
 pytest_plugins = ["pytester"]
@@ -17,6 +17,11 @@ pytest_plugins = ["pytester"]
 RESULTS_ID = "debian-bookworm-arm64"
 TRAIL = ["Entering: myNetLink_init, protocol family = 30 ", "MyNetLink Init OK!", "Entering: myNetLink_recv_msg",
          "MyNetlink has received: Hello this is a msg from userspace", "exiting myNetLink module"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def bookworm_arm64_root():
+    return foreign_root_or_skip("debian:bookworm:arm64")
 
 
 def run(results, *args) -> tuple[int, dict]:
