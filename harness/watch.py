@@ -72,12 +72,24 @@ class Spare:
         return time.monotonic() - self.booted_at
 
     def close(self) -> None:
+        """Power the guest off (a spare never used) and end its processes."""
         self.stack.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def discard(self) -> None:
+        """End a used spare's VM at once: its kernel is thrown away, so there is nothing to shut down."""
+        self.live.discard = True
+        self.close()
+
 
 class SparePool:
-    """One spare at a time, booting in the background; checked before it is handed out."""
+    """One spare at a time, booting in the background; checked before it is handed out.
+
+    The pool never boots while a spare runs the steps: under emulation a boot takes the
+    host's cores from the guest that is working. Its owner calls ``refill`` once a verdict
+    is out; ``take`` boots one itself only when none is ready or on its way. Used spares
+    are ended on a thread of their own, so that the verdict does not wait for a VM to go.
+    """
 
     def __init__(self, prep: Prepared, req: RunRequest, sink: Sink, max_age: float = 600):
         self.prep, self.req, self.sink, self.max_age = prep, req, sink, max_age
@@ -85,13 +97,25 @@ class SparePool:
         self._ready = threading.Event()
         self._spare: Optional[Spare] = None
         self._error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
+        self._booting = False
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def start(self) -> None:
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._boot, daemon=True)
-        self._thread.start()
+    def refill(self) -> None:
+        """Boot a spare in the background, unless one is ready, booting, or failed to boot."""
+        with self._lock:
+            if self._closed or self._booting or self._spare is not None or self._error is not None:
+                return
+            self._booting = True
+            self._ready.clear()
+        self._spawn(self._boot)
+
+    start = refill
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
 
     def _boot(self) -> None:
         try:
@@ -101,38 +125,54 @@ class SparePool:
                 spare.close()
                 raise InfraError(f"a spare guest was refused: {problem}")
             with self._lock:
-                if self._closed:
-                    spare.close()
-                    return
-                self._spare = spare
+                closed = self._closed
+                if not closed:
+                    self._spare = spare
+            if closed:  # the pool closed while it booted
+                spare.close()
+                return
             self.sink(Note(f"spare guest ready (booted in {spare.live.boot_seconds:.1f}s)"))
         except BaseException as e:  # reported to whoever takes the spare
-            self._error = e
+            with self._lock:
+                self._error = e
         finally:
+            with self._lock:
+                self._booting = False
             self._ready.set()
 
     def take(self, timeout: float) -> Spare:
-        """The spare, once booted (a new one when it is older than max_age); the pool boots the next."""
-        if not self._ready.wait(timeout):
-            raise InfraError(f"no spare guest booted within {timeout:.0f}s")
-        with self._lock:
-            spare, error, self._spare, self._error = self._spare, self._error, None, None
-        if spare is not None and spare.age > self.max_age:
-            self.sink(Note(f"the spare is {spare.age:.0f}s old (over {self.max_age:.0f}s): booting a fresh one"))
-            spare.close()
-            self.start()
-            return self.take(timeout)
-        self.start()  # the next one boots while this one runs
-        if spare is None:
-            raise error if isinstance(error, HarnessError) else InfraError(f"booting a spare guest failed: {error}")
-        return spare
+        """The spare, once booted and checked: still alive, and not older than max_age (else a
+        fresh one is booted). The next spare is not booted here: see ``refill``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.refill()
+            if not self._ready.wait(max(0.0, deadline - time.monotonic())):
+                raise InfraError(f"no spare guest booted within {timeout:.0f}s")
+            with self._lock:
+                spare, error, self._spare, self._error = self._spare, self._error, None, None
+            if spare is None:
+                raise error if isinstance(error, HarnessError) else InfraError(f"booting a spare guest failed: {error}")
+            if spare.age > self.max_age:
+                self.sink(Note(f"the spare is {spare.age:.0f}s old (over {self.max_age:.0f}s): booting a fresh one"))
+            elif not spare.live.alive():
+                self.sink(Note("the spare guest died while it waited: booting another"))
+            else:
+                return spare
+            self.discard(spare)
+
+    def discard(self, spare: Spare) -> None:
+        """End a spare on a thread of its own (``close`` waits for it)."""
+        self._spawn(spare.discard)
 
     def close(self) -> None:
+        """End the spare that is ready, and wait for every boot and discard under way: no VM outlives this."""
         with self._lock:
             self._closed = True
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.close()
+        for t in list(self._threads):
+            t.join()
 
 
 def boot_spare(prep: Prepared, req: RunRequest, sink: Sink) -> Spare:
@@ -246,7 +286,7 @@ class Watcher:
                 finally:
                     spare.console.flush()
                     shutil.copy(spare.console_path, out_dir / "console.log")
-                    spare.close()
+                    self.pool.discard(spare)
                 keep_channel(out_dir, got.guest)
                 phases.append(Phase("vm", round(time.monotonic() - t_vm, 3), got.guest.report is not None))
                 got.judgement = judge_run(s, plan, got.guest, (out_dir / "console.log").read_text(errors="replace"))
@@ -256,11 +296,12 @@ class Watcher:
         write_atomic(out_dir / "result.json", report.result_json(result))
         return result
 
-    def loop(self, runs: Optional[int] = None, now: bool = False, poll: float = 0.3) -> int:
+    def loop(self, runs: Optional[int] = None, now: bool = False, poll: float = 0.1) -> int:
         """Run on every change until interrupted (or ``runs`` verdicts); returns the last exit code.
-        ``now``: a first run at once, on the sources as they are."""
+        ``now``: a first run at once, on the sources as they are. The next spare boots once a
+        verdict is out, never while a spare runs the steps."""
         self.pool = SparePool(self.prep, self.req, self.sink, self.max_age)
-        self.pool.start()
+        self.pool.refill()
         seen, done, code = self.state(), 0, 0
         self.sink(Note(f"watching {len(seen)} files of {self.prep.setup.project.where}; Ctrl-C to stop"))
         if now:
@@ -270,12 +311,13 @@ class Watcher:
                 time.sleep(poll)
                 if self.state() == seen:
                     continue
-                time.sleep(poll)  # an editor writes in several steps: let it finish
-                seen = self.state()
                 t0 = time.monotonic()
+                seen = self.settled(poll)
                 result = self.once()
                 code, done = result.verdict.exit_code, done + 1
                 self.on_result(result)
+                if runs is None or done < runs:
+                    self.pool.refill()
                 later = self.state()
                 if later != seen:
                     self.sink(Note(f"    the sources changed while that ran ({len(_changed(seen, later))} files): "
@@ -284,6 +326,19 @@ class Watcher:
         finally:
             self.pool.close()
         return code
+
+    def settled(self, poll: float, limit: float = 2.0) -> dict[Path, tuple[int, int]]:
+        """The files' state once it stops changing for ``poll`` seconds (an editor writes in
+        several steps), or after ``limit`` seconds of changes."""
+        deadline = time.monotonic() + limit
+        state = self.state()
+        while time.monotonic() < deadline:
+            time.sleep(poll)
+            now = self.state()
+            if now == state:
+                break
+            state = now
+        return state
 
 
 def _changed(a: dict[Path, tuple[int, int]], b: dict[Path, tuple[int, int]]) -> set[Path]:

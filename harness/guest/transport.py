@@ -167,6 +167,7 @@ class LiveGuest:
     ssh: ssh.GuestSsh
     port: int
     boot_seconds: float
+    discard: bool = False  # thrown away: ended at once on leaving ``boot``, no power-off asked
 
     def alive(self) -> bool:
         return self.bg.alive() and self.ssh.client is not None
@@ -191,16 +192,21 @@ class SshTransport:
         with procs.Background(argv, what="the VM", on_line=on_line or Listener(sink, console, "").on_line,
                               env=vng_env(home=keys.home)) as bg:
             guest = ssh.GuestSsh(port, keys)
+            live: Optional[LiveGuest] = None
             t0 = time.monotonic()
             try:
                 guest.connect(timeout=deadline - time.monotonic(), alive=bg.alive)
                 sink(Note(f"ssh: connected to 127.0.0.1:{port} after {time.monotonic() - t0:.1f}s", verbose=True))
-                yield LiveGuest(bg, guest, port, time.monotonic() - t0)
+                live = LiveGuest(bg, guest, port, time.monotonic() - t0)
+                yield live
             finally:
-                reached = guest.client is not None
-                guest.poweroff()
+                # A guest that was never reached cannot be asked, and one thrown away need not be:
+                # either is ended at once.
+                ask = guest.client is not None and not (live is not None and live.discard)
+                if ask:
+                    guest.poweroff()
                 guest.close()
-                if reached:  # a guest that was never reached cannot be asked: it is ended at once
+                if ask:
                     try:
                         bg.wait(req.shutdown)
                     except PhaseTimeout:

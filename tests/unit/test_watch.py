@@ -41,8 +41,9 @@ def test_it_watches_sources_and_project_files_not_products_results_or_hidden(tmp
 
 class FakeSpare:
     def __init__(self, n):
-        self.n, self.closed, self.booted_at = n, False, time.monotonic()
-        self.live = SimpleNamespace(boot_seconds=0.1)
+        self.n, self.closed, self.discarded, self.booted_at = n, False, False, time.monotonic()
+        self.dead = False
+        self.live = SimpleNamespace(boot_seconds=0.1, alive=lambda: not self.dead)
 
     @property
     def age(self):
@@ -50,6 +51,10 @@ class FakeSpare:
 
     def close(self):
         self.closed = True
+
+    def discard(self):
+        time.sleep(0.2)  # a VM takes a moment to end: close() must wait for it
+        self.discarded = self.closed = True
 
 
 @pytest.fixture
@@ -67,27 +72,53 @@ def pool(monkeypatch):
     return p
 
 
-def test_each_spare_is_handed_out_once_and_the_next_boots_meanwhile(pool):
-    pool.start()
+def test_each_spare_is_handed_out_once_and_the_next_boots_only_when_refilled(pool):
+    pool.refill()
     first = pool.take(10)
+    time.sleep(0.1)
+    assert len(pool.booted) == 1, "no boot may compete with the spare that runs the steps"
+    pool.refill()
     second = pool.take(10)
     assert (first.n, second.n) == (0, 1)
-    pool.take(10)
+    pool.refill()
+    pool.refill()  # one on its way already: no second boot
     pool.close()
+    assert len(pool.booted) == 3
     assert pool.booted[-1].closed  # the one booted ahead and never used is powered off
 
 
+def test_take_boots_a_spare_itself_when_none_is_ready_or_booting(pool):
+    assert pool.take(10).n == 0
+
+
 def test_a_spare_older_than_its_max_age_is_booted_again(pool):
-    pool.max_age = 0.05
-    pool.start()
-    time.sleep(0.2)
+    pool.max_age = 0.15
+    pool.refill()
+    time.sleep(0.3)
     spare = pool.take(10)
-    assert pool.booted[0].closed and spare.n >= 1
+    pool.close()
+    assert pool.booted[0].discarded and spare.n == 1
+
+
+def test_a_spare_that_died_while_waiting_is_not_handed_out(pool):
+    pool.refill()
+    pool._ready.wait(10)
+    pool.booted[0].dead = True
+    spare = pool.take(10)
+    pool.close()
+    assert spare.n == 1 and pool.booted[0].discarded
+
+
+def test_close_waits_for_used_spares_to_end(pool):
+    spare = pool.take(10)
+    pool.discard(spare)
+    pool.close()
+    assert spare.discarded
 
 
 def test_a_spare_refused_as_dishonest_is_an_infra_error(pool, monkeypatch):
     monkeypatch.setattr(watch, "honest", lambda spare, prep: "it has loaded ['m'] already")
-    pool.start()
+    pool.refill()
     with pytest.raises(InfraError, match="a spare guest was refused: it has loaded"):
         pool.take(10)
     assert pool.booted[0].closed
