@@ -26,10 +26,11 @@ from typing import Callable, Optional
 from harness import procs, resources
 from harness.errors import HarnessError, InfraError
 from harness.events import Note, Sink
-from harness.guest import vng
+from harness.guest import ssh, vng
 from harness.guest.contract import Plan
 from harness.guest.transport import (
     RUNNER_COMMAND,
+    RUNNER_WAIT_COMMAND,
     GuestRequest,
     GuestRun,
     Listener,
@@ -66,6 +67,9 @@ class Spare:
     console_path: Path
     router: _Router
     booted_at: float = field(default_factory=time.monotonic)
+    # The guest runner, started once the spare passed its checks: Python's start and imports,
+    # seconds under emulation, are over before an edit comes.
+    runner: Optional[ssh.Started] = None
 
     @property
     def age(self) -> float:
@@ -124,6 +128,7 @@ class SparePool:
             if problem:
                 spare.close()
                 raise InfraError(f"a spare guest was refused: {problem}")
+            spare.runner = spare.live.ssh.start(RUNNER_WAIT_COMMAND)
             with self._lock:
                 closed = self._closed
                 if not closed:
@@ -211,7 +216,8 @@ def honest(spare: Spare, prep: Prepared) -> Optional[str]:
 
 
 def run_on_spare(spare: Spare, prep: Prepared, plan: Plan, build: Path, sink: Sink, timeout: float) -> GuestRun:
-    """The plan on the spare: the module copied into its run directory, the runner over SSH."""
+    """The plan on the spare: the module copied into its run directory, then the runner (waiting
+    since the spare was checked) told to go."""
     shutil.copytree(build, spare.run_dir / "build", dirs_exist_ok=True)
     write_plan(spare.run_dir, plan)
     listen = Listener(sink, spare.console, plan.run_id)
@@ -219,7 +225,10 @@ def run_on_spare(spare: Spare, prep: Prepared, plan: Plan, build: Path, sink: Si
     spare.router.target = listen.on_line
     exit_status, timed_out = None, False
     try:
-        res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
+        if spare.runner is not None:
+            res = spare.runner.finish(timeout, listen.channel, stdin=b"go\n")
+        else:
+            res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
         exit_status = res.status
     except HarnessError as e:
         timed_out = e.verdict is Verdict.TIMEOUT

@@ -5,6 +5,9 @@ It runs inside the VM on the guest root's own python3 (3.9 or newer), with the
 standard library and ``contract.py`` (copied beside it) only::
 
     python3 /harness/runner.py /harness/plan.json
+    python3 /harness/runner.py --wait /harness/plan.json
+                            (started ahead, in a spare guest: runs once a line arrives on stdin,
+                            the host having written the plan; ends at once on EOF)
     python3 /harness/runner.py kmsg SEQ      (records after SEQ as JSON, for live sessions)
 
 A thread reads ``/dev/kmsg`` from the start of the buffer and sends each record
@@ -245,6 +248,11 @@ def run_plan(plan: contract.Plan, channel: Channel
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[1] == "kmsg":
         return dump_kmsg(int(argv[2]))
+    if len(argv) == 3 and argv[1] == "--wait":
+        # Python's start and its imports took seconds under emulation; they are done now.
+        if not sys.stdin.readline():
+            return 2  # the host went away without a plan
+        argv = [argv[0], argv[2]]
     t0 = time.monotonic()
     with open(argv[1]) as f:
         text = f.read()

@@ -169,56 +169,29 @@ class GuestSsh:
     def stream(self, command: str, timeout: float, on_line: Callable[[str], None]) -> CommandResult:
         """Run a command, passing each line of its stdout to ``on_line`` as it arrives (without
         the newline); the result's stdout is empty."""
-        buf = [""]
+        return self.start(command).finish(timeout, on_line)
 
-        def feed(text: str) -> None:
-            *lines, buf[0] = (buf[0] + text).split("\n")
-            for line in lines:
-                on_line(line)
+    def start(self, command: str) -> "Started":
+        """Start a command now and hear it later: ``Started.finish`` sends its standard input and
+        streams its output (a program that waits on its stdin is ready and waiting meanwhile)."""
+        return Started(self._open(command), command, self.port)
 
-        status, err, secs = self._exec(command, timeout, None, feed)
-        if buf[0]:
-            on_line(buf[0])
-        return CommandResult(status, "", err, secs)
-
-    def _exec(self, command: str, timeout: float, stdin: Optional[bytes],
-              on_out: Callable[[str], None]) -> tuple[int, str, float]:
+    def _open(self, command: str) -> paramiko.Channel:
         if self.client is None:
             raise InfraError("the guest's SSH connection is closed")
-        t0 = time.monotonic()
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise InfraError(f"the SSH connection to 127.0.0.1:{self.port} is gone (did the guest die?)")
         chan = transport.open_session(timeout=10)
         chan.settimeout(1.0)
         chan.exec_command(command)
-        if stdin:
-            chan.sendall(stdin)
-        chan.shutdown_write()
-        out, err = _Utf8(), []
-        while True:
-            if time.monotonic() - t0 > timeout:
-                chan.close()
-                raise PhaseTimeout(f"guest command {command!r} did not finish within {timeout:.0f}s")
-            got = False
-            while chan.recv_ready():
-                on_out(out.decode(chan.recv(65536)))
-                got = True
-            while chan.recv_stderr_ready():
-                err.append(chan.recv_stderr(65536))
-                got = True
-            # sshd may send the exit status before the last of the output (the child
-            # exits while its pipe still holds data): the end is EOF plus the status,
-            # or the channel closing.
-            if ((chan.eof_received and chan.exit_status_ready()) or chan.closed) \
-                    and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            if not got:
-                time.sleep(0.005)
-        on_out(out.decode(b"", final=True))
-        status = chan.recv_exit_status() if chan.exit_status_ready() else 255  # 255: closed, as ssh(1) says
-        chan.close()
-        return status, b"".join(err).decode("utf-8", "backslashreplace"), time.monotonic() - t0
+        return chan
+
+    def _exec(self, command: str, timeout: float, stdin: Optional[bytes],
+              on_out: Callable[[str], None]) -> tuple[int, str, float]:
+        t0 = time.monotonic()
+        chan = self._open(command)
+        return _pump(chan, command, t0, timeout, stdin, on_out)
 
     def put(self, local: Path, remote: str) -> None:
         assert self.client is not None
@@ -246,6 +219,66 @@ class GuestSsh:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+class Started:
+    """A command started in the guest, not yet heard (``GuestSsh.start``)."""
+
+    def __init__(self, chan: paramiko.Channel, command: str, port: int):
+        self.chan, self.command, self.port = chan, command, port
+
+    def finish(self, timeout: float, on_line: Callable[[str], None], stdin: Optional[bytes] = None) -> CommandResult:
+        """Send ``stdin`` (then end it), and pass each line of the output to ``on_line`` until the
+        command ends; ``timeout`` counts from now."""
+        buf = [""]
+
+        def feed(text: str) -> None:
+            *lines, buf[0] = (buf[0] + text).split("\n")
+            for line in lines:
+                on_line(line)
+
+        try:
+            status, err, secs = _pump(self.chan, self.command, time.monotonic(), timeout, stdin, feed)
+        except OSError as e:  # the guest went away while the command waited
+            raise InfraError(f"the SSH channel to 127.0.0.1:{self.port} broke: {e}") from None
+        if buf[0]:
+            on_line(buf[0])
+        return CommandResult(status, "", err, secs)
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+def _pump(chan: paramiko.Channel, command: str, t0: float, timeout: float, stdin: Optional[bytes],
+          on_out: Callable[[str], None]) -> tuple[int, str, float]:
+    """Send ``stdin`` to a started command and read its output until it ends: (status, stderr, seconds)."""
+    if stdin:
+        chan.sendall(stdin)
+    chan.shutdown_write()
+    out, err = _Utf8(), []
+    while True:
+        if time.monotonic() - t0 > timeout:
+            chan.close()
+            raise PhaseTimeout(f"guest command {command!r} did not finish within {timeout:.0f}s")
+        got = False
+        while chan.recv_ready():
+            on_out(out.decode(chan.recv(65536)))
+            got = True
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(65536))
+            got = True
+        # sshd may send the exit status before the last of the output (the child
+        # exits while its pipe still holds data): the end is EOF plus the status,
+        # or the channel closing.
+        if ((chan.eof_received and chan.exit_status_ready()) or chan.closed) \
+                and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        if not got:
+            time.sleep(0.005)
+    on_out(out.decode(b"", final=True))
+    status = chan.recv_exit_status() if chan.exit_status_ready() else 255  # 255: closed, as ssh(1) says
+    chan.close()
+    return status, b"".join(err).decode("utf-8", "backslashreplace"), time.monotonic() - t0
 
 
 def _b64(data: str) -> bytes:

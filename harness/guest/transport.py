@@ -26,6 +26,8 @@ from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv
 
 RUNNER_COMMAND = (f"python3 {contract.GUEST_RUN_DIR}/{contract.RUNNER_FILE} "
                   f"{contract.GUEST_RUN_DIR}/{contract.PLAN_FILE}")
+# The runner started ahead in a spare guest: it waits for a line on stdin (the plan is written).
+RUNNER_WAIT_COMMAND = RUNNER_COMMAND.replace(contract.RUNNER_FILE, f"{contract.RUNNER_FILE} --wait")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 import ast
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -92,3 +94,13 @@ def test_events_without_the_runs_id_are_ignored():
     assert log.records == [] and log.version is None
     log.feed(contract.decode_event(contract.encode_event(contract.HELLO, "secret", version=2)))
     assert log.version == 2
+
+
+def test_a_runner_started_ahead_ends_without_running_anything_when_no_go_comes(tmp_path):
+    """``runner.py --wait`` (a spare guest's runner): the host went away, stdin ends: exit 2, not a
+    word on the channel, no plan read (there is none)."""
+    resources.install_guest_files(tmp_path)
+    p = subprocess.run([sys.executable, str(tmp_path / contract.RUNNER_FILE), "--wait",
+                        str(tmp_path / contract.PLAN_FILE)], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (2, "", "")

@@ -8,6 +8,7 @@ import pytest
 
 from harness import watch
 from harness.errors import InfraError
+from harness.guest.transport import RUNNER_WAIT_COMMAND
 from harness.phases import RunRequest
 from harness.project import parse_project
 
@@ -43,7 +44,9 @@ class FakeSpare:
     def __init__(self, n):
         self.n, self.closed, self.discarded, self.booted_at = n, False, False, time.monotonic()
         self.dead = False
-        self.live = SimpleNamespace(boot_seconds=0.1, alive=lambda: not self.dead)
+        self.started = []
+        self.live = SimpleNamespace(boot_seconds=0.1, alive=lambda: not self.dead,
+                                    ssh=SimpleNamespace(start=self.started.append))
 
     @property
     def age(self):
@@ -87,6 +90,12 @@ def test_each_spare_is_handed_out_once_and_the_next_boots_only_when_refilled(poo
     assert pool.booted[-1].closed  # the one booted ahead and never used is powered off
 
 
+def test_a_spare_that_passed_its_checks_has_the_runner_started_and_waiting(pool):
+    spare = pool.take(10)
+    assert spare.started == [RUNNER_WAIT_COMMAND]
+    assert RUNNER_WAIT_COMMAND.startswith("python3 /harness/runner.py --wait /harness/")
+
+
 def test_take_boots_a_spare_itself_when_none_is_ready_or_booting(pool):
     assert pool.take(10).n == 0
 
@@ -121,4 +130,4 @@ def test_a_spare_refused_as_dishonest_is_an_infra_error(pool, monkeypatch):
     pool.refill()
     with pytest.raises(InfraError, match="a spare guest was refused: it has loaded"):
         pool.take(10)
-    assert pool.booted[0].closed
+    assert pool.booted[0].closed and pool.booted[0].started == []
