@@ -240,7 +240,7 @@ def prepare(req: RunRequest, sink: Sink, run_dir: Path, done: Phases) -> Prepare
 
 
 def vm_config(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sink) -> vng.VmConfig:
-    return vng.VmConfig(vmlinuz=r.vmlinuz, root=r.path, run_dir=run_dir, project_dir=s.project.root,
+    return vng.VmConfig(vmlinuz=r.image, root=r.path, run_dir=run_dir, project_dir=s.project.root,
                         accel=s.accel, cpus=req.cpus, append=config_params(r, sink) + req.append,
                         console_level=req.console_level, modules_dir=r.modules,
                         arch=r.kernel.spec.arch if foreign_root(r.kernel) else None)

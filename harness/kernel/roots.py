@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +25,7 @@ from harness import arches, procs
 from harness.cache import cache_dir, read_manifest, sha256_file
 from harness.errors import InfraError
 from harness.events import Note, Progress, Sink
+from harness.kernel import pvh
 from harness.kernel.apt import Mirror
 from harness.kernel.cuts import (
     BLACKLIST_FILE,
@@ -62,13 +63,19 @@ class Root:
     path: Path
     kernel: ResolvedKernel
     modules: Optional[Path] = None  # a tree kernel's installed modules (host), mounted at /lib/modules
+    boot: Optional[Path] = None  # the root's kernel unpacked for a PVH boot (kernel/pvh.py), when it can
 
     @property
     def vmlinuz(self) -> Path:
-        """The image to boot: a tree's bzImage (virtme-ng then reads the tree's .config), or the root's."""
+        """The kernel image: a tree's bzImage (virtme-ng then reads the tree's .config), or the root's."""
         if self.kernel.tree is not None:
             return self.kernel.tree / "arch/x86/boot/bzImage"
         return find_vmlinuz(self.path, self.kernel.release)
+
+    @property
+    def image(self) -> Path:
+        """What the guest boots: the unpacked kernel where there is one, else the image."""
+        return self.boot or self.vmlinuz
 
     @property
     def headers(self) -> str:
@@ -214,11 +221,23 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
             problem = check_root(dest, kernel)
             if problem is None:
                 sink(Note(f"using cached root {dest}", verbose=True))
-                return Root(dest, kernel)
+                return with_boot_image(Root(dest, kernel), sink)
             sink(Note(f"    cached root {dest} is damaged: {problem}; rebuilding it"))
             shutil.rmtree(dest)
         make_root(kernel, mirror, dest, sink, timeout)
-        return Root(dest, kernel)
+        return with_boot_image(Root(dest, kernel), sink)
+
+
+def with_boot_image(r: Root, sink: Sink) -> Root:
+    """An x86 Debian kernel boots through PVH (kernel/pvh.py): its unpacked image is made once,
+    beside the packaged one; the root's lock is held."""
+    if r.kernel.tree is not None or r.kernel.spec.arch != "amd64":
+        return r
+    image, why = pvh.boot_image(r.vmlinuz)
+    if why:
+        sink(Note(f"    {why}"))
+        return r
+    return replace(r, boot=image)
 
 
 UNFINISHED_AGE = 6 * 3600  # a .tmp-* entry older than this belongs to no running build

@@ -44,6 +44,10 @@ def test_every_default_amd64_kernel_builds_loads_and_passes(own_tmp, monkeypatch
     releases = {k["kernel_release"].split(".")[0] + "." + k["kernel_release"].split(".")[1].split("-")[0]
                 for k in data["kernels"]}
     assert {"5.10", "6.1", "6.12"} <= releases
+    # Each booted through PVH (harness/kernel/pvh.py): xz-packed kernels (5.10, 6.1) and zstd ones (6.12 on).
+    heads = {p.parent.name: p.read_text().splitlines()[0] for p in (own_tmp / "results").glob("*/console.log")}
+    assert len(heads) == len(specs), heads
+    assert all(" --run " in h and "/boot/vmlinux-" in h for h in heads.values()), heads
 
 
 @pytest.mark.arm64

@@ -38,6 +38,10 @@ def test_default_run_passes_with_the_five_trail_records(own_tmp, monkeypatch):
     assert reply["replies"][0]["type"] == 3
     console = (tmp_path / "debian-bookworm" / "console.log").read_text()
     assert "Linux version 6.1." in console
+    # Booted through PVH (harness/kernel/pvh.py): the unpacked kernel, not the bzImage, so no
+    # real-mode set-up code ran (it prints "Probing EDD").
+    assert f"/boot/vmlinux-{res['kernel_release']} " in console.splitlines()[0]
+    assert "Probing EDD" not in console
     assert (tmp_path / "junit.xml").is_file()
 
 
