@@ -1,6 +1,7 @@
 """harness watch as a developer uses it: edits to a module's source, each judged on a guest booted in
 advance; the same verdicts as harness run, a crash included, and every run on a new spare."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -9,6 +10,9 @@ import threading
 import time
 
 import pytest
+
+from harness import cli
+from harness.model import Verdict
 
 from conftest import REPO, wait_no_qemu
 
@@ -40,6 +44,12 @@ class Lines:
         pytest.fail(f"no line matching {pattern!r} after line {after}:\n" + "\n".join(self.lines[-40:]))
 
 
+def same(reason):
+    """A verdict's reason without what differs between two guests: the numbers (CPU, PID, times), and
+    the watcher's line on the spare it used."""
+    return re.sub(r"\d+", "N", reason.split("\nran on a spare guest")[0])
+
+
 def edit(path, old, new):
     text = path.read_text()
     assert old in text
@@ -62,6 +72,13 @@ def test_edits_are_judged_on_spares_a_crash_included(own_tmp):
         edit(src, "\treturn 0;\n}\n\nstatic void __exit", "\tWARN_ON(1);\n\treturn 0;\n}\n\nstatic void __exit")
         at = out.wait_for(r"^verdict: CRASH \(kernel splat: WARNING: CPU", at)
         assert any("kh_greeter.c:" in line for line in out.lines[at - 12:at])  # the decoded frame, before it
+        # harness run on the same sources reaches the same verdict for the same reason (CPU and PID aside)
+        watched = json.loads(next((own_tmp / "r").glob("*/result.json")).read_text())
+        code = cli.main(["run", "--project", str(project), "--results", str(own_tmp / "run")])
+        assert code == Verdict.CRASH.exit_code
+        ran = json.loads(next((own_tmp / "run").glob("*/result.json")).read_text())
+        assert (watched["verdict"], same(watched["reason"])) == ("crash", same(ran["reason"]))
+        assert ran["verdict"] == "crash"
         at = out.wait_for("spare guest ready", at)
         edit(src, "\tWARN_ON(1);\n", "")
         at = out.wait_for(r"^verdict: PASS", at)
