@@ -60,8 +60,9 @@ class Watch:
 
 
 def touch(source: Path, n: int) -> float:
-    text = re.sub(r"/\* bench edit \d+ \*/\n", "", source.read_text())
-    source.write_text(f"/* bench edit {n} */\n" + text)
+    """A new source each time, never one built before (the build cache would answer at once)."""
+    text = re.sub(r"/\* bench edit \d+ \d+ \*/\n", "", source.read_text())
+    source.write_text(f"/* bench edit {n} {time.time_ns()} */\n" + text)
     return time.monotonic()
 
 
@@ -70,7 +71,9 @@ def warm_run(project: Path, results: Path) -> float:
     p = subprocess.run([*HARNESS, "run", "--project", str(project), "--results", str(results)], cwd=REPO,
                        capture_output=True, text=True)
     if p.returncode != 0:
-        raise SystemExit(f"harness run failed ({p.returncode}):\n{p.stderr[-2000:]}")
+        reasons = [json.loads(f.read_text())["reason"] for f in results.glob("*/result.json")]
+        raise SystemExit(f"harness run failed ({p.returncode}): {reasons}; results kept in {results}\n"
+                         f"{p.stderr[-2000:]}")
     return time.monotonic() - t0
 
 
@@ -123,9 +126,13 @@ def main() -> int:
         at, t1 = w.wait(r"^verdict: PASS", at) if folded else (at, t1)
         rapid_wall = t1 - t0
         verdicts = sum(t.startswith("verdict:") for _, t in w.lines)
+    except BaseException:
+        print(f"kept for a look: {tmp}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     finally:
         w.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     ratio = statistics.median(paced) / statistics.median(runs)
     text = "\n".join([
         f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs; {a.edits} edits, alternated; "
