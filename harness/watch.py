@@ -114,8 +114,6 @@ class SparePool:
             self._ready.clear()
         self._spawn(self._boot)
 
-    start = refill
-
     def _spawn(self, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, daemon=True)
         self._threads = [x for x in self._threads if x.is_alive()] + [t]

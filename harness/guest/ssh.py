@@ -245,9 +245,6 @@ class Started:
             on_line(buf[0])
         return CommandResult(status, "", err, secs)
 
-    def close(self) -> None:
-        self.chan.close()
-
 
 def _pump(chan: paramiko.Channel, command: str, t0: float, timeout: float, stdin: Optional[bytes],
           on_out: Callable[[str], None]) -> tuple[int, str, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import shutil
 import struct
 import tempfile
 import zlib
@@ -36,28 +37,33 @@ class Unusable(Exception):
     """The image cannot be booted through PVH; the message says why."""
 
 
-def payload(image: bytes) -> tuple[bytes, int]:
-    """The compressed kernel inside a bzImage and the size it unpacks to, from the setup header
-    (boot protocol 2.08 on: ``payload_offset`` at 0x248, ``payload_length`` at 0x24c)."""
-    if len(image) < 0x250 or image[0x202:0x206] != b"HdrS":
+def _span(head: bytes) -> tuple[int, int]:
+    """Where a bzImage's payload starts and how long it is, from its setup header (boot protocol
+    2.08 on: ``setup_sects`` at 0x1f1, 0 meaning 4; ``payload_offset`` at 0x248, ``payload_length``
+    at 0x24c, counted from the end of the setup sectors)."""
+    if len(head) < 0x250 or head[0x202:0x206] != b"HdrS":
         raise Unusable("not a bzImage")
-    setup_sects = image[0x1F1] or 4
-    offset, length = struct.unpack_from("<II", image, 0x248)
-    start = (setup_sects + 1) * 512 + offset
-    data = image[start:start + length]
-    if length < 8 or len(data) != length:
+    offset, length = struct.unpack_from("<II", head, 0x248)
+    if length < 8:
         raise Unusable("its payload lies outside the file")
-    return data[:-4], struct.unpack("<I", data[-4:])[0]  # the kernel's build appends the size
+    return ((head[0x1F1] or 4) + 1) * 512 + offset, length
+
+
+def payload(image: bytes) -> tuple[bytes, int]:
+    """The compressed kernel inside a bzImage, and the size it unpacks to (the kernel's build
+    appends it to the compressed data)."""
+    start, length = _span(image)
+    data = image[start:start + length]
+    if len(data) != length:
+        raise Unusable("its payload lies outside the file")
+    return data[:-4], struct.unpack("<I", data[-4:])[0]
 
 
 def unpacked_size(image: Path) -> int:
     """What the image's kernel unpacks to, reading only its header and the payload's last bytes."""
     with image.open("rb") as f:
-        head = f.read(0x250)
-        if len(head) < 0x250 or head[0x202:0x206] != b"HdrS":
-            raise Unusable("not a bzImage")
-        offset, length = struct.unpack_from("<II", head, 0x248)
-        f.seek((head[0x1F1] or 4) * 512 + 512 + offset + length - 4)
+        start, length = _span(f.read(0x250))
+        f.seek(start + length - 4)
         tail = f.read(4)
     if len(tail) != 4:
         raise Unusable("its payload lies outside the file")
@@ -91,6 +97,8 @@ def unpack(compressed: bytes, work: Path, timeout: float) -> bytes:
     if compressed.startswith(GZIP_MAGIC):
         return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(compressed)
     if compressed.startswith(ZSTD_MAGIC):
+        if shutil.which("zstd") is None:
+            raise Unusable("its payload is zstd, and the zstd program is missing (package zstd; `make setup`)")
         src, out = work / "payload.zst", work / "payload"
         src.write_bytes(compressed)
         done = procs.quick(["zstd", "-d", "-q", "-f", str(src), "-o", str(out)], timeout=timeout,

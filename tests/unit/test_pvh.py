@@ -98,3 +98,14 @@ def test_what_cannot_boot_through_pvh_boots_as_it_is_and_says_why(tmp_path, elf,
     assert booted == img
     assert why is not None and why.startswith("booting vmlinuz-5.10.0-46-amd64 as it is: " + reason)
     assert [p.name for p in tmp_path.iterdir()] == [img.name]
+
+
+def test_a_zstd_kernel_without_the_zstd_program_boots_as_it_is_and_names_the_package(tmp_path, monkeypatch):
+    elf = elf_with_notes(PVH)
+    img = tmp_path / "vmlinuz-6.12.118+deb13-amd64"
+    img.write_bytes(bzimage(elf, pvh.ZSTD_MAGIC + b"\x00" * 64))
+    monkeypatch.setattr(pvh.shutil, "which", lambda name: None)
+    booted, why = pvh.boot_image(img)
+    assert booted == img
+    assert why == ("booting vmlinuz-6.12.118+deb13-amd64 as it is: its payload is zstd, and the zstd program "
+                   "is missing (package zstd; `make setup`)")
