@@ -40,13 +40,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
+MAX_SECONDS = 7 * 86400.0  # a week: any longer limit is a typo
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    if not 0 < v <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds more than 0 and at most "
+                                         f"{MAX_SECONDS:.0f}")
     return v
 
 
@@ -211,6 +215,17 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
     except BrokenPipeError:  # `harness kernels list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the host, not the input: a full disk, a file that went away
+        where = f"{e.filename}: " if e.filename else ""
+        printer.line(f"harness: error: {where}{e.strerror or e}")
+        printer.line("  hint: the host refused a file operation (disk full, permissions?); nothing else went wrong")
+        return EXIT_CODES[Verdict.INFRA]
+    except Exception as e:  # a bug of the harness: one line, the traceback on request
+        if os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        printer.line(f"harness: internal error: {type(e).__name__}: {e}")
+        printer.line("  hint: please report it; HARNESS_DEBUG=1 shows the traceback")
+        return EXIT_CODES[Verdict.INFRA]
 
 
 def _request(args: argparse.Namespace, **more: Any) -> "RunRequest":

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from harness import procs, resources, tomlload
+from harness import procs, resources, schema, tomlload
 from harness.errors import UsageError
 from harness.events import Event, Finished, PhaseStarted, Printer
+from harness.kernel import apt
 from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
@@ -40,27 +41,23 @@ class MatrixEntry:
 
 
 def load_matrix(path: Optional[Path] = None) -> list[MatrixEntry]:
-    """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``)."""
-    path = path or resources.data("kernels.toml")
-    data = tomlload.load(path)
+    """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``), checked against
+    ``schema.MatrixFile``: each spec valid, each apt option one apt accepts, no kernel twice."""
+    doc = tomlload.load_document(path or resources.data("kernels.toml"))
+    m = schema.check(schema.MatrixFile, doc)
     out: list[MatrixEntry] = []
-    for i, k in enumerate(data.get("kernel", [])):
-        if not isinstance(k.get("spec"), str):
-            raise UsageError(f"{path}: [[kernel]] #{i + 1} needs a 'spec' string")
-        text = k["spec"]
-        if "arch" in k:  # folded into the spec's written form: debian:SUITE:ARCH
-            if not isinstance(k["arch"], str):
-                raise UsageError(f"{path}: [[kernel]] {text!r} arch must be a string, e.g. \"arm64\"")
-            try:
-                text = with_arch(text, k["arch"])
-            except UsageError as e:
-                raise UsageError(f"{path}: [[kernel]] {k['spec']!r}: {e}") from None
-        parse_spec(text)  # fail early, naming the spec
-        expect = compare.parse_expected(k["expect"], text, f"{path}: [[kernel]] {text!r} expect") \
-            if "expect" in k else None
-        out.append(MatrixEntry(text, tuple(k.get("apt_options", ())), k.get("note", ""), expect))
-    if not out:
-        raise UsageError(f"{path}: no [[kernel]] entries")
+    for i, k in enumerate(m.kernel):
+        where = f"{doc.where}:{schema.locate(doc.text, ('kernel', i)) or '?'}: kernel[{i + 1}]"
+        try:
+            text = with_arch(k.spec, k.arch)  # folded into the spec's written form: debian:SUITE:ARCH
+            options = tuple(apt.check_option(o, "apt_options") for o in k.apt_options)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e.message}", hint=e.hint) from None
+        if any(o.spec == text for o in out):
+            raise UsageError(f"{where}: kernel {text!r} is listed twice",
+                             hint="each kernel's results go to one directory: list it once")
+        expect = compare.Expected(text, k.expect.verdict, k.expect.why, k.expect.match) if k.expect else None
+        out.append(MatrixEntry(text, options, k.note, expect))
     return out
 
 

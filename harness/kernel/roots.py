@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from harness.kernel.cuts import (
     install_udev_shim,
 )
 from harness.kernel.spec import DEFAULT_RELEASE
-from harness.locks import atomic_dir, locked
+from harness.locks import atomic_dir, locked, remove_tree
 from harness.model import ResolvedKernel
 
 # What every root gets besides the kernel packages and the suite's compiler.
@@ -216,6 +215,7 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
     key = root_key(kernel)
     dest = roots / key
     with locked(roots / f"{key}.lock"):
+        _remove_leftovers(roots, key, sink)
         if dest.exists():
             _remove_stale_init_scripts(dest)
             problem = check_root(dest, kernel)
@@ -223,7 +223,10 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
                 sink(Note(f"using cached root {dest}", verbose=True))
                 return with_boot_image(Root(dest, kernel), sink)
             sink(Note(f"    cached root {dest} is damaged: {problem}; rebuilding it"))
-            shutil.rmtree(dest)
+            left = remove_tree(dest)
+            if left:
+                raise InfraError(f"cannot remove the damaged root {dest}: {'; '.join(left[:3])}",
+                                 hint="unmount what is mounted in it, then remove it by hand")
         make_root(kernel, mirror, dest, sink, timeout)
         return with_boot_image(Root(dest, kernel), sink)
 
@@ -280,13 +283,27 @@ def _last_used(roots: Path, d: Path) -> float:
     return lock.stat().st_mtime if lock.exists() else (d / MANIFEST).stat().st_mtime
 
 
-def remove_root(d: Path) -> None:
-    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile)."""
-    lock = d.parent / f"{d.name}.lock"
+def remove_root(d: Path) -> list[str]:
+    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile);
+    returns what could not be deleted (see locks.remove_tree: mounts are undone, never entered)."""
+    key = d.name[len(".tmp-"):].rsplit("-", 1)[0] if d.name.startswith(".tmp-") else d.name  # .tmp-KEY-XXXX
+    lock = d.parent / f"{key}.lock"
     with locked(lock):
-        shutil.rmtree(d, ignore_errors=True)
-        (d.parent / f"{d.name}.log").unlink(missing_ok=True)
-    lock.unlink(missing_ok=True)
+        left = remove_tree(d)
+        if not d.name.startswith(".tmp-"):
+            (d.parent / f"{d.name}.log").unlink(missing_ok=True)
+    if not d.name.startswith(".tmp-"):
+        lock.unlink(missing_ok=True)
+    return left
+
+
+def _remove_leftovers(roots: Path, key: str, sink: Sink) -> None:
+    """An earlier run making this root was killed: its temporary directory goes (the key's lock is
+    held, so no run is making it now). A harness killed while mmdebstrap ran leaves no mounts (it runs
+    in a mount namespace of its own), but an older one may have: they are undone, never entered."""
+    for tmp in roots.glob(f".tmp-{key}-*"):
+        left = remove_tree(tmp)
+        sink(Note(f"    removed {tmp}, left by an interrupted run" + (f" (but: {'; '.join(left)})" if left else "")))
 
 
 def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
@@ -305,6 +322,7 @@ def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
 
 def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, timeout: float) -> None:
     mmdebstrap = procs.require_tool("mmdebstrap", "mmdebstrap")
+    procs.require_tool("unshare", "util-linux")
     if foreign_root(kernel):
         arches.check_binfmt(arches.get(kernel.spec.arch))
         procs.require_tool("arch-test", "arch-test")  # mmdebstrap asks it whether the host runs the arch
@@ -337,6 +355,9 @@ def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, tar
     hooks = [f'mkdir -p "$1/{d}"' for d in mount_points(kernel)]
     foreign = foreign_root(kernel)
     return [
+        # A mount namespace of its own: the proc, sys and dev mounts mmdebstrap makes in the root
+        # vanish with its processes, even when the harness is killed (SIGKILL) while it works.
+        "unshare", "--mount", "--propagation", "private", "--",
         mmdebstrap, "--variant=apt", "--mode=root",
         *([f"--architectures={kernel.spec.arch}", f"--essential-hook={DIVERT_INITRAMFS}"] if foreign else []),
         "--include=" + ",".join(root_packages(kernel)),

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from harness.errors import UsageError
 from harness.model import RunResult, Verdict, worst
 
 
@@ -138,19 +137,3 @@ def markdown(rows: Sequence[Row]) -> list[str]:
         out.append(f"| `{r.kernel}` | {'**' + r.status + '**' if r.counts else r.status} | {verdict} | "
                    f"{said.replace('|', '/')} |")
     return out
-
-
-def parse_expected(d: Any, kernel: str, where: str) -> Expected:
-    """``{ verdict = "fail", why = "...", match = "regex" }``: a failure known on ``kernel``."""
-    verdicts = [v.value for v in Verdict if v is not Verdict.PASS]
-    if not isinstance(d, dict) or d.get("verdict") not in verdicts or not isinstance(d.get("why"), str):
-        raise UsageError(f"{where}: needs verdict (one of {', '.join(verdicts)}) and why (a string), got {d!r}")
-    match = d.get("match")
-    try:
-        re.compile(match or "")
-    except (re.error, TypeError):
-        raise UsageError(f"{where}: match must be a regular expression, got {match!r}") from None
-    unknown = set(d) - {"verdict", "why", "match"}
-    if unknown:
-        raise UsageError(f"{where}: unknown keys {sorted(unknown)}; known: verdict, why, match")
-    return Expected(kernel, d["verdict"], d["why"], match)

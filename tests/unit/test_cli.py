@@ -53,7 +53,10 @@ def test_version_prints_the_package_version(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["run", "--kernel", "debian:bookwurm"], "unknown Debian suite 'bookwurm'"),
     (["run", "--kernel", "bookworm"], "valid forms"),
-    (["run", "--timeout", "-3"], "must be more than 0"),
+    (["run", "--timeout", "-3"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "nan"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "inf"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "1e12"], "at most 604800"),
     (["run", "--accel", "xen"], "invalid choice: 'xen'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "--project", "/nonexistent-project"], "project /nonexistent-project does not exist"),

@@ -78,13 +78,15 @@ def test_outcomes_from_a_recorded_result_and_an_older_matrix_json():
 
 
 @pytest.mark.parametrize("bad, words", [
-    ({"verdict": "pass", "why": "x"}, "needs verdict"), ({"verdict": "fail"}, "needs verdict"),
-    ({"verdict": "fail", "why": "x", "match": "("}, "match must be a regular expression"),
-    ({"verdict": "fail", "why": "x", "reason": "y"}, "unknown keys"),
+    ({"verdict": "pass", "why": "x"}, r"kernel\[1\].expect.verdict: .*'fail', 'error'.* \(got 'pass'\)"),
+    ({"verdict": "fail"}, r"kernel\[1\].expect.why: required, and missing"),
+    ({"verdict": "fail", "why": "x", "match": "("}, r"kernel\[1\].expect.match: not a valid regular expression"),
+    ({"verdict": "fail", "why": "x", "reason": "y"}, r"kernel\[1\].expect.reason: unknown key; known keys here: "
+                                                     r"match, verdict, why"),
 ])
 def test_bad_expectations_name_the_file_and_key(tmp_path, bad, words):
     body = ", ".join(f'{k} = "{v}"' for k, v in bad.items())
     (tmp_path / "k.toml").write_text(f'[[kernel]]\nspec = "debian:sid"\nexpect = {{ {body} }}\n')
     with pytest.raises(UsageError, match=words) as e:
         matrix.load_matrix(tmp_path / "k.toml")
-    assert "k.toml: [[kernel]] 'debian:sid' expect" in str(e.value)
+    assert str(e.value).startswith(f"{tmp_path / 'k.toml'}:3: kernel[1].expect")

@@ -63,8 +63,23 @@ def test_matrix_file_errors_name_the_file(tmp_path):
     with pytest.raises(UsageError, match="bookwurm"):
         matrix.load_matrix(p)
     p.write_text("")
-    with pytest.raises(UsageError, match="no \\[\\[kernel\\]\\] entries"):
+    with pytest.raises(UsageError, match="k.toml: kernel: required, and missing"):
         matrix.load_matrix(p)
+    for text, words in (("[kernel]\nspec = 'debian:sid'\n", r"k.toml:1: kernel: must be an array"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = 5\n", r"k.toml:3: kernel\[1\].apt_options: "
+                         r"must be an array"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = 'A::B=1'\n", "must be an array"),
+                        ("[[kernel]]\nspec = 1\n", r"kernel\[1\].spec: must be a string"),
+                        ("kernel = [1, 2]\n", r"kernel\[1\]: must be a table"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = ['Acquire::AllowInsecureRepositories=1']\n",
+                         "refused: it lets apt use repositories without a valid signature"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = ['nokey']\n", "give KEY=VALUE"),
+                        ("[[kernel]]\nspec = 'debian:sid'\n[[kernel]]\nspec = 'debian:sid'\n",
+                         r"k.toml:3: kernel\[2\]: kernel 'debian:sid' is listed twice"),
+                        ("[[kernels]]\nspec = 'debian:sid'\n", "kernels: unknown table; did you mean 'kernel'")):
+        p.write_text(text)
+        with pytest.raises(UsageError, match=words):
+            matrix.load_matrix(p)
 
 
 def result(kernel, verdict, warnings=0, seconds=42.0):

@@ -85,10 +85,10 @@ def test_count_and_pattern():
 @pytest.mark.parametrize("entry, words", [
     ({"text": "a", "pattern": "a"}, "exactly one of"),
     ({}, "exactly one of"),
-    ({"text": "a", "level": 9}, "level must be 0-7"),
-    ({"text": "a", "count": 0}, "count must be a positive"),
-    ({"pattern": "("}, "bad pattern"),
-    ({"text": "a", "levle": 1}, "unknown keys"),
+    ({"text": "a", "level": 9}, "level: .*less than or equal to 7"),
+    ({"text": "a", "count": 0}, "count: .*greater than or equal to 1"),
+    ({"pattern": "("}, "not a valid regular expression"),
+    ({"text": "a", "levle": 1}, "levle: unknown key; did you mean 'level'"),
 ])
 def test_bad_trail_entries_name_the_problem(entry, words):
     with pytest.raises(UsageError, match=words):
