@@ -213,6 +213,7 @@ class RunResult:
     evidence: dict[str, str] = field(default_factory=dict)  # what each kept file holds, by file name
     read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
     kunit: tuple[dict[str, Any], ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
+    complaints: tuple[dict[str, Any], ...] = ()  # the kernel's complaints about the module, allowed ones with why
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
 
     def to_json(self) -> dict[str, Any]:
@@ -228,7 +229,8 @@ def result_from_json(d: dict[str, Any]) -> RunResult:
     """A RunResult read back from its result.json (a report regenerated from kept results)."""
     known = {f for f in RunResult.__dataclass_fields__}
     plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
-    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit"):
+    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit",
+                "complaints"):
         if key in plain:
             plain[key] = tuple(plain[key])
     records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},

@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
-VERSION = 2  # bump on any change to the plan, the events or the report
+VERSION = 3  # bump on any change to the plan, the events or the report (3: steps have index, kind, env, cwd)
 PREFIX = "@kmod-harness@ "
 GUEST_RUN_DIR = "/harness"  # the host's run directory, shared read-write
 PLAN_FILE = "plan.json"
@@ -32,13 +32,20 @@ CONTRACT_FILE = "contract.py"
 HELLO = "hello"  # {version}: the runner started and speaks VERSION
 KMSG = "kmsg"  # {raw}: one /dev/kmsg record, as read
 MARKER = "marker"  # {seq}: the runner's own record, written just before the first step
-STEP_START = "step-start"  # {name}
+STEP_START = "step-start"  # {name, index}
 STEP_END = "step-end"  # {step: StepReport}
 REPORT = "report"  # {path}: the whole GuestReport is written at path
 EVENTS = (HELLO, KMSG, MARKER, STEP_START, STEP_END, REPORT)
 
 # When a project step runs, relative to the module's insmod and rmmod.
 WHEN = ("before", "loaded", "after")
+
+# What a step is: the judge goes by a step's kind and index, never by its name (a user step
+# may be called anything, twice if a file says so, and never makes another step's result).
+BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE = "build", "modprobe", "load", "step", "kunit", "unload", \
+    "coverage"
+KINDS = (BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE)
+WORK_DIR = "/tmp/harness-work"  # the steps' writable directory in the guest (guest RAM), $HARNESS_WORK
 
 
 class ContractError(ValueError):
@@ -53,6 +60,9 @@ class PlanStep:
     expect_rc: int = 0
     required: bool = False  # when it fails, later steps are skipped (but not ``always`` ones)
     always: bool = False  # runs even after a required step failed (rmmod)
+    kind: str = STEP  # one of KINDS
+    env: Tuple[Tuple[str, str], ...] = ()  # added to the plan's environment for this step
+    cwd: Optional[str] = None  # None: WORK_DIR
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,8 @@ class Plan:
     def from_json(cls, text: str) -> "Plan":
         d = _load(text, "plan")
         try:
-            steps = tuple(PlanStep(**dict(s, argv=tuple(s["argv"]))) for s in d["steps"])
+            steps = tuple(PlanStep(**dict(s, argv=tuple(s["argv"]), env=tuple(tuple(e) for e in s.get("env", ()))))
+                          for s in d["steps"])
             return cls(steps=steps, run_id=d["run_id"], env=tuple(sorted(d.get("env", {}).items())))
         except (KeyError, TypeError) as e:
             raise ContractError(f"plan: malformed ({e})") from None
@@ -90,6 +101,10 @@ class StepReport:
     reason: str = ""  # why it was skipped
     kmsg_seq_before: Optional[int] = None  # the runner's record before the step started (or an earlier one)
     kmsg_seq_after: Optional[int] = None  # the runner's record after it ended: the step's records lie between
+    note: str = ""  # what else the runner saw (a child that kept the step's output open)
+    index: Optional[int] = None  # the step's place in the plan (0-based); None in reports older than version 3
+    kind: str = STEP
+    expect_rc: int = 0  # what the plan expected of it
 
     @property
     def ran(self) -> bool:
@@ -205,6 +220,7 @@ class EventLog:
     marker_seq: Optional[int] = None
     steps: List[StepReport] = field(default_factory=list)
     running: Optional[str] = None  # the step that started and has not ended
+    running_index: Optional[int] = None
     report_path: Optional[str] = None
 
     def feed(self, event: Dict[str, Any]) -> None:
@@ -219,6 +235,8 @@ class EventLog:
             self.marker_seq = event.get("seq")
         elif kind == STEP_START:
             self.running = str(event.get("name"))
+            index = event.get("index")
+            self.running_index = index if isinstance(index, int) else None
         elif kind == STEP_END:
             self.steps.append(StepReport.from_dict(event["step"]))
             self.running = None
@@ -228,6 +246,7 @@ class EventLog:
     def partial_report(self) -> GuestReport:
         steps = list(self.steps)
         if self.running is not None:  # it never ended: the guest died (or hung) inside it
-            steps.append(StepReport(name=self.running, argv=(), reason="the guest stopped while it ran"))
+            steps.append(StepReport(name=self.running, argv=(), index=self.running_index,
+                                    reason="the guest stopped while it ran"))
         return GuestReport(steps=tuple(steps), kmsg=tuple(self.records), marker_seq=self.marker_seq,
                            complete=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
 from harness import procs
-from harness.errors import InfraError, PhaseTimeout
+from harness.errors import InfraError, Interrupted, PhaseTimeout
 from harness.events import ConsoleLine, GuestStep, Note, Sink
 from harness.guest import contract, ssh
 from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv, vng_env
@@ -54,9 +54,12 @@ class GuestRun:
     running: Optional[str] = None  # the step that had started and not ended
     problem: str = ""  # why the runner's report could not be used, if it could not
     limit: float = 0.0  # the time limit it had
+    interrupted: str = ""  # SIGINT or SIGTERM stopped it: why (what the guest had sent is kept)
 
     @property
     def how_it_ended(self) -> str:
+        if self.interrupted:
+            return f"ended by the harness: {self.interrupted}"
         if self.timed_out:
             return f"the harness ended it at its time limit ({self.limit:.0f}s)"
         return f"virtme-ng exited {self.exit_status}" if self.exit_status is not None else "ended by the harness"
@@ -108,25 +111,31 @@ class Listener:
         (self.channel if stream == "stdout" else self.console)(line)
 
     def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
-               timed_out: bool, why: str = "") -> GuestRun:
+               timed_out: bool, why: str = "", interrupted: str = "") -> GuestRun:
         """``why``: what the transport knows of how the guest ended (an SSH server that never answered)."""
         self.marks["end"] = time.monotonic()
         report, problem = read_report(run_dir, self.events)
         problem = "; ".join(p for p in (why, problem) if p)
         return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
                         timed_out=timed_out, transcript=tuple(self.transcript), marks=dict(self.marks),
-                        running=self.events.running, problem=problem, limit=limit)
+                        running=self.events.running, problem=problem, limit=limit, interrupted=interrupted)
+
+
+def interruption(e: BaseException) -> str:
+    return "interrupted by SIGINT (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e)
 
 
 def read_report(run_dir: Path, events: contract.EventLog) -> tuple[Optional[contract.GuestReport], str]:
     """The runner's report file when it finished, else one rebuilt from its events, else None.
 
+    The file counts only when the runner said it wrote it (its last event): a step can write into
+    the run directory too, and a guest that died before the runner's report leaves no file of its.
     A runner of another contract version is an error of the installation, never a verdict.
     """
     if events.version is not None and events.version != contract.VERSION:
         contract.check_version(events.version, "the guest runner")  # raises ContractError
     path = run_dir / contract.REPORT_FILE
-    if path.is_file():
+    if events.report_path is not None and path.is_file():
         try:
             return contract.GuestReport.from_json(path.read_text()), ""
         except contract.ContractError as e:
@@ -148,7 +157,7 @@ class ExecTransport:
     def run(self, req: GuestRequest, sink: Sink) -> GuestRun:
         write_plan(req.config.run_dir, req.plan)
         argv = vng_argv(req.vng, req.config, RUNNER_COMMAND)
-        exit_status, timed_out = None, False
+        exit_status, timed_out, stopped = None, False, ""
         with console_log(req.console) as console:
             console.write(f"# {' '.join(argv)}\n")
             listen = Listener(sink, console, req.plan.run_id)
@@ -158,7 +167,10 @@ class ExecTransport:
                 exit_status = done.returncode
             except PhaseTimeout:
                 timed_out = True
-            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out)
+            except (KeyboardInterrupt, Interrupted) as e:
+                stopped = interruption(e)
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out,
+                                 interrupted=stopped)
 
 
 @dataclass
@@ -218,7 +230,7 @@ class SshTransport:
         """``exit_status`` is the runner's, as sshd reported it (255: the connection was lost)."""
         write_plan(req.config.run_dir, req.plan)
         deadline = time.monotonic() + req.timeout
-        timed_out, exit_status, argv, why = False, None, [], ""
+        timed_out, exit_status, argv, why, stopped = False, None, [], "", ""
         with console_log(req.console) as console:
             listen = Listener(sink, console, req.plan.run_id)
             try:
@@ -229,7 +241,10 @@ class SshTransport:
                     exit_status = res.status
             except PhaseTimeout as e:
                 timed_out, why = True, str(e)
-            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why)
+            except (KeyboardInterrupt, Interrupted) as e:
+                stopped = interruption(e)
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why,
+                                 interrupted=stopped)
 
 
 def transport(name: str, cache: Path) -> Transport:

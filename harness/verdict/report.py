@@ -30,6 +30,11 @@ def summary_lines(result: RunResult) -> list[str]:
         out += [f"    seq {s['seq']}: {s['text']}" for s in result.boot_splats[:5]]
     for sp in result.splats[:3]:
         out += splat_lines(sp)
+    allowed = [c for c in result.complaints if c.get("allowed_by")]
+    if allowed:
+        out.append(f"  kernel complaints allowed: {len(allowed)}")
+        for c in allowed[:10]:
+            out += [f"    seq {c['seq']} <{c['level']}> {c['text']}", f"      allowed: {c['allowed_by']}"]
     if result.kunit:
         out += kunit_lines(result.kunit)
     if result.coverage:

@@ -1,0 +1,49 @@
+"""A failing step's output, shown where people look: the line that failed first, then the tail. Pure.
+
+The last line of a step's output is often an "ok" line printed after the failure; the line
+that says what failed (``FAIL sha256: ... (want ...)``, a Python traceback, an assertion)
+is what a maintainer needs on the terminal, in index.html and in junit.xml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from harness.guest.contract import StepReport
+
+TAIL_LINES = 20
+LINE_CHARS = 300
+# What a line that reports a failure looks like, in test programs of every kind.
+FAILURE = re.compile(r"(\bFAIL(ED|URE)?\b|\bError\b|\bERROR\b|\berror:|^Traceback \(most recent call last\)|"
+                     r"\bAssertion|\bassert(ion)?\b|\bnot ok\b|\bpanic\b|\bSegmentation fault\b|\bAborted\b)")
+
+
+def _lines(text: str) -> list[str]:
+    return [ln[:LINE_CHARS] + ("..." if len(ln) > LINE_CHARS else "") for ln in text.splitlines() if ln.strip()]
+
+
+def first_failure(st: StepReport) -> Optional[str]:
+    """The first line of stderr, then of stdout, that looks like a failure (None: none does)."""
+    for text in (st.stderr, st.stdout):
+        for line in _lines(text):
+            if FAILURE.search(line):
+                return line
+    return None
+
+
+def tail(text: str, n: int = TAIL_LINES) -> list[str]:
+    return _lines(text)[-n:]
+
+
+def excerpt(st: StepReport) -> str:
+    """``: <the failing line>`` and the tails of stderr and stdout, for a verdict's reason."""
+    first = first_failure(st) or next(iter(reversed(_lines(st.stderr) or _lines(st.stdout))), None)
+    out = f": {first}" if first else ""
+    for name, text in (("stderr", st.stderr), ("stdout", st.stdout)):
+        lines = tail(text)
+        if lines and lines != [first]:
+            out += f"\n  {name} (last {len(lines)} lines):\n" + "\n".join(f"    {ln}" for ln in lines)
+    if st.note:
+        out += f"\n  note: {st.note}"
+    return out
