@@ -135,6 +135,7 @@ class ResolvedKernel:
     # A kernel build tree (local:, debian-src:): booted from its bzImage, modules built
     # against it on the host; the root is then the suite's base root, with no kernel.
     tree: Optional[Path] = None
+    extra_packages: tuple[str, ...] = ()  # a project's [guest] packages, part of packages: a root of their own
 
     @property
     def kernel_id(self) -> str:
@@ -213,6 +214,7 @@ class RunResult:
     evidence: dict[str, str] = field(default_factory=dict)  # what each kept file holds, by file name
     read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
     kunit: tuple[dict[str, Any], ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
+    kmsg_dropped: int = 0  # records of an endless kernel log left out between the kept head and tail
     complaints: tuple[dict[str, Any], ...] = ()  # the kernel's complaints about the module, allowed ones with why
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
 

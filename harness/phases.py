@@ -161,7 +161,10 @@ def root(s: Setup, kernel: ResolvedKernel, req: RunRequest, sink: Sink, done: Ph
     what = (f"Debian {s.spec.suite} root for {kernel.release}" if kernel.tree is None
             else f"Debian {s.spec.suite} base root (kernel from {kernel.tree})")
     with phase(sink, done, "root", what):
-        r = roots.ensure_root(kernel, s.mirror, sink, req.timeouts.root, s.cache)
+        if s.project.packages:
+            sink(Note(f"    with the project's [guest] packages: {' '.join(s.project.packages)}"))
+        r = roots.ensure_root(roots.with_packages(kernel, s.project.packages), s.mirror, sink, req.timeouts.root,
+                              s.cache)
         if kernel.tree is None:
             return r
         try:
@@ -284,8 +287,8 @@ def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Pha
 def judge_run(s: Setup, p: contract.Plan, g: GuestRun, console: str) -> judge.Judgement:
     ended = g.how_it_ended + (f"; {g.problem}" if g.problem else "")
     ev = judge.Evidence(report=g.report, console=console, timed_out=g.timed_out, ended=ended,
-                        running=g.running, marker=contract.marker_text(p.run_id))
-    return judge.judge(ev, s.expected, s.rules, p.steps, module_names(s.project))
+                        running=g.running, marker=contract.marker_text(p.run_id), overflow=g.overflow)
+    return judge.judge(ev, s.expected, s.rules, p.steps, module_names(s.project), s.project.allow)
 
 
 def module_names(project: Project) -> tuple[str, ...]:

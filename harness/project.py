@@ -9,6 +9,7 @@ is checked here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +17,7 @@ from typing import Any, Optional
 from harness import schema, tomlload
 from harness.errors import UsageError
 from harness.verdict.compare import Expected
+from harness.verdict.trail import Allowance
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Project:
     kunit: KUnit = KUnit()
     packages: tuple[str, ...] = ()  # [guest] packages: extra Debian packages in the guest's root
     files: tuple[Path, ...] = ()  # the project's own files (the description, the trail): not build input
+    allow: tuple[Allowance, ...] = ()  # [[allow]]: intended kernel records (complaints), with why
     bound: Optional[Path] = None  # what the build may read: the git work tree, else the directory (``boundary``)
 
     @property
@@ -131,7 +134,8 @@ def from_document(doc: schema.Document, directory: Path, file: Optional[Path] = 
                    steps=steps, build=BuildOptions(b.w1, tuple(b.args), tuple(b.command) if b.command else None),
                    where=where, known_failures=tuple(_known(k, where) for k in m.known_failure),
                    kunit=KUnit(tuple(m.kunit.modules), m.kunit.timeout), packages=tuple(m.guest.packages),
-                   files=tuple(p for p in (file, trail) if p is not None), bound=bound)
+                   files=tuple(p for p in (file, trail) if p is not None), bound=bound,
+                   allow=tuple(Allowance(re.compile(a.pattern), a.reason) for a in m.allow))
 
 
 def boundary(directory: Path) -> Path:

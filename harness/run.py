@@ -296,6 +296,8 @@ def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: O
             fields.update(trail=tuple({"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text}
                                       for r in j.trail.matched), trail_diff=j.trail.diff())
     if g is not None:
+        if g.report is not None:
+            fields.update(kmsg_dropped=g.report.kmsg_dropped)
         fields.update(boot=boot_breakdown(g, j.records if j else ()),
                       vm={"argv": list(g.argv), "exit_status": g.exit_status, "timed_out": g.timed_out,
                           "ended": g.how_it_ended, "running": g.running})

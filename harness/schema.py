@@ -175,6 +175,9 @@ class ProjectFile(Strict):
     kunit: KUnitTable = Field(default=KUnitTable())
     known_failure: list[ProjectKnownFailure] = Field(default=[])
     guest: GuestTable = Field(default=GuestTable())
+    allow: list["Allow"] = Field(default=[], description="kernel records that may appear without failing the run "
+                                 "(a kernel complaint about the module that is intended), each with the reason; as "
+                                 "a trail file's [[allow]], but kept when --record-trail rewrites the trail")
 
     @model_validator(mode="after")
     def _names(self) -> "ProjectFile":
@@ -233,6 +236,9 @@ class TrailFile(Strict):
         if total > MAX_TRAIL_RECORDS:
             raise ValueError(f"the trail expects {total} records in all; at most {MAX_TRAIL_RECORDS}")
         return self
+
+
+ProjectFile.model_rebuild()
 
 
 # ---- matrix files --------------------------------------------------------------------------------

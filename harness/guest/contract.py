@@ -17,6 +17,7 @@ dying.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -46,6 +47,40 @@ BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE = "build", "modprobe", "loa
     "coverage"
 KINDS = (BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE)
 WORK_DIR = "/tmp/harness-work"  # the steps' writable directory in the guest (guest RAM), $HARNESS_WORK
+
+
+# What a report keeps of the kernel log: a kernel that logs without end (a thread printing in a
+# loop) must fill neither the guest's memory nor the host's disk. The first KMSG_HEAD records and
+# the last KMSG_TAIL are kept; how many were left out between them is said (kmsg_dropped).
+KMSG_HEAD = 20000
+KMSG_TAIL = 20000
+
+
+class HeadTail:
+    """A list that keeps its first ``head`` items and its last ``tail``, counting what it dropped."""
+
+    def __init__(self, head: int = KMSG_HEAD, tail: int = KMSG_TAIL) -> None:
+        self.head: List[str] = []
+        self.tail: "deque[str]" = deque(maxlen=tail)
+        self.limit = head
+        self.dropped = 0
+
+    def append(self, item: str) -> None:
+        if len(self.head) < self.limit:
+            self.head.append(item)
+            return
+        if self.tail.maxlen is not None and len(self.tail) == self.tail.maxlen:
+            self.dropped += 1
+        self.tail.append(item)
+
+    def items(self) -> Tuple[str, ...]:
+        return tuple(self.head) + tuple(self.tail)
+
+    def last(self) -> Optional[str]:
+        return self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
 
 
 class ContractError(ValueError):
@@ -128,6 +163,7 @@ class GuestReport:
     kmsg: Tuple[str, ...]  # raw /dev/kmsg records, every one read since the runner started
     marker_seq: Optional[int] = None  # the run's marker record; records after it are the run's
     kmsg_lost: int = 0  # records overwritten before they were read (EPIPE)
+    kmsg_dropped: int = 0  # records read but left out of ``kmsg`` (the middle of an endless log: KMSG_HEAD/TAIL)
     kmsg_error: Optional[str] = None
     uptime_at_start: Optional[float] = None  # guest uptime when the runner started
     seconds: float = 0.0  # the runner's own duration
@@ -146,6 +182,7 @@ class GuestReport:
             return cls(
                 steps=tuple(StepReport.from_dict(s) for s in d["steps"]), kmsg=tuple(d["kmsg"]),
                 marker_seq=d.get("marker_seq"), kmsg_lost=d.get("kmsg_lost", 0), kmsg_error=d.get("kmsg_error"),
+                kmsg_dropped=d.get("kmsg_dropped", 0),
                 uptime_at_start=d.get("uptime_at_start"), seconds=d.get("seconds", 0.0),
                 complete=d.get("complete", True),
             )
@@ -216,7 +253,7 @@ class EventLog:
 
     run_id: str = ""  # events of another run (or forged ones, without it) are ignored
     version: Optional[int] = None
-    records: List[str] = field(default_factory=list)
+    records: HeadTail = field(default_factory=HeadTail)
     marker_seq: Optional[int] = None
     steps: List[StepReport] = field(default_factory=list)
     running: Optional[str] = None  # the step that started and has not ended
@@ -248,5 +285,6 @@ class EventLog:
         if self.running is not None:  # it never ended: the guest died (or hung) inside it
             steps.append(StepReport(name=self.running, argv=(), index=self.running_index,
                                     reason="the guest stopped while it ran"))
-        return GuestReport(steps=tuple(steps), kmsg=tuple(self.records), marker_seq=self.marker_seq,
+        return GuestReport(steps=tuple(steps), kmsg=self.records.items(), marker_seq=self.marker_seq,
+                           kmsg_dropped=self.records.dropped,
                            complete=False)

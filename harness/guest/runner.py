@@ -69,7 +69,7 @@ class KmsgStream(threading.Thread):
     def __init__(self, channel: Channel) -> None:
         super().__init__(daemon=True)
         self.channel = channel
-        self.records: list[str] = []
+        self.records = contract.HeadTail()
         self.lost = 0  # records overwritten before they were read (EPIPE)
         self.error: Optional[str] = None
         self.until: Optional[int] = None  # once stopping: the last record that must be read
@@ -81,7 +81,8 @@ class KmsgStream(threading.Thread):
         would otherwise keep the reader, and the runner, going)."""
         if not self._stop_evt.is_set():
             return False
-        return self.until is None or bool(self.records) and record_seq(self.records[-1]) >= self.until
+        last = self.records.last()
+        return self.until is None or last is not None and record_seq(last) >= self.until
 
     def _drain(self) -> None:
         while not self._done():
@@ -141,9 +142,10 @@ class _Reader(threading.Thread):
                     self.dropped += len(self.tail) - half
                     del self.tail[:len(self.tail) - half]
         except (OSError, ValueError):
-            pass  # closed under us: a child kept the pipe open past the grace period
+            pass
 
     def text(self) -> str:
+        """What was read so far (a reader still running, for a child holding the pipe, is not waited for)."""
         cut = b"\n[kmod-harness: %d bytes left out here]\n" % self.dropped if self.dropped else b""
         return bytes(self.head + cut + self.tail).decode("utf-8", "backslashreplace")
 
@@ -177,9 +179,7 @@ def run_step(step: contract.PlanStep, env: dict[str, str]) -> dict[str, Any]:
     for r in readers:
         r.join(max(0.0, deadline - time.monotonic()))
     held = [("stdout", "stderr")[k] for k, r in enumerate(readers) if r.is_alive()]
-    if held:
-        for f in (proc.stdout, proc.stderr):
-            f.close()
+    if held:  # their readers are left to end with the child (closing a pipe a thread reads would block)
         out["note"] = ("the step's process ended, but a process it started kept its %s open: not waited for"
                        % " and ".join(held))
     out["stdout"], out["stderr"] = readers[0].text(), readers[1].text()
@@ -334,7 +334,8 @@ def main(argv: list[str]) -> int:
         uptime = float(f.read().split()[0])
     steps, stream, marker, failed_required = run_plan(plan, channel)
     report = contract.GuestReport(
-        steps=tuple(steps), kmsg=tuple(stream.records), marker_seq=marker, kmsg_lost=stream.lost,
+        steps=tuple(steps), kmsg=stream.records.items(), marker_seq=marker, kmsg_lost=stream.lost,
+        kmsg_dropped=stream.records.dropped,
         kmsg_error=stream.error, uptime_at_start=uptime, seconds=round(time.monotonic() - t0, 3))
     path = os.path.join(os.path.dirname(os.path.abspath(argv[1])), contract.REPORT_FILE)
     write_atomic(path, report.to_json())

@@ -12,6 +12,8 @@ A guest that dies mid-run still yields a report, rebuilt from the events it sent
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
 from harness import procs
+from harness.cache import disk_usage
 from harness.errors import InfraError, Interrupted, PhaseTimeout
 from harness.events import ConsoleLine, GuestStep, Note, Sink
 from harness.guest import contract, ssh
@@ -55,9 +58,12 @@ class GuestRun:
     problem: str = ""  # why the runner's report could not be used, if it could not
     limit: float = 0.0  # the time limit it had
     interrupted: str = ""  # SIGINT or SIGTERM stopped it: why (what the guest had sent is kept)
+    overflow: str = ""  # the guest wrote more into the run directory than it may: it was stopped (RunDirGuard)
 
     @property
     def how_it_ended(self) -> str:
+        if self.overflow:
+            return f"ended by the harness: {self.overflow}"
         if self.interrupted:
             return f"ended by the harness: {self.interrupted}"
         if self.timed_out:
@@ -80,7 +86,8 @@ class Listener:
     def __init__(self, sink: Sink, console: procs.TextLog, run_id: str):
         self.sink, self.log = sink, console
         self.events = contract.EventLog(run_id=run_id)
-        self.transcript: list[str] = []
+        # exec.log: the channel as it came, capped like the kernel log (its head and its tail)
+        self.transcript = contract.HeadTail(contract.KMSG_HEAD * 2, contract.KMSG_TAIL * 2)
         self.marks: dict[str, float] = {"start": time.monotonic()}
 
     def console(self, line: str) -> None:
@@ -107,18 +114,25 @@ class Listener:
         elif event["event"] == contract.REPORT:
             self.marks.setdefault("result", time.monotonic())
 
+    def _transcript(self) -> tuple[str, ...]:
+        t = self.transcript
+        if not t.dropped:
+            return t.items()
+        return tuple(t.head) + (f"[kmod-harness: {t.dropped} channel lines left out here]",) + tuple(t.tail)
+
     def on_line(self, stream: str, line: str) -> None:
         (self.channel if stream == "stdout" else self.console)(line)
 
     def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
-               timed_out: bool, why: str = "", interrupted: str = "") -> GuestRun:
+               timed_out: bool, why: str = "", interrupted: str = "", overflow: str = "") -> GuestRun:
         """``why``: what the transport knows of how the guest ended (an SSH server that never answered)."""
         self.marks["end"] = time.monotonic()
         report, problem = read_report(run_dir, self.events)
         problem = "; ".join(p for p in (why, problem) if p)
         return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
-                        timed_out=timed_out, transcript=tuple(self.transcript), marks=dict(self.marks),
-                        running=self.events.running, problem=problem, limit=limit, interrupted=interrupted)
+                        timed_out=timed_out, transcript=self._transcript(), marks=dict(self.marks),
+                        running=self.events.running, problem=problem, limit=limit, interrupted=interrupted,
+                        overflow=overflow)
 
 
 def interruption(e: BaseException) -> str:
@@ -146,6 +160,43 @@ def read_report(run_dir: Path, events: contract.EventLog) -> tuple[Optional[cont
     return events.partial_report(), ""
 
 
+MAX_RUN_DIR = 1 << 30  # what a guest may write to the host through /harness: more fills the host's disk
+
+
+class RunDirGuard:
+    """Watches the run directory the guest shares read-write (/harness) while a guest runs: a step
+    that writes past ``limit`` bytes there has its VM ended, and the run says so (the host's /tmp
+    would otherwise fill). Polled every ``every`` seconds, on a thread of its own."""
+
+    def __init__(self, run_dir: Path, limit: int = MAX_RUN_DIR, every: float = 1.0):
+        self.run_dir, self.limit, self.every = run_dir, limit, every
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.exceeded = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            size = disk_usage(self.run_dir)
+            if size > self.limit:
+                self.exceeded = (f"the guest wrote {size >> 20} MiB into /harness (the host's run directory), over "
+                                 f"the {self.limit >> 20} MiB a run may: it was stopped")
+                if self.proc is not None:
+                    procs.kill_group(self.proc, grace=0.5)
+                return
+
+    def __enter__(self) -> "RunDirGuard":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def write_plan(run_dir: Path, plan: contract.Plan) -> None:
     (run_dir / contract.PLAN_FILE).write_text(plan.to_json())
     (run_dir / contract.REPORT_FILE).unlink(missing_ok=True)
@@ -161,16 +212,17 @@ class ExecTransport:
         with console_log(req.console) as console:
             console.write(f"# {' '.join(argv)}\n")
             listen = Listener(sink, console, req.plan.run_id)
-            try:
-                done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line, env=vng_env(),
-                                 keep=False)
-                exit_status = done.returncode
-            except PhaseTimeout:
-                timed_out = True
-            except (KeyboardInterrupt, Interrupted) as e:
-                stopped = interruption(e)
+            with RunDirGuard(req.config.run_dir) as guard:
+                try:
+                    done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line,
+                                     env=vng_env(), keep=False, on_start=guard.attach)
+                    exit_status = done.returncode
+                except PhaseTimeout:
+                    timed_out = True
+                except (KeyboardInterrupt, Interrupted) as e:
+                    stopped = interruption(e)
             return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out,
-                                 interrupted=stopped)
+                                 interrupted=stopped, overflow=guard.exceeded)
 
 
 @dataclass
@@ -233,9 +285,12 @@ class SshTransport:
         timed_out, exit_status, argv, why, stopped = False, None, [], "", ""
         with console_log(req.console) as console:
             listen = Listener(sink, console, req.plan.run_id)
+            guard = RunDirGuard(req.config.run_dir)
             try:
-                with self.boot(req, sink, console, on_line=listen.on_line) as live:
+                with self.boot(req, sink, console, on_line=listen.on_line) as live, guard:
                     argv = live.bg.argv
+                    if live.bg.proc is not None:
+                        guard.attach(live.bg.proc)
                     res = live.ssh.stream(RUNNER_COMMAND, timeout=max(1.0, deadline - time.monotonic()),
                                           on_line=listen.channel)
                     exit_status = res.status
@@ -243,8 +298,12 @@ class SshTransport:
                 timed_out, why = True, str(e)
             except (KeyboardInterrupt, Interrupted) as e:
                 stopped = interruption(e)
+            except InfraError as e:  # the SSH link broke: the guard may have ended the guest
+                if not guard.exceeded:
+                    raise
+                why = str(e)
             return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why,
-                                 interrupted=stopped)
+                                 interrupted=stopped, overflow=guard.exceeded)
 
 
 def transport(name: str, cache: Path) -> Transport:

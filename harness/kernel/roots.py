@@ -22,7 +22,7 @@ from typing import Optional
 
 from harness import arches, procs
 from harness.cache import cache_dir, read_manifest, sha256_file
-from harness.errors import InfraError
+from harness.errors import InfraError, UsageError
 from harness.events import Note, Progress, Sink
 from harness.kernel import pvh
 from harness.kernel.apt import Mirror
@@ -102,8 +102,8 @@ def find_vmlinuz(root: Path, release: str) -> Path:
 
 
 def root_packages(kernel: ResolvedKernel) -> list[str]:
-    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's
-        return sorted(BASE_PACKAGES)
+    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's (packages: extras only)
+        return sorted(set(BASE_PACKAGES) | set(kernel.packages))
     base = set(BASE_PACKAGES)
     if foreign_root(kernel):  # virtme-ng's initramfs takes the root's busybox, which must be static
         base = base - {"busybox"} | {"busybox-static"}
@@ -131,15 +131,26 @@ def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
     return GUEST_MOUNTS + (BASE_MOUNTS if kernel.tree is not None else ())
 
 
+def with_packages(kernel: ResolvedKernel, extra: tuple[str, ...]) -> ResolvedKernel:
+    """The kernel with a project's extra guest packages (``[guest] packages``): its root is a root of
+    its own, made once per package list; the kernel's plain root is never touched."""
+    if not extra:
+        return kernel
+    return replace(kernel, packages=kernel.packages + tuple(sorted(set(extra) - set(kernel.packages))),
+                   extra_packages=tuple(sorted(set(extra))))
+
+
 def root_key(kernel: ResolvedKernel) -> str:
+    layer = ("+" + hashlib.sha256(" ".join(kernel.extra_packages).encode()).hexdigest()[:8]
+             if kernel.extra_packages else "")
     if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
         h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS,
                                        UDEV_SHIM_VERSION]).encode())
-        return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
+        return f"base-{kernel.spec.suite}{layer}-{h.hexdigest()[:10]}"
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version, UNUSED_MODULES]
                                   + ([kernel.spec.arch, FOREIGN_ROOT_VERSION] if foreign_root(kernel) else [])
                                   ).encode())
-    return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
+    return f"{kernel.kernel_id}{layer}-{h.hexdigest()[:10]}"
 
 
 def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...]]:
@@ -334,6 +345,10 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
         with open(log_path, "w") as log:
             res = procs.run(mmdebstrap_argv(mmdebstrap, kernel, mirror, tmp), timeout=timeout, what="mmdebstrap",
                             log=log, env=env, on_line=lambda _n, line: sink(Progress(line)))
+        missing = _missing_extra(res.stderr, kernel) if res.returncode != 0 else None
+        if missing:
+            raise UsageError(f"[guest] packages: {missing!r} is not a package of {kernel.spec.suite} at "
+                             f"{mirror.debian}", hint=f"check its name at packages.debian.org ({kernel.spec.suite})")
         if res.returncode != 0:
             raise InfraError(
                 f"mmdebstrap failed (exit {res.returncode}) making the root for {kernel.release}; "
@@ -372,6 +387,14 @@ def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, tar
           if kernel.spec.suite in DEFAULT_RELEASE else []),
         kernel.spec.suite, str(target), *mirror.sources(kernel.spec.suite),
     ]
+
+
+def _missing_extra(stderr: str, kernel: ResolvedKernel) -> Optional[str]:
+    for name in kernel.extra_packages:
+        if re.search(rf"(Unable to locate package {re.escape(name)}\b|Package '?{re.escape(name)}'? has no "
+                     r"installation candidate)", stderr):
+            return name
+    return None
 
 
 def _mmdebstrap_hint(stderr: str) -> str:

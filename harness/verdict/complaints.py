@@ -58,7 +58,7 @@ ALLOWED = (
 # lib/dump_stack.c dump_stack_print_info(): the first line of every stack dump (WARN, BUG, dump_stack()).
 DUMP_HEAD = re.compile(r"CPU: \d+ (UID: \d+ )?PID: \d+ Comm: ")
 # The lines a dump continues with: the hardware, registers, the call trace and its frames.
-DUMP_BODY = re.compile(r"(Hardware name: |Call Trace:|<TASK>|</TASK>|<IRQ>|</IRQ>|RIP: |RSP: |RAX: |RDX: |RBP: |"
+DUMP_BODY = re.compile(r"\s*(Hardware name: |Call Trace:|<TASK>|</TASK>|<IRQ>|</IRQ>|RIP: |RSP: |RAX: |RDX: |RBP: |"
                        r"R\d+: |FS: |CS: |CR2: |DR\d: |Code: |Workqueue: |Modules linked in:|\s+\?? ?\S+\+0x)")
 
 
@@ -82,9 +82,14 @@ class Complaint:
                 "kind": self.kind, "allowed_by": self.allowed_by}
 
 
+# A printk of several lines is one record, its newlines escaped (do_init_module() adds "loading
+# module anyway..." on a line of its own).
+_MORE_LINES = r"(?:\\x0a.*)?"
+
+
 def known(text: str) -> Optional[str]:
     """The kernel source that prints ``text``, when it is one of the known complaints about a module."""
-    return next((src for pattern, src in KNOWN if re.fullmatch(pattern, text)), None)
+    return next((src for pattern, src in KNOWN if re.fullmatch(pattern + _MORE_LINES, text)), None)
 
 
 def benign(text: str) -> Optional[str]:
@@ -100,7 +105,7 @@ def is_dump(text: str) -> bool:
 
 
 def find(records: Sequence[KmsgRecord], modules: Sequence[str], loaded: tuple[Optional[int], Optional[int]],
-         expected: Optional[trail_mod.Trail]) -> list[Complaint]:
+         expected: Optional[trail_mod.Trail], allow: Sequence[trail_mod.Allowance] = ()) -> list[Complaint]:
     """Every complaint in ``records`` (the run's window, kernel records only), allowed ones included.
     ``loaded``: the sequence numbers between which the module was loaded (None: open)."""
     out: list[Complaint] = []
@@ -118,12 +123,12 @@ def find(records: Sequence[KmsgRecord], modules: Sequence[str], loaded: tuple[Op
             seen.add(quoted.seq)
             source = known(quoted.text)
             out.append(_judged(quoted, f"printed by {source}, with a stack dump" if source else
-                               "a stack dump while the module was loaded", DUMP, expected))
+                               "a stack dump while the module was loaded", DUMP, expected, allow))
         elif names(r.text, modules) and not is_dump(r.text):
             seen.add(r.seq)
             source = known(r.text)
             out.append(_judged(r, f"printed by {source}" if source else "a warning that names the module",
-                               KNOWN_KIND if source else NAMES, expected))
+                               KNOWN_KIND if source else NAMES, expected, allow))
     return [c for c in out if not _expected(c.record, expected)]
 
 
@@ -144,11 +149,11 @@ def _expected(r: KmsgRecord, expected: Optional[trail_mod.Trail]) -> bool:
     return expected is not None and any(e.matches_text(r) for e in expected.expect)
 
 
-def _judged(r: KmsgRecord, why: str, kind: str, expected: Optional[trail_mod.Trail]) -> Complaint:
-    if expected is not None:
-        for a in expected.allow:
-            if a.regex.search(r.text):
-                return Complaint(r, why, kind, allowed_by=a.reason)
+def _judged(r: KmsgRecord, why: str, kind: str, expected: Optional[trail_mod.Trail],
+            allow: Sequence[trail_mod.Allowance]) -> Complaint:
+    for a in tuple(expected.allow if expected is not None else ()) + tuple(allow):
+        if a.regex.search(r.text):
+            return Complaint(r, why, kind, allowed_by=a.reason)
     return Complaint(r, why, kind, allowed_by=benign(r.text))
 
 
@@ -156,5 +161,5 @@ def allow_entry(c: Complaint) -> str:
     """The [[allow]] a project adds to a trail file when the complaint is intended."""
     from harness.verdict.record import toml_str
 
-    pattern = "^" + re.escape(c.record.text) + "$"
+    pattern = "^" + re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", c.record.text) + "$"
     return f"[[allow]]\npattern = {toml_str(pattern)}\nreason = \"...why this is intended...\""

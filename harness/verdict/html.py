@@ -11,7 +11,7 @@ from html import escape
 from typing import Any, Callable, Sequence
 
 from harness.model import RunResult, Verdict
-from harness.verdict import compare
+from harness.verdict import compare, output
 from harness.verdict.report import PHASES
 
 _CSS = """
@@ -75,6 +75,7 @@ def _kernel(r: RunResult, link: Callable[[RunResult, str], str]) -> str:
            f" {escape(r.transport or '')}</p>"]
     if r.verdict is not Verdict.PASS:
         out.append(f"<pre>{escape(r.reason)}</pre>")
+        out.append(_failed_step(r))
     phases = [(p.name, p.seconds) for p in r.phases if p.name in PHASES or p.name == "kernel"]
     if phases:
         out += ["<h3>phases</h3>", _bar(phases)]
@@ -85,6 +86,22 @@ def _kernel(r: RunResult, link: Callable[[RunResult, str], str]) -> str:
     files = [f'<a href="{escape(link(r, name))}">{escape(name)}</a>' for name in r.evidence]
     out.append(f"<p>evidence: {' · '.join(files)}" + (f" (read {escape(r.read_first)} first)" if r.read_first
                                                        else "") + "</p>")
+    return "\n".join(out)
+
+
+def _failed_step(r: RunResult) -> str:
+    st = output.failing_step(r.steps)
+    if st is None:
+        return ""
+    first = output.first_failure(st)
+    out = [f"<h3>guest step {escape(st.name)}: exit {st.returncode}" + (" (timed out)" if st.timed_out else "")
+           + f", expected {st.expect_rc}</h3>"]
+    if first:
+        out.append(f"<p>first failing line:</p><pre class=miss>{escape(first)}</pre>")
+    for name, text in (("stderr", st.stderr), ("stdout", st.stdout)):
+        lines = output.tail(text)
+        if lines:
+            out.append(f"<p>{name} (last {len(lines)} lines):</p><pre>{escape(chr(10).join(lines))}</pre>")
     return "\n".join(out)
 
 

@@ -39,6 +39,7 @@ class Evidence:
     ended: str = ""  # how the guest ended, in a few words ("virtme-ng exited 255")
     running: Optional[str] = None  # the step that had started and not ended
     marker: Optional[str] = None  # the text of the runner's marker record: console lines after it are the run's
+    overflow: str = ""  # the guest wrote more to the host than it may, and was stopped for it
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,16 @@ def loaded_span(report: GuestReport, plan: Sequence[PlanStep]) -> tuple[Optional
 
 
 def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.SplatRule],
-          plan: Sequence[PlanStep], modules: Sequence[str] = ()) -> Judgement:
+          plan: Sequence[PlanStep], modules: Sequence[str] = (), allow: Sequence[trail.Allowance] = ()) -> Judgement:
     """``expected`` None: the trail is not checked (``--record-trail`` writes it from this run).
     ``plan``: the steps the guest was given (what each expects, what kind it is); ``modules``:
-    the project's modules by every name they go by (complaints name them)."""
+    the project's modules by every name they go by (complaints name them); ``allow``: the
+    project's own [[allow]] entries, added to the trail's."""
+    if expected is not None and allow:
+        expected = replace(expected, allow=expected.allow + tuple(allow))
     if ev.report is None:
-        return _no_report(ev, rules)
+        j = _no_report(ev, rules)
+        return replace(j, verdict=Verdict.FAIL, reason=ev.overflow) if ev.overflow and not j.splats else j
     report = ev.report
     records = tuple(kmsg.parse_records(report.kmsg))
     win = window(report, records, ev.marker)
@@ -189,13 +194,16 @@ def judge(ev: Evidence, expected: Optional[trail.Trail], rules: Sequence[splat.S
         during = f" while guest step {ev.running!r} ran" if ev.running else ""
         return _with(base, Verdict.CRASH, f"kernel splat: {found[0].text} (the guest died{during})", splats=found,
                      console_excerpt=excerpt)
+    if ev.overflow:
+        return _with(base, Verdict.FAIL, ev.overflow + (f" (guest step {ev.running!r} was running)" if ev.running
+                                                        else ""))
     if not report.complete:
         return _died(ev, base, rules, records)
     failed = _step_failure(report.steps, plan) or _kunit_failure(base.kunit)
     if failed is not None:
         return _with(base, *failed)
     kernel = the_modules(win)
-    said = tuple(complaints.find(kernel, modules, loaded_span(report, plan), expected))
+    said = tuple(complaints.find(kernel, modules, loaded_span(report, plan), expected, allow))
     base = replace(base, complaints=said)
     if expected is None:
         return _recording(base, said)
@@ -223,7 +231,8 @@ def _recording(base: Judgement, said: Sequence[complaints.Complaint]) -> Judgeme
     bad = [c for c in said if c.allowed_by is None and c.the_kernels]
     if bad:
         return _with(base, Verdict.FAIL, _complaint_reason(bad) + "\nnothing was recorded as expected of it: "
-                     "if it is intended, add to the trail file\n" + "\n".join(complaints.allow_entry(c) for c in bad))
+                     "if it is intended, add to harness.toml (where a re-recorded trail keeps it):\n"
+                     + "\n".join(complaints.allow_entry(c) for c in bad))
     return _with(base, Verdict.PASS, "the trail was not checked (it is being recorded from this run)")
 
 

@@ -8,7 +8,7 @@ is what a maintainer needs on the terminal, in index.html and in junit.xml.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 from harness.guest.contract import StepReport
 
@@ -47,3 +47,10 @@ def excerpt(st: StepReport) -> str:
     if st.note:
         out += f"\n  note: {st.note}"
     return out
+
+
+def failing_step(steps: Sequence[StepReport]) -> Optional[StepReport]:
+    """The step that failed a run: the first that timed out, else the first whose exit status is not
+    the one its plan expected (reports since contract v3 carry it)."""
+    timed = next((s for s in steps if s.timed_out), None)
+    return timed or next((s for s in steps if s.returncode is not None and s.returncode != s.expect_rc), None)

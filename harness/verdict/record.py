@@ -37,9 +37,10 @@ TAINT_LINES = (
      "the module is not signed and the kernel checks signatures (once per boot)"),
 )
 HASH_LINE = "# kmod-harness recorded this file; body sha256: "
-_TOKEN = re.compile(r"[A-Za-z_]+|\d+|0x[0-9a-fA-F]+|\s+|.")
+# Tokens: a hex word (an address, 8 digits or more) whole, then words, numbers, spaces, the rest.
+_TOKEN = re.compile(r"0x[0-9a-fA-F]+|(?<![A-Za-z0-9_])[0-9a-fA-F]{8,}(?![A-Za-z0-9_])|[A-Za-z_]+|\d+|\s+|.")
 # Values that differ from boot to boot even when two boots agree: kernel addresses, a task's pid.
-_VOLATILE = ((re.compile(r"^(0x)?ffff[0-9a-f]{12}$"), "[0-9a-f]+", "kernel address"),)
+_VOLATILE = ((re.compile(r"^(0x)?ffff[0-9a-f]{12}$"), "(0x)?[0-9a-f]+", "kernel address"),)
 _COMM_PID = re.compile(r"(\S+)\[(\d+)\]")
 
 
@@ -147,12 +148,17 @@ def _volatile_class(tok: str, tokens: list[str], i: int) -> Optional[tuple[str, 
 
 
 def _class_of(x: str, y: str) -> str:
+    for regex, cls, _ in _VOLATILE:
+        if regex.match(x) and regex.match(y):
+            return cls
     if x.isdigit() and y.isdigit():
         return r"\d+"
     if re.fullmatch(r"-?\d+", x) and re.fullmatch(r"-?\d+", y):
         return r"-?\d+"
     if re.fullmatch(r"(0x)?[0-9a-fA-F]+", x) and re.fullmatch(r"(0x)?[0-9a-fA-F]+", y):
         return r"(0x)?[0-9a-fA-F]+"
+    if re.fullmatch(r"[\w.-]+", x) and re.fullmatch(r"[\w.-]+", y):
+        return r"[\w.-]+"
     if x and y and not re.search(r"\s", x + y):
         return r"\S+"
     return ".*?"
