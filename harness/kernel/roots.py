@@ -117,7 +117,7 @@ def foreign_root(kernel: ResolvedKernel) -> bool:
 
 # A foreign root's update-initramfs is diverted to `true` before the kernel is installed:
 # virtme-ng boots with an initramfs of its own, and under qemu-user making Debian's took
-# over 25 minutes (../shared/ENVIRONMENT.md). INITRD=No alone does not reach every hook.
+# over 25 minutes (docs/PERFORMANCE.md, arm64). INITRD=No alone does not reach every hook.
 FOREIGN_ROOT_VERSION = 2  # 2: the udev shim
 DIVERT_INITRAMFS = (
     'chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.kmod-harness '
