@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the trail: write the project's trail file from this run's own records "
                    "(when it passes otherwise), with the taint lines of a first load as [[allow]] entries")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
+    add_repeat_opts(r)
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel", epilog=help_end,
                        formatter_class=fmt,
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "failing or new; the exit code then counts only what is new")
     add_kernel_opts(m, many=True)
     add_run_opts(m)
+    add_repeat_opts(m)
 
     sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
                         description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
+    add_report_parser(sub, help_end)
     return p
 
 
@@ -232,10 +235,12 @@ def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.locks import write_atomic
-    from harness.run import index_html, results_id, run
+    from harness.repeat import run_repeated
+    from harness.run import index_html, results_id
     from harness.verdict import junit, report
 
-    result = run(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer)
+    result = run_repeated(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer,
+                          args.repeat, args.retry_infra)
     write_atomic(args.results / "junit.xml", junit.junit_xml([result]))
     write_atomic(args.results / "index.html", index_html([result], [], f"kmod-harness: {result.kernel}"))
     for line in report.summary_lines(result):
@@ -248,7 +253,7 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
 
 def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness import matrix
+    from harness import matrix, repeat
     from harness.verdict import compare, report
 
     entries = matrix.load_matrix(args.matrix_file)
@@ -267,7 +272,7 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
     t0 = time.monotonic()
-    results = matrix.run_matrix(entries, req, jobs, printer)
+    results = matrix.run_matrix(entries, req, jobs, printer, repeat.runner(args.repeat, args.retry_infra))
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
@@ -346,3 +351,63 @@ _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], 
     "run": _cmd_run, "matrix": _cmd_matrix, "shell": _cmd_shell, "init": _cmd_init, "kernels": _cmd_kernels,
     "watch": _cmd_watch,
 }
+
+
+# ---- harness report, and --repeat for run and matrix (the matrix across machines) -------------------------
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give at least {least}")
+        return n
+    return parse
+
+
+def add_repeat_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("attempts")
+    g.add_argument("--repeat", type=_count(1), default=1, metavar="N",
+                   help="run each kernel N times and classify it: pass (every attempt passed), fail (none did) or "
+                   "flaky (some did); result.json lists every attempt under `attempts` (default 1)")
+    g.add_argument("--retry-infra", type=_count(0), default=1, metavar="N",
+                   help="run an attempt whose verdict is infra (download, root, QEMU, boot) again, up to N times in "
+                   "all; it does not count. A module's failure (fail, crash, timeout) is never retried (default 1)")
+
+
+def add_report_parser(sub: Any, help_end: str) -> None:
+    rp = sub.add_parser(
+        "report", help="merge the results directories of many machines into one report", epilog=help_end,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read results directories (each with <kernel>/result.json files or a matrix.json: CI "
+        "artifacts, other machines' --results) and write one matrix.json, index.html, junit.xml and summary.md "
+        "(also appended to $GITHUB_STEP_SUMMARY when set). The same kernel found more than once is one cell with "
+        "several attempts (pass, fail or flaky over them all). Exit code: the worst verdict among what is new, "
+        "against --baseline and the known failures, as for harness matrix.")
+    rp.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a results directory (searched a few levels "
+                    "deep), a result.json or a matrix.json")
+    rp.add_argument("--baseline", type=Path, metavar="DIR|MATRIX_JSON",
+                    help="an earlier report's matrix.json (or its directory), or a --history directory: its last "
+                    "successful run")
+    rp.add_argument("--history", type=Path, metavar="DIR",
+                    help="keep this run's matrix.json in DIR (by date and commit) and show each kernel's history")
+    rp.add_argument("--results", type=Path, default=Path("report"), metavar="OUT",
+                    help="where the report and each kernel's evidence go (default ./report)")
+    rp.add_argument("--matrix-file", type=Path, default=None, metavar="FILE",
+                    help="the kernel list whose `expect` entries are known failures (default: kmod-harness's)")
+    rp.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
+                    help="the project whose harness.toml [[known_failure]] entries count (default .)")
+    rp.add_argument("--commit", metavar="SHA", help="the commit this run tested (default $GITHUB_SHA, else git HEAD)")
+    rp.add_argument("--date", metavar="ISO8601", help="when it ran, for the history (default now)")
+
+
+def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    from harness import report_cmd
+
+    return report_cmd.main(args, printer, out)
+
+
+_HANDLERS["report"] = _cmd_report

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from harness import procs, resources, tomlload
 from harness.errors import UsageError
-from harness.events import Event, Finished, PhaseStarted, Printer
+from harness.events import Event, Finished, PhaseStarted, Printer, Sink
 from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
@@ -162,9 +162,12 @@ class LiveTable:
         self._stop.set()
 
 
-def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer) -> list[RunResult]:
+def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer,
+               runner: Optional[Callable[[RunRequest, Sink], RunResult]] = None) -> list[RunResult]:
     """Every entry's run, ``jobs`` at a time. An interrupt stops them all; once they have all
-    returned, the interrupt is cleared (a long-lived caller such as pytest can run again)."""
+    returned, the interrupt is cleared (a long-lived caller such as pytest can run again).
+    ``runner`` runs one entry (default ``run``; ``repeat.runner``: its attempts)."""
+    one_run = runner or run
     writable_dir(base.results)
     table = LiveTable(printer, [e.spec for e in entries])
     printer.line(f"matrix: {len(entries)} kernels, {jobs} at a time; per-kernel logs in {base.results}/*/harness.log")
@@ -172,7 +175,7 @@ def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, prin
     def one(e: MatrixEntry) -> RunResult:
         req = dataclasses.replace(base, kernel=e.spec, apt_options=base.apt_options + e.apt_options)
         track = table.tracker(e.spec)
-        r = run(req, track)
+        r = one_run(req, track)
         track(Finished(r.verdict, r.reason))
         table.done[e.spec] = r
         printer.line(f"    {e.spec}: {r.verdict.value} in {r.seconds:.0f}s")

@@ -214,6 +214,10 @@ class RunResult:
     read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
     kunit: tuple[dict[str, Any], ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
+    # --repeat and retries (harness/repeat.py), and results merged from many machines (harness/fanin.py):
+    attempts: tuple[dict[str, Any], ...] = ()  # every attempt: n, verdict, reason, seconds, counted, machine
+    classification: Optional[str] = None  # over the attempts that count: pass, fail or flaky
+    machine: Optional[str] = None  # the host name of the machine that ran it
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -228,7 +232,8 @@ def result_from_json(d: dict[str, Any]) -> RunResult:
     """A RunResult read back from its result.json (a report regenerated from kept results)."""
     known = {f for f in RunResult.__dataclass_fields__}
     plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
-    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit"):
+    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit",
+                "attempts"):
         if key in plain:
             plain[key] = tuple(plain[key])
     records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},
