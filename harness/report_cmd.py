@@ -30,7 +30,7 @@ from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.locks import write_atomic
 from harness.model import RunResult, result_from_json
-from harness.run import RESULT_FILES, results_id, writable_dir
+from harness.run import EVIDENCE, RESULT_FILES, results_id, writable_dir
 from harness.untrusted import copy_tree, read_json, walk
 from harness.verdict import compare, fanin, history, html, junit, report
 
@@ -199,9 +199,11 @@ def this_run(commit: Optional[str], date: Optional[str]) -> history.Entry:
                          ref=env.get("GITHUB_REF_NAME", ""), url=url)
 
 
-def place_evidence(cells: Sequence[fanin.Cell], found: Sequence[Found], out: Path) -> None:
-    """Each cell's evidence under OUT/<cell>/: the shown source's at the top, the others' under sources/."""
+def place_evidence(cells: Sequence[fanin.Cell], found: Sequence[Found], out: Path) -> list[RunResult]:
+    """Each cell's evidence under OUT/<cell>/: the shown source's at the top, the others' under sources/.
+    The results returned name the evidence that is there (what a result.json claimed is not trusted)."""
     where = {(f.part.label, f.part.result.kernel): f.cell_dir for f in found}
+    placed = []
     for c in cells:
         dest = out / results_id(c.result.kernel)
         own = where.get((c.shown, c.result.kernel))
@@ -214,7 +216,12 @@ def place_evidence(cells: Sequence[fanin.Cell], found: Sequence[Found], out: Pat
             if src is not None:
                 copy_tree(src, dest / fanin.SOURCES_DIR / label)
         dest.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest / "result.json", report.result_json(c.result))
+        evidence = {name: what for name, what in EVIDENCE.items() if name == "result.json" or (dest / name).exists()}
+        r = dataclasses.replace(c.result, evidence=evidence,
+                                read_first=c.result.read_first if c.result.read_first in evidence else None)
+        write_atomic(dest / "result.json", report.result_json(r))
+        placed.append(r)
+    return placed
 
 
 def render(results: Sequence[RunResult], rows: Sequence[compare.Row], histories: dict[str, history.CellHistory],
@@ -255,7 +262,8 @@ def main(args: Any, printer: Printer, out: IO[str]) -> int:
     code = matrix.matrix_exit_code(rows)
     now = dataclasses.replace(this_run(args.commit, args.date), ok=code == 0,
                               outcomes=tuple(compare.Outcome.of(r) for r in results))
-    notes = [f"{len(found)} results from {len({f.part.label for f in found})} directories"
+    dirs = len({f.part.label for f in found})
+    notes = [f"{len(found)} result{'s' * (len(found) != 1)} from {dirs} director{'ies' if dirs != 1 else 'y'}"
              + ("" if baseline is not None else "; no baseline")]
     histories: dict[str, history.CellHistory] = {}
     if args.history is not None:
@@ -263,7 +271,7 @@ def main(args: Any, printer: Printer, out: IO[str]) -> int:
         past, problems = history_store.load(args.history)
         notes += problems
         histories = history.cells([r.kernel for r in results], past, now)
-    place_evidence(cells, found, args.results)
+    results = place_evidence(cells, found, args.results)
     extra = {"run": history.run_meta(now), "sources": sorted({f.part.label for f in found})}
     files = render(results, rows, histories, notes, extra)
     for name, text in files.items():

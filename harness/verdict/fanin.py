@@ -56,13 +56,16 @@ def clean(doc: Any) -> Any:
 
 
 def attempts_of(r: RunResult, label: str) -> list[flaky.Attempt]:
-    """A result's attempts (one, made from its verdict, when it has none), each naming its source.
-    ValueError when an attempt is malformed."""
+    """A result's attempts (one, made from its verdict, when it has none), each naming its source: the
+    one it already names (a report merged again), else ``label``. ValueError when one is malformed."""
     if not r.attempts:
         return [flaky.Attempt(n=1, verdict=r.verdict.value, reason=r.reason.split("\n")[0], seconds=r.seconds,
                               counted=flaky.counts(r.verdict), machine=r.machine, source=label,
                               started_at=r.started_at)]
-    return [dataclasses.replace(flaky.from_json(a), source=label) for a in r.attempts]
+    out = []
+    for a in map(flaky.from_json, r.attempts):
+        out.append(dataclasses.replace(a, source=a.source or label))
+    return out
 
 
 def merge(parts: Sequence[Part]) -> list[Cell]:
@@ -74,23 +77,23 @@ def merge(parts: Sequence[Part]) -> list[Cell]:
 
 
 def _cell(parts: Sequence[Part]) -> Cell:
-    tagged = [(p, attempts_of(p.result, p.label)) for p in parts]
-    every = [a for _, attempts in tagged for a in attempts]
-    shown = every[flaky.representative(every)].source or parts[0].label
-    rep = next(p for p in parts if p.label == shown)
-    merged = [dataclasses.replace(a, dir=_where(a, shown)) for a in every]
-    classification = flaky.classify(merged) if len(parts) > 1 or rep.result.attempts \
-        else (rep.result.classification or flaky.classify(merged))
-    result = dataclasses.replace(rep.result, attempts=tuple(a.to_json() for a in merged),
+    every = [(p, a) for p in parts for a in attempts_of(p.result, p.label)]
+    attempts = [a for _, a in every]
+    shown = every[flaky.representative(attempts)][0]
+    merged = [dataclasses.replace(a, dir=_where(a, p.label, shown.label)) for p, a in every]
+    classification = flaky.classify(merged) if len(parts) > 1 or shown.result.attempts \
+        else (shown.result.classification or flaky.classify(merged))
+    result = dataclasses.replace(shown.result, attempts=tuple(a.to_json() for a in merged),
                                  classification=classification)
-    return Cell(result, shown, tuple(p.label for p in parts if p.label != shown))
+    return Cell(result, shown.label, tuple(p.label for p in parts if p is not shown))
 
 
-def _where(a: flaky.Attempt, shown: Optional[str]) -> Optional[str]:
-    """An attempt's evidence, relative to the merged cell's directory."""
-    if a.source == shown:
+def _where(a: flaky.Attempt, part: str, shown: str) -> Optional[str]:
+    """An attempt's evidence, relative to the merged cell's directory (``part``: the results
+    directory it was found in; ``shown``: the one whose evidence is the cell's own)."""
+    if part == shown:
         return a.dir
-    base = f"{SOURCES_DIR}/{a.source}"
+    base = f"{SOURCES_DIR}/{part}"
     return f"{base}/{a.dir}" if a.dir else base
 
 
@@ -112,6 +115,10 @@ def from_matrix_entry(d: Mapping[str, Any]) -> RunResult:
                      package_version=o.package_version, classification=o.classification, attempts=tuple(attempts))
 
 
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
 def _md(text: str) -> str:
     """Text for a Markdown table cell."""
     return text.replace("|", "/").replace("`", "'").replace("\n", " ")
@@ -129,7 +136,7 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[compare.Row],
     """The report as GitHub's step summary shows it: one row a cell, then what changed, then why each failed."""
     machines = sorted({a.get("machine") or a.get("source") or "?" for r in results for a in r.attempts})
     out = ["## kmod-harness report", "",
-           f"{len(results)} cells from {len(machines)} machine{'s' * (len(machines) != 1)}"
+           f"{_n(len(results), 'cell')} from {_n(len(machines), 'machine')}"
            f" ({_md(', '.join(machines))}).", ""]
     out += [f"- {_md(n)}" for n in notes] + ([""] if notes else [])
     out += ["| kernel | release | verdict | attempts | history |", "| --- | --- | --- | --- | --- |"]

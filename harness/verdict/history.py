@@ -126,7 +126,8 @@ def sentence(h: CellHistory) -> str:
     state = "failing" if h.points[-1].state == "fail" else "failing or flaky"
     at_least = "at least " if h.since_the_start and runs > 1 else ""
     first = "this run" if h.since is h.points[-1] else f"commit {h.since.commit[:12]}"
-    return f"{state} since {at_least}{h.since.date[:10]} (first failing: {first}; {runs} runs in the history)"
+    return f"{state} since {at_least}{h.since.date[:10]} (first failing: {first}; {runs} run{'s' * (runs != 1)} in " \
+        "the history)"
 
 
 def html(h: CellHistory) -> str:

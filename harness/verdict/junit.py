@@ -27,7 +27,9 @@ def junit_xml(results: Sequence[RunResult]) -> str:
             failures += 1
             tag = "failure" if r.verdict is Verdict.FAIL else "error"
             decoded = "\n".join(line for sp in r.splats for line in splat_lines(sp))
-            ET.SubElement(case, tag, message=f"{r.verdict.value}: {r.reason.splitlines()[0] if r.reason else ''}",
+            flaky = "flaky, " if r.classification == "flaky" else ""  # some attempts passed (--repeat, harness report)
+            first = r.reason.splitlines()[0] if r.reason else ""
+            ET.SubElement(case, tag, message=f"{flaky}{r.verdict.value}: {first}",
                           type=r.verdict.value).text = r.reason + (f"\n\n{decoded}" if decoded else "")
         if r.trail_diff:
             ET.SubElement(case, "system-out").text = r.trail_diff

@@ -99,7 +99,7 @@ def matrix_json(results: Sequence[RunResult], wall: float, rows: Sequence[compar
         "wall_seconds": round(wall, 3),
         "kernels": [dict(asdict(compare.Outcome.of(r)), exit_code=r.verdict.exit_code,
                          build_warnings=len(r.build_warnings), phases=_phase_seconds(r), seconds=r.seconds,
-                         **({"attempts": list(r.attempts)} if len(r.attempts) > 1 else {}))
+                         **({"attempts": list(r.attempts)} if r.attempts else {}))
                     for r in results],
         "compared": [row.to_json() for row in rows],
         **(extra or {}),
