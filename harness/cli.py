@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, arches, procs, resources
+from harness import __version__, arches, fanout_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.kernel import spec
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the trail: write the project's trail file from this run's own records "
                    "(when it passes otherwise), with the taint lines of a first load as [[allow]] entries")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
-    add_repeat_opts(r)
+    fanout_cli.add_repeat_opts(r)
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel", epilog=help_end,
                        formatter_class=fmt,
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "failing or new; the exit code then counts only what is new")
     add_kernel_opts(m, many=True)
     add_run_opts(m)
-    add_repeat_opts(m)
+    fanout_cli.add_repeat_opts(m)
 
     sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
                         description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
-    add_report_parser(sub, help_end)
+    fanout_cli.add_report_parser(sub, help_end)
     return p
 
 
@@ -353,55 +353,7 @@ _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], 
 }
 
 
-# ---- harness report, and --repeat for run and matrix (the matrix across machines) -------------------------
-
-
-def _count(least: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if n < least:
-            raise argparse.ArgumentTypeError(f"{text!r}: give at least {least}")
-        return n
-    return parse
-
-
-def add_repeat_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("attempts")
-    g.add_argument("--repeat", type=_count(1), default=1, metavar="N",
-                   help="run each kernel N times and classify it: pass (every attempt passed), fail (none did) or "
-                   "flaky (some did); result.json lists every attempt under `attempts` (default 1)")
-    g.add_argument("--retry-infra", type=_count(0), default=1, metavar="N",
-                   help="run an attempt whose verdict is infra (download, root, QEMU, boot) again, up to N times in "
-                   "all; it does not count. A module's failure (fail, crash, timeout) is never retried (default 1)")
-
-
-def add_report_parser(sub: Any, help_end: str) -> None:
-    rp = sub.add_parser(
-        "report", help="merge the results directories of many machines into one report", epilog=help_end,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Read results directories (each with <kernel>/result.json files or a matrix.json: CI "
-        "artifacts, other machines' --results) and write one matrix.json, index.html, junit.xml and summary.md "
-        "(also appended to $GITHUB_STEP_SUMMARY when set). The same kernel found more than once is one cell with "
-        "several attempts (pass, fail or flaky over them all). Exit code: the worst verdict among what is new, "
-        "against --baseline and the known failures, as for harness matrix.")
-    rp.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a results directory (searched a few levels "
-                    "deep), a result.json or a matrix.json")
-    rp.add_argument("--baseline", type=Path, metavar="DIR|MATRIX_JSON",
-                    help="an earlier report's matrix.json (or its directory), or a --history directory: its last "
-                    "successful run")
-    rp.add_argument("--history", type=Path, metavar="DIR",
-                    help="keep this run's matrix.json in DIR (by date and commit) and show each kernel's history")
-    rp.add_argument("--results", type=Path, default=Path("report"), metavar="OUT",
-                    help="where the report and each kernel's evidence go (default ./report)")
-    rp.add_argument("--matrix-file", type=Path, default=None, metavar="FILE",
-                    help="the kernel list whose `expect` entries are known failures (default: kmod-harness's)")
-    rp.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
-                    help="the project whose harness.toml [[known_failure]] entries count (default .)")
-    rp.add_argument("--commit", metavar="SHA", help="the commit this run tested (default $GITHUB_SHA, else git HEAD)")
-    rp.add_argument("--date", metavar="ISO8601", help="when it ran, for the history (default now)")
+# ---- harness report, and --repeat for run and matrix (the matrix across machines: fanout_cli.py) ------------
 
 
 def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:

@@ -136,3 +136,15 @@ def test_one_attempt_stays_where_a_run_puts_it(tmp_path):
                            "counted": True, "machine": r.machine, "started_at": ""},)
     assert not (tmp_path / "debian-sid" / "attempts").exists()
     assert json.loads((tmp_path / "debian-sid" / "result.json").read_text())["attempts"] == list(r.attempts)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--repeat", "0"], "give at least 1"),
+    (["matrix", "--repeat", "two"], "not a whole number"),
+    (["run", "--retry-infra", "-1"], "give at least 0"),
+])
+def test_bad_attempt_counts_are_usage_errors(argv, says, capsys):
+    from harness import cli
+
+    assert cli.main(argv) == 2
+    assert says in capsys.readouterr().err

@@ -27,8 +27,6 @@ from conftest import REPO
 
 pytestmark = pytest.mark.workflow
 
-DOWNLOAD_ARTIFACT = "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093"
-DOWNLOAD_STANDIN = REPO / "tests" / "workflow" / "download-artifact"
 EARLIER_RUN = "4242"
 CELLS = ("debian:bookworm", "debian:trixie")
 
@@ -71,8 +69,7 @@ def run_fanout(tmp: Path, job: str, *extra: str) -> tuple[subprocess.CompletedPr
     old_path = os.environ["PATH"]
     os.environ["PATH"] = env["PATH"]  # act's host runner gives its steps its own PATH
     try:
-        p = act(job, artifacts, "--local-repository", f"{DOWNLOAD_ARTIFACT}={DOWNLOAD_STANDIN}",
-                "--env", f"KMOD_ARTIFACT_RUNS={tmp / 'runs'}", "--env", f"PATH={env['PATH']}",
+        p = act(job, artifacts, "--env", f"KMOD_ARTIFACT_RUNS={tmp / 'runs'}", "--env", f"PATH={env['PATH']}",
                 "--var", "KMOD_HARNESS_ROOTS_CACHE=false", "--eventpath", str(event), *extra, timeout=2400)
     finally:
         os.environ["PATH"] = old_path

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.workflow
 
 UPLOAD_ARTIFACT = "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02"
 STANDIN = REPO / "tests" / "workflow" / "upload-artifact"
+# The action's report mode downloads artifacts: act resolves every action a composite action names,
+# so each job that uses the action needs this one mapped too (tests/workflow/download-artifact).
+DOWNLOAD_ARTIFACT = "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093"
+DOWNLOAD_STANDIN = REPO / "tests" / "workflow" / "download-artifact"
 SKIP_NO_ACT = "act-ci (the shared tool that runs workflows with act) is not on this machine"
 
 
@@ -38,6 +42,7 @@ def act(job: str, artifacts: Path, *extra: str, timeout: float = 1500) -> subpro
     """Run one job; returns act's output. The harness cache is this machine's, as a self-hosted
     runner's would be: roots already made are used, not made again."""
     argv = [str(act_ci()), job, "--local-repository", f"{UPLOAD_ARTIFACT}={STANDIN}",
+            "--local-repository", f"{DOWNLOAD_ARTIFACT}={DOWNLOAD_STANDIN}",
             "--env", f"KMOD_ARTIFACTS={artifacts}", *extra]
     cache = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "kmod-harness")
     argv += ["--env", f"HARNESS_CACHE={cache}"]
