@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,7 +27,7 @@ from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
 from harness.project import load_project
 from harness.run import RunRequest, index_html, results_id, run, writable_dir
-from harness.verdict import compare, junit, report
+from harness.verdict import compare, fanin, html, junit, report
 
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead
 
@@ -244,4 +245,11 @@ def write_reports(results: Sequence[RunResult], rows: Sequence[compare.Row], res
     write_atomic(results_dir / "matrix.json", report.matrix_json(results, wall, rows))
     write_atomic(results_dir / "summary.md", report.summary_markdown(results, wall, rows))
     write_atomic(results_dir / "junit.xml", junit.junit_xml(results))
-    write_atomic(results_dir / "index.html", index_html(results, rows, "kmod-harness matrix", wall))
+    if any(len(r.attempts) > 1 for r in results):  # --repeat: each kernel's attempts, linked to their evidence
+        notes = {r.kernel: escape(fanin.attempts_column(r)) for r in results}
+        sections = {r.kernel: fanin.attempts_html(r, results_id(r.kernel)) for r in results}
+        page = html.page(results, rows, "kmod-harness matrix", lambda r, name: f"{results_id(r.kernel)}/{name}",
+                         wall, notes=notes, sections=sections)
+    else:
+        page = index_html(results, rows, "kmod-harness matrix", wall)
+    write_atomic(results_dir / "index.html", page)
