@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
 from harness import history_store, matrix, procs
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Printer
 from harness.locks import write_atomic
 from harness.model import RunResult, result_from_json
@@ -199,20 +200,26 @@ def this_run(commit: Optional[str], date: Optional[str]) -> history.Entry:
                          ref=env.get("GITHUB_REF_NAME", ""), url=url)
 
 
-def place_evidence(cells: Sequence[fanin.Cell], found: Sequence[Found], out: Path) -> list[RunResult]:
+def place_evidence(cells: Sequence[fanin.Cell], found: Sequence[Found], out: Path, staging: Path) -> list[RunResult]:
     """Each cell's evidence under OUT/<cell>/: the shown source's at the top, the others' under sources/.
-    The results returned name the evidence that is there (what a result.json claimed is not trusted)."""
+    A source that is OUT/<cell> itself (a report written over one of its inputs) is copied to ``staging``
+    first. The results returned name the evidence that is there (what a result.json claimed is not trusted)."""
     where = {(f.part.label, f.part.result.kernel): f.cell_dir for f in found}
     placed = []
     for c in cells:
         dest = out / results_id(c.result.kernel)
         own = where.get((c.shown, c.result.kernel))
+        others = {label: where.get((label, c.result.kernel)) for label in c.others}
+        for label, src in others.items():
+            if src is not None and src.resolve() == dest.resolve():
+                kept = staging / results_id(c.result.kernel) / label
+                copy_tree(src, kept)
+                others[label] = kept
         if own is None or own.resolve() != dest.resolve():
             shutil.rmtree(dest, ignore_errors=True)
             if own is not None:
                 copy_tree(own, dest)
-        for label in c.others:
-            src = where.get((label, c.result.kernel))
+        for label, src in others.items():
             if src is not None:
                 copy_tree(src, dest / fanin.SOURCES_DIR / label)
         dest.mkdir(parents=True, exist_ok=True)
@@ -252,32 +259,38 @@ def step_summary(text: str, printer: Printer) -> None:
 
 
 def main(args: Any, printer: Printer, out: IO[str]) -> int:
-    writable_dir(args.results)
     found = discover(args.dirs, args.results)
-    cells = fanin.merge([f.part for f in found])
-    results = [c.result for c in cells]
     baseline = load_baseline(args.baseline, printer) if args.baseline is not None else None
     expected = matrix.expectations(matrix.load_matrix(args.matrix_file), args.project)
+    run = this_run(args.commit, args.date)
+    if args.history is not None:
+        history_store.prepare(args.history)
+    writable_dir(args.results)  # every input checked: from here on, the report is written
+    cells = fanin.merge([f.part for f in found])
+    results = [c.result for c in cells]
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     code = matrix.matrix_exit_code(rows)
-    now = dataclasses.replace(this_run(args.commit, args.date), ok=code == 0,
-                              outcomes=tuple(compare.Outcome.of(r) for r in results))
+    now = dataclasses.replace(run, ok=code == 0, outcomes=tuple(compare.Outcome.of(r) for r in results))
     dirs = len({f.part.label for f in found})
     notes = [f"{len(found)} result{'s' * (len(found) != 1)} from {dirs} director{'ies' if dirs != 1 else 'y'}"
              + ("" if baseline is not None else "; no baseline")]
     histories: dict[str, history.CellHistory] = {}
     if args.history is not None:
-        history_store.prepare(args.history)
         past, problems = history_store.load(args.history)
         notes += problems
         histories = history.cells([r.kernel for r in results], past, now)
-    results = place_evidence(cells, found, args.results)
-    extra = {"run": history.run_meta(now), "sources": sorted({f.part.label for f in found})}
-    files = render(results, rows, histories, notes, extra)
-    for name, text in files.items():
-        write_atomic(args.results / name, text)
-    if args.history is not None:
-        printer.line(f"history: kept as {history_store.add(args.history, files['matrix.json'], now)}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="kmod-harness-report-") as staging:
+            results = place_evidence(cells, found, args.results, Path(staging))
+        extra = {"run": history.run_meta(now), "sources": sorted({f.part.label for f in found})}
+        files = render(results, rows, histories, notes, extra)
+        for name, text in files.items():
+            write_atomic(args.results / name, text)
+        if args.history is not None:
+            printer.line(f"history: kept as {history_store.add(args.history, files['matrix.json'], now)}")
+    except OSError as e:
+        raise InfraError(f"cannot write the report in {args.results}: {e.strerror or e}",
+                         hint="is the disk full, or the directory someone else's?") from None
     step_summary(files["summary.md"], printer)
     out.write(files["summary.md"])
     printer.line(f"report: {args.results}/index.html, summary.md, matrix.json, junit.xml (exit {code})")

@@ -212,5 +212,18 @@ def test_bad_usage_is_exit_2_and_writes_nothing(tmp_path, capsys, args, says):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
-    assert not (tmp_path / "out" / "matrix.json").exists()
+    assert not (tmp_path / "out").exists()
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["precious.txt"]
+
+
+def test_a_report_written_over_one_of_its_inputs_loses_no_evidence(tmp_path, capsys):
+    """results/ passed as an input and as the output, with another machine whose attempt stands for the cell."""
+    mine = machine(tmp_path / "results", ("debian:bookworm", PASS))
+    other = machine(tmp_path / "m2", ("debian:bookworm", CRASH))
+    code = cli.main(["report", str(mine), str(other), "--results", str(mine), "--project", str(tmp_path)])
+    cell = mine / "debian-bookworm"
+    assert code == 4 and (cell / "console.log").read_bytes() == (CRASH / "console.log").read_bytes()
+    assert (cell / "sources" / "results" / "console.log").read_bytes() == (PASS / "console.log").read_bytes()
+    doc = json.loads((mine / "matrix.json").read_text())
+    assert [(a["source"], a.get("dir")) for a in doc["kernels"][0]["attempts"]] == [
+        ("results", "sources/results"), ("m2", None)]
