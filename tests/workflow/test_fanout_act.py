@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def fake_gh(tmp: Path) -> tuple[dict[str, str], Path]:
     return {"PATH": f"{bin_}:{os.environ['PATH']}"}, log
 
 
+def free_port() -> int:
+    """A port for act's artifact server (unused here, but act starts it): its fixed default, 34567, is
+    taken whenever another act runs on the machine."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def run_fanout(tmp: Path, job: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
     artifacts = tmp / "artifacts"
     artifacts.mkdir()
@@ -70,7 +79,8 @@ def run_fanout(tmp: Path, job: str, *extra: str) -> tuple[subprocess.CompletedPr
     os.environ["PATH"] = env["PATH"]  # act's host runner gives its steps its own PATH
     try:
         p = act(job, artifacts, "--env", f"KMOD_ARTIFACT_RUNS={tmp / 'runs'}", "--env", f"PATH={env['PATH']}",
-                "--var", "KMOD_HARNESS_ROOTS_CACHE=false", "--eventpath", str(event), *extra, timeout=2400)
+                "--var", "KMOD_HARNESS_ROOTS_CACHE=false", "--eventpath", str(event),
+                "--artifact-server-port", str(free_port()), *extra, timeout=2400)
     finally:
         os.environ["PATH"] = old_path
     return p, artifacts, gh_log
