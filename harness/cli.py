@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, arches, procs, resources
+from harness import __version__, arches, fanout_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.kernel import spec
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the trail: write the project's trail file from this run's own records "
                    "(when it passes otherwise), with the taint lines of a first load as [[allow]] entries")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
+    fanout_cli.add_repeat_opts(r)
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel", epilog=help_end,
                        formatter_class=fmt,
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "failing or new; the exit code then counts only what is new")
     add_kernel_opts(m, many=True)
     add_run_opts(m)
+    fanout_cli.add_repeat_opts(m)
 
     sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
                         description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
+    fanout_cli.add_report_parser(sub, help_end)
     return p
 
 
@@ -247,10 +250,12 @@ def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.locks import write_atomic
-    from harness.run import index_html, results_id, run
+    from harness.repeat import run_repeated
+    from harness.run import index_html, results_id
     from harness.verdict import junit, report
 
-    result = run(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer)
+    result = run_repeated(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer,
+                          args.repeat, args.retry_infra)
     write_atomic(args.results / "junit.xml", junit.junit_xml([result]))
     write_atomic(args.results / "index.html", index_html([result], [], f"kmod-harness: {result.kernel}"))
     for line in report.summary_lines(result):
@@ -263,7 +268,7 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
 
 def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness import matrix
+    from harness import matrix, repeat
     from harness.verdict import compare, report
 
     entries = matrix.load_matrix(args.matrix_file)
@@ -282,7 +287,7 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
     t0 = time.monotonic()
-    results = matrix.run_matrix(entries, req, jobs, printer)
+    results = matrix.run_matrix(entries, req, jobs, printer, repeat.runner(args.repeat, args.retry_infra))
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
@@ -361,3 +366,15 @@ _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], 
     "run": _cmd_run, "matrix": _cmd_matrix, "shell": _cmd_shell, "init": _cmd_init, "kernels": _cmd_kernels,
     "watch": _cmd_watch,
 }
+
+
+# ---- harness report, and --repeat for run and matrix (the matrix across machines: fanout_cli.py) ------------
+
+
+def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    from harness import report_cmd
+
+    return report_cmd.main(args, printer, out)
+
+
+_HANDLERS["report"] = _cmd_report

@@ -15,19 +15,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from harness import procs, resources, schema, tomlload
 from harness.errors import UsageError
-from harness.events import Event, Finished, PhaseStarted, Printer
+from harness.events import Event, Finished, PhaseStarted, Printer, Sink
 from harness.kernel import apt
 from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
 from harness.project import load_project
 from harness.run import RunRequest, index_html, results_id, run, writable_dir
-from harness.verdict import compare, junit, report
+from harness.verdict import compare, fanin, html, junit, report
 
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead
 
@@ -159,9 +160,12 @@ class LiveTable:
         self._stop.set()
 
 
-def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer) -> list[RunResult]:
+def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer,
+               runner: Optional[Callable[[RunRequest, Sink], RunResult]] = None) -> list[RunResult]:
     """Every entry's run, ``jobs`` at a time. An interrupt stops them all; once they have all
-    returned, the interrupt is cleared (a long-lived caller such as pytest can run again)."""
+    returned, the interrupt is cleared (a long-lived caller such as pytest can run again).
+    ``runner`` runs one entry (default ``run``; ``repeat.runner``: its attempts)."""
+    one_run = runner or run
     writable_dir(base.results)
     table = LiveTable(printer, [e.spec for e in entries])
     printer.line(f"matrix: {len(entries)} kernels, {jobs} at a time; per-kernel logs in {base.results}/*/harness.log")
@@ -169,7 +173,7 @@ def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, prin
     def one(e: MatrixEntry) -> RunResult:
         req = dataclasses.replace(base, kernel=e.spec, apt_options=base.apt_options + e.apt_options)
         track = table.tracker(e.spec)
-        r = run(req, track)
+        r = one_run(req, track)
         track(Finished(r.verdict, r.reason))
         table.done[e.spec] = r
         printer.line(f"    {e.spec}: {r.verdict.value} in {r.seconds:.0f}s")
@@ -238,4 +242,11 @@ def write_reports(results: Sequence[RunResult], rows: Sequence[compare.Row], res
     write_atomic(results_dir / "matrix.json", report.matrix_json(results, wall, rows))
     write_atomic(results_dir / "summary.md", report.summary_markdown(results, wall, rows))
     write_atomic(results_dir / "junit.xml", junit.junit_xml(results))
-    write_atomic(results_dir / "index.html", index_html(results, rows, "kmod-harness matrix", wall))
+    if any(len(r.attempts) > 1 for r in results):  # --repeat: each kernel's attempts, linked to their evidence
+        notes = {r.kernel: escape(fanin.attempts_column(r)) for r in results}
+        sections = {r.kernel: fanin.attempts_html(r, results_id(r.kernel)) for r in results}
+        page = html.page(results, rows, "kmod-harness matrix", lambda r, name: f"{results_id(r.kernel)}/{name}",
+                         wall, notes=notes, sections=sections)
+    else:
+        page = index_html(results, rows, "kmod-harness matrix", wall)
+    write_atomic(results_dir / "index.html", page)

@@ -217,6 +217,10 @@ class RunResult:
     kmsg_dropped: int = 0  # records of an endless kernel log left out between the kept head and tail
     complaints: tuple[dict[str, Any], ...] = ()  # the kernel's complaints about the module, allowed ones with why
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
+    # --repeat and retries (harness/repeat.py), and results merged from many machines (harness/fanin.py):
+    attempts: tuple[dict[str, Any], ...] = ()  # every attempt: n, verdict, reason, seconds, counted, machine
+    classification: Optional[str] = None  # over the attempts that count: pass, fail or flaky
+    machine: Optional[str] = None  # the host name of the machine that ran it
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -232,7 +236,7 @@ def result_from_json(d: dict[str, Any]) -> RunResult:
     known = {f for f in RunResult.__dataclass_fields__}
     plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
     for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit",
-                "complaints"):
+                "complaints", "attempts"):
         if key in plain:
             plain[key] = tuple(plain[key])
     records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},

@@ -28,13 +28,15 @@ def junit_xml(results: Sequence[RunResult]) -> str:
             failures += 1
             tag = "failure" if r.verdict is Verdict.FAIL else "error"
             decoded = "\n".join(line for sp in r.splats for line in splat_lines(sp))
-            ET.SubElement(case, tag, message=f"{r.verdict.value}: {r.reason.splitlines()[0] if r.reason else ''}",
+            flaky = "flaky, " if r.classification == "flaky" else ""  # some attempts passed (--repeat, harness report)
+            first = r.reason.splitlines()[0] if r.reason else ""
+            ET.SubElement(case, tag, message=f"{flaky}{r.verdict.value}: {first}",
                           type=r.verdict.value).text = r.reason + (f"\n\n{decoded}" if decoded else "")
         failed = output.failing_step(r.steps) if r.verdict is not Verdict.PASS else None
         if failed is not None:  # the failing step's own words, the line that failed first
-            first = output.first_failure(failed)
+            failing = output.first_failure(failed)
             ET.SubElement(case, "system-out").text = "\n".join(
-                ([f"first failing line: {first}"] if first else []) + output.tail(failed.stdout))
+                ([f"first failing line: {failing}"] if failing else []) + output.tail(failed.stdout))
             ET.SubElement(case, "system-err").text = "\n".join(output.tail(failed.stderr))
         elif r.trail_diff:
             ET.SubElement(case, "system-out").text = r.trail_diff

@@ -15,8 +15,8 @@ from harness.guest.contract import StepReport
 TAIL_LINES = 20
 LINE_CHARS = 300
 # What a line that reports a failure looks like, in test programs of every kind.
-FAILURE = re.compile(r"(\bFAIL(ED|URE)?\b|\bError\b|\bERROR\b|\berror:|^Traceback \(most recent call last\)|"
-                     r"\bAssertion|\bassert(ion)?\b|\bnot ok\b|\bpanic\b|\bSegmentation fault\b|\bAborted\b)")
+FAILURE = re.compile(r"(\bfail(s|ed|ure)?\b|\berror\b|^Traceback \(most recent call last\)|\bassert(ion)?\b|"
+                     r"\bnot ok\b|\bpanic\b|\bSegmentation fault\b|\bAborted\b|\bmismatch)", re.I)
 
 
 def _lines(text: str) -> list[str]:
@@ -24,12 +24,25 @@ def _lines(text: str) -> list[str]:
 
 
 def first_failure(st: StepReport) -> Optional[str]:
-    """The first line of stderr, then of stdout, that looks like a failure (None: none does)."""
+    """The first line of stderr, then of stdout, that looks like a failure (None: none does). In a
+    unified diff (a test comparing its output with the expected), the first changed line."""
     for text in (st.stderr, st.stdout):
-        for line in _lines(text):
+        lines = _lines(text)
+        changed = _first_change(lines)
+        if changed is not None:
+            return changed
+        for line in lines:
             if FAILURE.search(line):
                 return line
     return None
+
+
+def _first_change(lines: list[str]) -> Optional[str]:
+    """The first - or + line after a diff's first hunk header (``@@ -a,b +c,d @@``), if there is one."""
+    hunk = next((i for i, ln in enumerate(lines) if re.match(r"@@ -\d+(,\d+)? \+\d+(,\d+)? @@", ln)), None)
+    if hunk is None:
+        return None
+    return next((ln for ln in lines[hunk + 1:] if ln[:1] in "-+" and not ln.startswith(("---", "+++"))), None)
 
 
 def tail(text: str, n: int = TAIL_LINES) -> list[str]:

@@ -242,3 +242,14 @@ def test_plan_steps_carry_their_kind_and_expectation():
     p = PlanStep("x", ("true",), expect_rc=3, kind=contract.STEP, env=(("A", "1"),), cwd="/tmp")
     back = contract.Plan.from_json(contract.Plan(steps=(p,), run_id="r").to_json()).steps[0]
     assert back == p
+
+
+def test_a_diff_that_failed_a_step_is_quoted_at_its_first_changed_line():
+    diff = ("--- expected.txt\n+++ out\n@@ -48,7 +48,7 @@\n Reading at offset 47\n Reading at offset 48\n"
+            " Reading at offset 49\n-Reading at offset 50, returned 12586269025.\n"
+            "+Reading at offset 50, returned 12586269026.\n Reading at offset 51\n")
+    st = contract.StepReport("client", ("sh",), returncode=1, stdout=diff)
+    assert output.first_failure(st) == "-Reading at offset 50, returned 12586269025."
+    lower = contract.StepReport("openssl", ("sh",), returncode=1,
+                                stdout="ok 1\nfail for datalen 16, MACs do not match!\ntest_crypto() failed for 16\n")
+    assert output.first_failure(lower) == "fail for datalen 16, MACs do not match!"

@@ -133,8 +133,8 @@ def test_fibdrv_reads_fibonacci_numbers_with_its_init_complaint_allowed(own_tmp)
     assert not re.search(r"suspiciously|Call Trace|PID|RIP|dump_stack", trail), trail
     assert [s["name"] for s in res["steps"]] == ["insmod", "client", "rmmod"]
     assert res["steps"][1]["stdout"] == ""  # diff found no difference
-    allowed = [a for a in res["allowed"] if "'fibdrv'->init suspiciously returned" in a["text"]]
-    assert allowed and "major number" in allowed[0]["reason"], res["allowed"]
+    allowed = [c for c in res["complaints"] if "'fibdrv'->init suspiciously returned" in c["text"]]
+    assert allowed and "major number" in allowed[0]["allowed_by"], res["complaints"]
 
 
 def test_fibdrv_init_returning_its_major_fails_quoting_the_kernel_line(own_tmp, capsys):

