@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -250,11 +251,14 @@ def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.locks import write_atomic
+    from harness.phases import check_request
     from harness.repeat import run_repeated
     from harness.run import index_html, results_id
     from harness.verdict import junit, report
 
-    result = run_repeated(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer,
+    req = _request(args, kernel=args.kernel, record_trail=args.record_trail)
+    check_request(req)
+    result = run_repeated(req, printer,
                           args.repeat, args.retry_infra)
     write_atomic(args.results / "junit.xml", junit.junit_xml([result]))
     write_atomic(args.results / "index.html", index_html([result], [], f"kmod-harness: {result.kernel}"))
@@ -283,6 +287,10 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: give at least 1")
     req = _request(args, cpus=_cpus_of(args, fallback=1))
+    from harness.phases import check_request
+
+    for e in entries:  # each kernel's spec and apt options; the project, trail and environment once
+        check_request(dataclasses.replace(req, kernel=e.spec, apt_options=req.apt_options + e.apt_options))
     jobs = args.jobs or matrix.default_jobs(guest_cpus=req.cpus)
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
@@ -308,6 +316,9 @@ def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
                          build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option),
                          refresh=args.refresh, cpus=_cpus_of(args))
+        from harness.phases import check_request
+
+        check_request(dataclasses.replace(req, record_trail=True))  # a shell checks no trail
         with procs.SignalGuard(), Session(req, printer) as s:
             if not args.no_load:
                 r = s.run(f"insmod {s.ko}")
@@ -339,6 +350,9 @@ def _cmd_watch(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         if r.read_first:
             printer.line(f"read first: {args.results}/{results_id(r.kernel)}/{r.read_first}")
 
+    from harness.phases import check_request
+
+    check_request(req)
     with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp, procs.SignalGuard():
         prep = prepare(req, printer, Path(tmp), [])
         w = Watcher(req, prep, printer, max_age=args.spare_max_age, on_result=show)

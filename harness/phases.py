@@ -105,6 +105,22 @@ def setup(req: RunRequest) -> Setup:
                  mirror=apt.Mirror.from_env(req.mirror, req.apt_options), cache=usable_cache(req.cache))
 
 
+def check_request(req: RunRequest) -> None:
+    """Every input of a run a user can get wrong, checked at once and cheaply, before anything is
+    written or started: the spec, the project and its trail, the splat rules, the mirrors and apt
+    options, the environment, the cache. Front ends call it first, so that bad input is one
+    usage error (exit 2) and not a run that fails later."""
+    spec.parse_spec(req.kernel)
+    project = load_project(req.project)
+    if not req.record_trail:
+        load_trail(project)
+    load_rules(req.splats)
+    apt.Mirror.from_env(req.mirror, req.apt_options)
+    apt.index_ttl()
+    default_cpus()
+    usable_cache(req.cache)
+
+
 def load_trail(project: Project) -> trail.Trail:
     if not project.trail.is_file():
         raise UsageError(f"{project.where}: [module] trail: {project.trail} does not exist",

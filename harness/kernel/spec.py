@@ -59,9 +59,9 @@ def parse_spec(text: str) -> KernelSpec:
         return _parse_source(text)
     m = _SPEC.match(text)
     if not m:
-        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"invalid kernel spec {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     if m["source"] != "debian":
-        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
     arch = arches.get(m["arch"], f"architecture in {text!r}:").name if m["arch"] else arches.host().name
     return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"], arch=arch)
@@ -86,7 +86,7 @@ def with_arch(text: str, arch: Optional[str]) -> str:
 def _parse_source(text: str) -> KernelSpec:
     m = _SRC_SPEC.match(text)
     if not m:
-        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"invalid kernel spec {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
     known = resources.flavours()
     parts = m["flavour"].split("+")

@@ -78,8 +78,10 @@ M = {"source": "src", "trail": "t.toml"}
     ({"module": {**M, "name": "m"}, "kunit": {"modules": ["t"], "suites": []}}, r"kunit.suites: unknown key; known "
                                                                                  r"keys here: modules, timeout"),
     ({"module": {**M, "name": "m"}, "kunit": {"modules": ["t"], "timeout": 0}}, r"kunit.timeout: .*greater than 0"),
-    ({"module": {**M, "name": "m"}, "step": [{"name": "kunit t", "run": ["ls"]}]}, "are the harness's own steps"),
-    ({"module": {**M, "name": "m"}, "step": [{"name": "insmod", "run": ["ls"]}]}, "are the harness's own steps"),
+    ({"module": {**M, "name": "m"}, "step": [{"name": "kunit t", "run": ["ls"]}]}, "one of the harness's own steps"),
+    ({"module": {**M, "name": "m"}, "step": [{"name": "insmod", "run": ["ls"]}]}, "one of the harness's own steps"),
+    ({"module": {**M, "name": "m"}, "step": [{"name": "rmmod m", "run": ["ls"]}]}, "one of the harness's own steps"),
+    ({"module": {**M, "name": "m"}, "step": [{"name": "build", "run": ["ls"]}]}, "one of the harness's own steps"),
     ({"module": {**M, "name": "m"}, "step": [{"name": "a", "run": ["ls"]}, {"name": "a", "run": ["ls"]}]},
      r"\[\[step\]\] names must be unique: \['a'\] named twice"),
     ({"module": {**M, "name": "m"}, "steps": [{"name": "a", "run": ["ls"]}]},

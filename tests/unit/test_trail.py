@@ -98,7 +98,7 @@ def test_bad_trail_entries_name_the_problem(entry, words):
 def test_empty_trail_is_rejected(tmp_path: Path):
     p = tmp_path / "t.toml"
     p.write_text("strict = true\n")
-    with pytest.raises(UsageError, match="at least one"):
+    with pytest.raises(UsageError, match=r"needs \[\[expect\]\] entries \(or `expect = \[\]`"):
         load_trail(p)
     p.write_text("[[expect]\n")
     with pytest.raises(UsageError, match="invalid TOML"):
