@@ -148,3 +148,11 @@ def test_known_failures_are_data_of_the_project(tmp_path: Path):
                         r"known_failure\[1\].verdict: .*'fail', 'error'")):
         with pytest.raises(UsageError, match=words):
             parse_project({"module": {**M, "name": "m"}, "known_failure": [bad]}, tmp_path, "h.toml")
+
+
+def test_the_reference_is_what_the_schema_says():
+    """docs/REFERENCE.md is generated from harness/schema.py: it cannot drift from what is checked."""
+    from harness.schema import reference_markdown
+
+    assert (REPO / "docs" / "REFERENCE.md").read_text() == reference_markdown(), (
+        "regenerate it: .venv/bin/python -m harness.schema_doc > docs/REFERENCE.md")

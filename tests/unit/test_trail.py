@@ -109,3 +109,16 @@ def test_escaped_newline_is_matched_literally():
     rec = kmsg.parse_record("6,1,0,-;MyNetlink has received: x\\x0aBUG: y")
     t = trail.parse_trail({"expect": [{"text": "MyNetlink has received: x\\x0aBUG: y"}]})
     assert trail.match(t, [rec]).ok
+
+
+def test_an_expectation_matches_the_whole_record_not_its_start():
+    """`text` and `pattern` must match a record's whole text: a record that only begins like the
+    expected one ("... but leaked 3 objects") is not it (the mutant fullmatch -> match passed it)."""
+    t = trail.parse_trail({"expect": [{"text": "mymod: probe ok"}]})
+    assert trail.match(t, list(parse_records(["6,1,0,-;mymod: probe ok"]))).ok
+    longer = list(parse_records(["6,1,0,-;mymod: probe ok, but leaked 3 objects"]))
+    m = trail.match(t, longer)
+    assert not m.ok and m.problems[0] == "expected record #1 <any> 'mymod: probe ok': missing (the trail ended)"
+    p = trail.parse_trail({"expect": [{"pattern": "mymod: tick \\d+"}]})
+    assert trail.match(p, list(parse_records(["6,1,0,-;mymod: tick 42"]))).ok
+    assert not trail.match(p, list(parse_records(["6,1,0,-;mymod: tick 42 and a fault"]))).ok
