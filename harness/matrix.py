@@ -26,8 +26,9 @@ from harness.kernel import apt
 from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
+from harness.phases import RunRequest
 from harness.project import load_project
-from harness.run import RunRequest, index_html, results_id, run, writable_dir
+from harness.run import index_html, results_id, run, writable_dir
 from harness.verdict import compare, fanin, html, junit, report
 
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead

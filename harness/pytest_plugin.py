@@ -125,7 +125,8 @@ class GuestVM:
         from harness.events import Printer
         from harness.guest.session import Session
         from harness.model import Timeouts
-        from harness.run import RunRequest, results_id
+        from harness.phases import RunRequest
+        from harness.run import results_id
 
         results = Path(_setting(self.config, "results", self.config.rootpath / "results" / "pytest"))
         req = RunRequest(kernel=self.kernel, project=Path(_setting(self.config, "project", self.config.rootpath)),

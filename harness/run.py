@@ -45,8 +45,6 @@ from harness.phases import (
 )
 from harness.verdict import compare, html, judge, record, report
 
-__all__ = ["RunRequest", "run", "results_id", "RESULT_FILES", "index_html", "Gathered", "assemble", "keep_channel"]
-
 # What a run leaves in results/<kernel>/, and what each file holds.
 EVIDENCE = {
     "result.json": "the verdict, the phases, every kernel record of the run, the trail matched, the splats",
