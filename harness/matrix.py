@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from harness import procs, resources, schema, tomlload
+from harness import procs, resources, schema, tomlload, userfile
 from harness.errors import UsageError
 from harness.events import Event, Finished, PhaseStarted, Printer, Sink
 from harness.kernel import apt
@@ -46,10 +46,10 @@ def load_matrix(path: Optional[Path] = None) -> list[MatrixEntry]:
     """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``), checked against
     ``schema.MatrixFile``: each spec valid, each apt option one apt accepts, no kernel twice."""
     doc = tomlload.load_document(path or resources.data("kernels.toml"))
-    m = schema.check(schema.MatrixFile, doc)
+    m = userfile.check(schema.MatrixFile, doc)
     out: list[MatrixEntry] = []
     for i, k in enumerate(m.kernel):
-        where = f"{doc.where}:{schema.locate(doc.text, ('kernel', i)) or '?'}: kernel[{i + 1}]"
+        where = f"{doc.where}:{userfile.locate(doc.text, ('kernel', i)) or '?'}: kernel[{i + 1}]"
         try:
             text = with_arch(k.spec, k.arch)  # folded into the spec's written form: debian:SUITE:ARCH
             options = tuple(apt.check_option(o, "apt_options") for o in k.apt_options)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import schema, tomlload
+from harness import schema, tomlload, userfile
 from harness.errors import UsageError
 from harness.verdict.compare import Expected
 from harness.verdict.trail import Allowance
@@ -109,16 +109,16 @@ def load_project(path: Path) -> Project:
                          hint="`harness init` writes a harness.toml for a kbuild module directory; see README.md")
     if not isinstance(data, dict):
         raise UsageError(f"{pp}: [tool] harness must be a table ([tool.harness]), got {type(data).__name__}")
-    return from_document(schema.Document(data, doc.text, str(pp), prefix=("tool", "harness")), path, pp)
+    return from_document(userfile.Document(data, doc.text, str(pp), prefix=("tool", "harness")), path, pp)
 
 
 def parse_project(data: dict[str, Any], directory: Path, where: str) -> Project:
     """A project from already-parsed data (no file text, so errors name no line)."""
-    return from_document(schema.Document(data, "", where), directory)
+    return from_document(userfile.Document(data, "", where), directory)
 
 
-def from_document(doc: schema.Document, directory: Path, file: Optional[Path] = None) -> Project:
-    m = schema.check(schema.ProjectFile, doc)
+def from_document(doc: userfile.Document, directory: Path, file: Optional[Path] = None) -> Project:
+    m = userfile.check(schema.ProjectFile, doc)
     where = doc.where + (" [tool.harness]" if doc.prefix else "")
     bound = boundary(directory)
     source = inside(bound, directory, m.module.source, f"{where}: [module] source")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness import schema, tomlload
+from harness import schema, tomlload, userfile
 from harness.errors import UsageError
 from harness.locks import write_atomic
 from harness.schema import MODULE_NAME_RE
@@ -94,7 +94,7 @@ def init(directory: Path, force: bool = False) -> tuple[Path, str]:
         raise UsageError(f"{dest} exists; nothing was written", hint="--force replaces it")
     kbuild_file, names = find_modules(directory)
     text = project_toml(kbuild_file, names)
-    schema.check(schema.ProjectFile, schema.Document(tomlload.loads(text, str(dest)), text, str(dest)))
+    userfile.check(schema.ProjectFile, userfile.Document(tomlload.loads(text, str(dest)), text, str(dest)))
     try:
         write_atomic(dest, text)
     except OSError as e:

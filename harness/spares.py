@@ -34,6 +34,7 @@ from harness.guest.transport import (
 )
 from harness.model import Verdict
 from harness.phases import Prepared, RunRequest, vm_config
+from harness.textlog import CappedLog
 from harness.verdict import judge, splat
 
 
@@ -54,7 +55,7 @@ class Spare:
     live: LiveGuest
     stack: ExitStack
     run_dir: Path
-    console: procs.CappedLog
+    console: CappedLog
     console_path: Path
     router: _Router
     booted_at: float = field(default_factory=time.monotonic)

@@ -16,7 +16,7 @@ else:  # pragma: no cover - exercised on older hosts only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 from harness.errors import UsageError
-from harness.schema import Document
+from harness.userfile import Document
 
 MAX_BYTES = 4 << 20  # a configuration file; a trail of 100,000 records fits
 

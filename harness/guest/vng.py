@@ -20,7 +20,7 @@ from harness.arches import Arch
 from harness.errors import InfraError
 from harness.guest.contract import GUEST_RUN_DIR
 from harness.model import Accel
-from harness.procs import CappedLog
+from harness.textlog import CappedLog
 
 # The exec channel's command while the host works over SSH (resources.install_guest_files
 # puts ssh-up.sh into the run directory).
@@ -55,7 +55,7 @@ class VmConfig:
     arch: Optional[str] = None
 
 
-# console.log keeps its first 32 Mi characters and its last 2 Mi (procs.CappedLog): a
+# console.log keeps its first 32 Mi characters and its last 2 Mi (textlog.CappedLog): a
 # whole debug-kernel boot and run fits in the head; a guest printing without end does not.
 CONSOLE_HEAD = 32 << 20
 CONSOLE_TAIL = 2 << 20

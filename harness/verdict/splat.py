@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from harness import schema
+from harness import schema, userfile
 from harness.model import KmsgRecord
 from harness.verdict.kmsg import unescape
 
@@ -38,7 +38,7 @@ class Splat:
 
 def parse_rules(data: dict[str, Any], where: str, text: str = "") -> tuple[SplatRule, ...]:
     """Rules from a parsed splats file (``vm/splats.toml``); ``where`` names it in errors."""
-    m = schema.check(schema.SplatRulesFile, schema.Document(data, text, where))
+    m = userfile.check(schema.SplatRulesFile, userfile.Document(data, text, where))
     return tuple(SplatRule(r.name, re.compile(r.pattern), r.reason, r.scope, r.source, r.once_unless)
                  for r in m.splat)
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from harness import schema
+from harness import schema, userfile
 from harness.model import KmsgRecord
 
 
@@ -58,7 +58,7 @@ class TrailMatch:
 
 def parse_trail(data: dict[str, Any], name: str = "trail", text: str = "") -> Trail:
     """A trail from a parsed trail file (``text``, the file's own, gives errors their line)."""
-    return from_model(schema.check(schema.TrailFile, schema.Document(data, text, name)))
+    return from_model(userfile.check(schema.TrailFile, userfile.Document(data, text, name)))
 
 
 def from_model(m: schema.TrailFile) -> Trail:

@@ -7,6 +7,7 @@ import pytest
 
 from harness import procs
 from harness.errors import Interrupted, PhaseTimeout
+from harness.textlog import CappedLog
 
 
 def _alive(pid: int) -> bool:
@@ -108,7 +109,7 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(monkeypatch):
 
 def test_a_capped_log_keeps_its_head_and_its_tail(tmp_path):
     path = tmp_path / "console.log"
-    with procs.CappedLog(path, head=100, tail=30) as log:
+    with CappedLog(path, head=100, tail=30) as log:
         for i in range(1000):
             log.write(f"line {i:04}\n")  # 10 characters each
         log.flush()
@@ -124,7 +125,7 @@ def test_a_capped_log_keeps_its_head_and_its_tail(tmp_path):
 
 def test_a_log_under_its_cap_is_written_as_it_came(tmp_path):
     path = tmp_path / "console.log"
-    with procs.CappedLog(path, head=1000, tail=10) as log:
+    with CappedLog(path, head=1000, tail=10) as log:
         log.write("# vng ...\n")
         log.write("[    0.000000] Linux version 6.1.0\n")
     assert path.read_text() == "# vng ...\n[    0.000000] Linux version 6.1.0\n"
