@@ -12,6 +12,7 @@ sources win.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -22,7 +23,8 @@ from typing import Callable, Optional
 from harness.events import Note, Sink
 from harness.kernel.sources import BUILD_PRODUCT_RE
 from harness.model import Phase, RunResult
-from harness.phases import Prepared, RunRequest
+from harness.phases import Prepared, RunRequest, Setup, load_trail
+from harness.project import load_project
 from harness.run import Gathered, built_ok, execute, prepare_results, reported, results_id, results_lock, writable_dir
 from harness.spares import SparePool, SpareSource
 
@@ -75,7 +77,7 @@ class Watcher:
 
     def _body(self, sink: Sink, phases: list[Phase], got: Gathered, out_dir: Path, spare_timeout: float) -> None:
         assert self.pool is not None
-        s, r = self.prep.setup, self.prep.root
+        s, r = self.fresh_setup(), self.prep.root
         got.setup, got.kernel = s, r.kernel
         with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp:
             if not built_ok(s, r, Path(tmp), out_dir, self.req, sink, phases, got):
@@ -86,6 +88,14 @@ class Watcher:
             finally:
                 if source.age is not None:
                     got.note = f"ran on a spare guest that had been up for {source.age:.0f}s"
+
+    def fresh_setup(self) -> Setup:
+        """The prepared setup with the project's description and trail read again: an edit to
+        harness.toml (a step added) or to the trail counts from the next run on. A description
+        that no longer reads is that run's usage error; the loop goes on."""
+        project = load_project(self.req.project)
+        expected = None if self.req.record_trail else load_trail(project)
+        return dataclasses.replace(self.prep.setup, project=project, expected=expected)
 
     def loop(self, runs: Optional[int] = None, now: bool = False, poll: float = 0.1) -> int:
         """Run on every change until interrupted (or ``runs`` verdicts); returns the last exit code.

@@ -364,3 +364,19 @@ def test_results_nested_deeper_than_a_closing_tests_own_subtests_are_cut_short_o
     cut = suite.children[-1]
     assert (cut.status, [c.name for c in cut.children], cut.diagnostics) == (ktap.CRASHED, ["0+0", "1+2", "4+3"], [])
     assert cut.missing == 0 and suite.missing == 0
+
+
+def test_results_numbered_ten_and_above_are_read():
+    """tests/data/kunit_many: a real suite of twelve cases, the eleventh failing. Results 10, 11 and 12
+    are read like the others (a parser reading one digit lost them: the suite became "3 of its
+    results never came" and the eleventh's failure went unnamed)."""
+    rep = guest_report("kunit_many")
+    j = judge.judge(judge.Evidence(report=rep), load_trail(REPO / "tests" / "fixtures" / "kunit_many" / "trail.toml"),
+                    RULES, plan_of(rep))
+    assert [c.name for c in j.kunit] == [f"case_{i}" for i in range(1, 13)]
+    assert [c.status for c in j.kunit].count(ktap.PASS) == 11
+    failed = [c for c in j.kunit if c.failed]
+    assert [(c.name, c.status) for c in failed] == [("case_11", ktap.FAIL)]
+    assert j.verdict is Verdict.FAIL and j.reason.splitlines()[:2] == [
+        "KUnit: 1 of 12 cases failed (11 passed, 1 failed):", "  fail kunit_many.case_11"]
+    assert "the eleventh case fails on purpose" in j.reason
