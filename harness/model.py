@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.guest.contract import StepReport
+from harness.outcomes import Case, ComplaintReport, SplatReport, TrailRecord
 
 
 class Verdict(enum.Enum):
@@ -201,11 +202,11 @@ class RunResult:
     steps: tuple[StepReport, ...] = ()
     kmsg: tuple[KmsgRecord, ...] = ()
     marker_seq: Optional[int] = None  # the guest runner's record before the first step
-    trail: tuple[dict[str, Any], ...] = ()
+    trail: tuple[TrailRecord, ...] = ()  # the records that matched the trail, in its order
     expected_trail: tuple[str, ...] = ()  # each expectation of the trail file, as its report describes it
     trail_diff: str = ""
-    splats: tuple[dict[str, Any], ...] = ()
-    boot_splats: tuple[dict[str, Any], ...] = ()  # before the first guest step: not the module's
+    splats: tuple[SplatReport, ...] = ()
+    boot_splats: tuple[SplatReport, ...] = ()  # before the first guest step: not the module's
     kernel_params: tuple[str, ...] = ()  # what the harness appended, base ones first
     build_warnings: tuple[str, ...] = ()
     build_log: str = ""
@@ -213,34 +214,11 @@ class RunResult:
     vm: dict[str, Any] = field(default_factory=dict)  # the virtme-ng command line, how the guest ended
     evidence: dict[str, str] = field(default_factory=dict)  # what each kept file holds, by file name
     read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
-    kunit: tuple[dict[str, Any], ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
+    kunit: tuple[Case, ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
     kmsg_dropped: int = 0  # records of an endless kernel log left out between the kept head and tail
-    complaints: tuple[dict[str, Any], ...] = ()  # the kernel's complaints about the module, allowed ones with why
+    complaints: tuple[ComplaintReport, ...] = ()  # the kernel's complaints about the module, allowed ones with why
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
     # --repeat and retries (harness/repeat.py), and results merged from many machines (harness/fanin.py):
     attempts: tuple[dict[str, Any], ...] = ()  # every attempt: n, verdict, reason, seconds, counted, machine
     classification: Optional[str] = None  # over the attempts that count: pass, fail or flaky
     machine: Optional[str] = None  # the host name of the machine that ran it
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["verdict"] = self.verdict.value
-        d["exit_code"] = self.verdict.exit_code
-        d["kmsg"] = [r.to_json() for r in self.kmsg]
-        d["schema"] = "kmod-harness/result/v2"
-        return d
-
-
-def result_from_json(d: dict[str, Any]) -> RunResult:
-    """A RunResult read back from its result.json (a report regenerated from kept results)."""
-    known = {f for f in RunResult.__dataclass_fields__}
-    plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
-    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit",
-                "complaints", "attempts"):
-        if key in plain:
-            plain[key] = tuple(plain[key])
-    records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},
-                               fields=tuple(r.get("fields", {}).items())) for r in d.get("kmsg", []))
-    return RunResult(verdict=Verdict(d["verdict"]), phases=tuple(Phase(**p) for p in d.get("phases", [])),
-                     steps=tuple(StepReport.from_dict(st) for st in d.get("steps", [])), kmsg=records,
-                     **{"harness_version": "?", "started_at": "", "seconds": 0.0, "reason": "", **plain})

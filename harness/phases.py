@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from harness import accel as accel_mod
 from harness import arches, resources, tomlload
@@ -27,6 +27,7 @@ from harness.guest.transport import GuestRequest, GuestRun, Transport
 from harness.kernel import apt, modbuild, roots, spec, symbolize, trees
 from harness.kernel.roots import foreign_root
 from harness.model import Accel, BuildIn, KernelSpec, Phase, ResolvedKernel, Timeouts, Verdict
+from harness.outcomes import SplatReport
 from harness.project import Project, load_project
 from harness.verdict import judge, splat, trace, trail
 
@@ -314,10 +315,10 @@ def module_names(project: Project) -> tuple[str, ...]:
 
 
 def symbolize_splats(s: Setup, r: roots.Root, j: judge.Judgement, build_dir: Path,
-                     kos: Optional[dict[str, str]], console: str = "") -> tuple[Optional[dict[str, Any]], ...]:
-    """For each splat of the run: its call trace as frames, those of the project's modules resolved
+                     kos: Optional[dict[str, str]], console: str = "") -> tuple[SplatReport, ...]:
+    """Each splat of the run with its call trace as frames, those of the project's modules resolved
     to file:line with the .ko that was loaded (and the kernel's, for a kernel tree with its vmlinux),
-    and the source lines around the first one that resolved. None for a splat without a trace."""
+    and the source lines around the first one that resolved (a splat without a trace: none)."""
     kos = kos or {m.name: f"{m.name}.ko" for m in s.project.modules}
     by_module = {m.module: kos[m.name] for m in s.project.modules if (build_dir / kos.get(m.name, "-")).is_file()}
     modules = [m.module for m in s.project.modules]
@@ -325,16 +326,21 @@ def symbolize_splats(s: Setup, r: roots.Root, j: judge.Judgement, build_dir: Pat
     tree = r.kernel.tree
     vmlinux = tree / "vmlinux" if tree is not None and (tree / "vmlinux").is_file() else None
     prefixes = ("/tmp/build", str(build_dir), plan.BUILD_DIR)  # where the module was built: root, host, guest
-    out: list[Optional[dict[str, Any]]] = []
+    out: list[SplatReport] = []
     for sp in j.splats:
         frames = (trace.of_splat(j.records, sp.seq) if sp.seq is not None
                   else trace.of_console(console.splitlines(), sp.text))
+        plain = splat_report(sp)
         if not frames:
-            out.append(None)
+            out.append(plain)
             continue
         frames = symbolize.resolve(frames, by_module, tools, vmlinux)
         mine = trace.in_modules(frames, modules)
         source = next((x for x in (symbolize.source_excerpt(f, s.project.source, prefixes) for f in mine) if x), None)
-        out.append({"trace": [f.to_json() for f in frames], "module_frames": trace.describe_all(mine),
-                    "source": source})
+        out.append(replace(plain, trace=tuple(frames), module_frames=tuple(trace.describe_all(mine)), source=source))
     return tuple(out)
+
+
+def splat_report(sp: splat.Splat) -> SplatReport:
+    """A splat as a result holds it, before (or without) its trace."""
+    return SplatReport(sp.rule, sp.reason, sp.text, sp.seq)

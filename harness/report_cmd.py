@@ -30,7 +30,8 @@ from harness import history_store, matrix, procs
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Printer
 from harness.locks import write_atomic
-from harness.model import RunResult, result_from_json
+from harness.model import RunResult
+from harness.resultjson import load as result_from_json
 from harness.run import EVIDENCE, RESULT_FILES, results_id, writable_dir
 from harness.untrusted import copy_tree, read_json, walk
 from harness.verdict import compare, fanin, history, html, junit, report

@@ -31,6 +31,7 @@ from harness.kernel.modbuild import BuildResult
 from harness.kernel.roots import Root
 from harness.locks import write_atomic
 from harness.model import KmsgRecord, Phase, ResolvedKernel, RunResult, Verdict
+from harness.outcomes import SplatReport, TrailRecord
 from harness.phases import (
     RunRequest,
     Setup,
@@ -41,6 +42,7 @@ from harness.phases import (
     resolve,
     root,
     setup,
+    splat_report,
     symbolize_splats,
     vm_config,
 )
@@ -80,7 +82,7 @@ class Gathered:
     kernel_params: tuple[str, ...] = ()
     guest: Optional[GuestRun] = None
     judgement: Optional[judge.Judgement] = None
-    traces: tuple[Optional[dict[str, Any]], ...] = ()  # per splat: its symbolized trace (phases.symbolize_splats)
+    traces: tuple[SplatReport, ...] = ()  # the splats with their symbolized traces (phases.symbolize_splats)
     note: str = ""  # a line to add to the reason (what --record-trail did)
     coverage: Optional[dict[str, Any]] = None  # coverage.report's figures (a kernel with gcov)
 
@@ -312,14 +314,13 @@ def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: O
     j, g, s = got.judgement, got.guest, got.setup
     fields: dict[str, Any] = {}
     if j is not None:
-        traces = got.traces + (None,) * (len(j.splats) - len(got.traces))
-        fields.update(kmsg=j.records, steps=j.steps, marker_seq=j.marker_seq,
-                      kunit=tuple(c.to_json() for c in j.kunit), complaints=tuple(c.to_json() for c in j.complaints),
-                      splats=tuple(dict(x.to_json(), **(t or {})) for x, t in zip(j.splats, traces, strict=True)),
-                      boot_splats=tuple(x.to_json() for x in j.boot_splats))
+        splats = got.traces or tuple(splat_report(x) for x in j.splats)
+        fields.update(kmsg=j.records, steps=j.steps, marker_seq=j.marker_seq, kunit=j.kunit,
+                      complaints=tuple(c.report() for c in j.complaints), splats=splats,
+                      boot_splats=tuple(splat_report(x) for x in j.boot_splats))
         if j.trail is not None:
-            fields.update(trail=tuple({"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text}
-                                      for r in j.trail.matched), trail_diff=j.trail.diff())
+            fields.update(trail=tuple(TrailRecord(r.seq, r.level, r.usec, r.text) for r in j.trail.matched),
+                          trail_diff=j.trail.diff())
     if g is not None:
         if g.report is not None:
             fields.update(kmsg_dropped=g.report.kmsg_dropped)

@@ -156,8 +156,7 @@ class Session:
         built = self.prepared.built
         decoded = symbolize_splats(self.prepared.setup, self.prepared.root, j, self.run_dir / "build",
                                    built.kos if built is not None else None)
-        return [line for sp, d in zip(found, decoded, strict=True) if d is not None
-                for line in report.splat_lines(dict(sp.to_json(), **d))]
+        return [line for sp in decoded if sp.trace for line in report.splat_lines(sp)]
 
     def last_seq(self) -> int:
         recs = self.kmsg_after(-1)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from harness import procs
 from harness.kernel.roots import Root
 from harness.kernel.sandbox import sandbox_argv
-from harness.verdict.trace import Frame
+from harness.outcomes import Frame, SourceExcerpt
 
 _SYMBOL = re.compile(r"^(?P<value>[0-9a-f]+) (?P<flags>.{7}) (?P<section>\S+)\t(?P<size>[0-9a-f]+) (?P<name>\S+)$")
 KO_DIR = "/tmp/ko"  # where the .ko files are seen inside the sandbox (under its tmpfs)
@@ -122,16 +122,18 @@ def system_map(path: Path) -> dict[str, int]:
     return out
 
 
-def source_excerpt(frame: Frame, source: Path, build_prefixes: Sequence[str], context: int = 3) -> Optional[dict]:
+def source_excerpt(frame: Frame, source: Path, build_prefixes: Sequence[str], context: int = 3
+                   ) -> Optional[SourceExcerpt]:
     """The lines around ``frame``'s line in the project's own copy of the file (the .ko names the
     build directory's copy), or None when the file is not the project's."""
     if frame.file is None or frame.line is None:
         return None
-    rel = next((frame.file[len(p):].lstrip("/") for p in build_prefixes if frame.file.startswith(p + "/")), None)
+    file = frame.file
+    rel = next((file[len(p):].lstrip("/") for p in build_prefixes if file.startswith(p + "/")), None)
     path = (source / rel) if rel else None
     if path is None or not path.is_file():
         return None
     lines = path.read_text(errors="replace").splitlines()
     first = max(1, frame.line - context)
-    return {"file": rel, "line": frame.line, "first": first,
-            "lines": lines[first - 1:frame.line + context]}
+    assert rel is not None
+    return SourceExcerpt(rel, frame.line, first, tuple(lines[first - 1:frame.line + context]))

@@ -41,7 +41,7 @@ class Outcome:
         return cls(kernel=r.kernel, verdict=r.verdict.value, reason=r.reason.split("\n")[0],
                    failed_phase=next((p.name for p in r.phases if not p.ok), None),
                    trail_problem=r.trail_diff.split("\n")[0] if r.trail_diff else None,
-                   splat=r.splats[0]["text"] if r.splats else None,
+                   splat=r.splats[0].text if r.splats else None,
                    kernel_release=r.kernel_release, package_version=r.package_version,
                    classification=r.classification)
 

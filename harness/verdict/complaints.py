@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from harness.model import KmsgRecord
+from harness.outcomes import ComplaintReport
 from harness.verdict import trail as trail_mod
 
 WARNING = 4  # KERN_WARNING; lower is worse
@@ -77,9 +78,9 @@ class Complaint:
         """Said by the kernel about the module (never recorded as expected), not maybe by the module itself."""
         return self.kind != NAMES
 
-    def to_json(self) -> dict[str, object]:
-        return {"seq": self.record.seq, "level": self.record.level, "text": self.record.text, "why": self.why,
-                "kind": self.kind, "allowed_by": self.allowed_by}
+    def report(self) -> ComplaintReport:
+        return ComplaintReport(self.record.seq, self.record.level, self.record.text, self.why, self.kind,
+                               self.allowed_by)
 
 
 # A printk of several lines is one record, its newlines escaped (do_init_module() adds "loading

@@ -8,9 +8,10 @@ decoded frames and source lines, and links to the evidence files.
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from harness.model import RunResult, Verdict
+from harness.outcomes import SplatReport
 from harness.verdict import compare, output
 from harness.verdict.report import PHASES
 
@@ -119,22 +120,21 @@ def _trail(r: RunResult) -> str:
     for i, want in enumerate(r.expected_trail or [""] * len(r.trail)):
         got = r.trail[i] if i < len(r.trail) else None
         cls = "" if got is not None else ' class="miss"'
-        rec = f"seq {got['seq']} &lt;{got['level']}&gt; {escape(got['text'])}" if got else "(missing)"
+        rec = f"seq {got.seq} &lt;{got.level}&gt; {escape(got.text)}" if got else "(missing)"
         rows.append(f"<tr{cls}><td>{escape(want)}</td><td>{rec}</td></tr>")
     diff = f"<pre class=miss>{escape(r.trail_diff)}</pre>" if r.trail_diff else ""
     return ("<h3>trail</h3><table class=trail><tr><th>expected</th><th>record that matched</th></tr>"
             + "".join(rows) + "</table>" + diff)
 
 
-def _splat(sp: dict[str, Any]) -> str:
-    out = [f"<h3>splat: {escape(sp['rule'])}</h3><pre>{escape(sp['text'])}</pre>"]
-    frames = sp.get("module_frames") or []
-    if frames:
-        out.append("<p>in the module:</p><pre class=frames>" + escape("\n".join(frames)) + "</pre>")
-    src = sp.get("source")
+def _splat(sp: SplatReport) -> str:
+    out = [f"<h3>splat: {escape(sp.rule)}</h3><pre>{escape(sp.text)}</pre>"]
+    if sp.module_frames:
+        out.append("<p>in the module:</p><pre class=frames>" + escape("\n".join(sp.module_frames)) + "</pre>")
+    src = sp.source
     if src:
         lines = "\n".join(
-            (f'<span class=hot>{n:5} {escape(t)}</span>' if n == src["line"] else f"{n:5} {escape(t)}")
-            for n, t in enumerate(src["lines"], start=src["first"]))
-        out.append(f"<p>{escape(src['file'])}:{src['line']}</p><pre class=source>{lines}</pre>")
+            (f'<span class=hot>{n:5} {escape(t)}</span>' if n == src.line else f"{n:5} {escape(t)}")
+            for n, t in enumerate(src.lines, start=src.first))
+        out.append(f"<p>{escape(src.file)}:{src.line}</p><pre class=source>{lines}</pre>")
     return "\n".join(out)

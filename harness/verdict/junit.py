@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from typing import Sequence
 
 from harness.model import RunResult, Verdict
+from harness.outcomes import CaseStatus
 from harness.verdict import output
 from harness.verdict.report import splat_lines
 
@@ -50,14 +51,15 @@ def junit_xml(results: Sequence[RunResult]) -> str:
 def _kunit_cases(suite: ET.Element, r: RunResult) -> int:
     failures = 0
     for c in r.kunit:
-        case = ET.SubElement(suite, "testcase", classname=f"{r.kernel}.kunit.{c['suite']}", name=c["name"], time="0")
-        diagnostics = "\n".join(c.get("diagnostics", []))
-        if c["status"] in ("fail", "crashed"):
+        case = ET.SubElement(suite, "testcase", classname=f"{r.kernel}.kunit.{c.suite}", name=c.name, time="0")
+        diagnostics = "\n".join(c.diagnostics)
+        if c.failed:
             failures += 1
-            first = c.get("reason") or next(iter(c.get("diagnostics", [])), "") or c["status"]
-            ET.SubElement(case, "failure", message=f"{c['status']}: {first}"[:500], type=c["status"]).text = diagnostics
-        elif c["status"] == "skip":
-            ET.SubElement(case, "skipped", message=c.get("reason") or "skipped")
+            first = c.reason or next(iter(c.diagnostics), "") or c.status.value
+            ET.SubElement(case, "failure", message=f"{c.status.value}: {first}"[:500],
+                          type=c.status.value).text = diagnostics
+        elif c.status is CaseStatus.SKIP:
+            ET.SubElement(case, "skipped", message=c.reason or "skipped")
         elif diagnostics:
             ET.SubElement(case, "system-out").text = diagnostics
     return failures

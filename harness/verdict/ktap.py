@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
+
+from harness.outcomes import Case, CaseStatus
 
 _VERSION = re.compile(r"^(?:KTAP version [12]|TAP version 1[34])$")
 _PLAN = re.compile(r"^1\.\.(\d+)$")
@@ -34,13 +36,14 @@ _DIRECTIVE = re.compile(r"^(?P<kind>SKIP|TODO)\b\s*(?P<why>.*)$", re.IGNORECASE)
 _STATS = re.compile(r"^# (?:Totals|.+?): pass:\d+ fail:\d+ skip:\d+ total:\d+$")
 _ATTRIBUTE = re.compile(r"^# [A-Za-z0-9_.]+: \S")
 
-PASS, FAIL, SKIP, TODO, CRASHED = "pass", "fail", "skip", "todo", "crashed"
+PASS, FAIL, SKIP, TODO, CRASHED = (CaseStatus.PASS, CaseStatus.FAIL, CaseStatus.SKIP, CaseStatus.TODO,
+                                   CaseStatus.CRASHED)
 
 
 @dataclass
 class Test:
     name: str
-    status: str  # PASS, FAIL, SKIP, TODO (an expected failure), CRASHED (no result line came)
+    status: CaseStatus  # PASS, FAIL, SKIP, TODO (an expected failure), CRASHED (no result line came)
     number: Optional[int] = None
     reason: str = ""  # a SKIP's or TODO's reason
     diagnostics: list[str] = field(default_factory=list)
@@ -50,29 +53,6 @@ class Test:
     @property
     def failed(self) -> bool:
         return self.status in (FAIL, CRASHED) or self.missing > 0
-
-
-@dataclass(frozen=True)
-class Case:
-    """One leaf test: a KUnit test case (or one parameter of a parameterized one)."""
-
-    suite: str  # the enclosing tests' names, outermost first, joined with "."
-    name: str
-    status: str
-    reason: str = ""
-    diagnostics: tuple[str, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.status in (FAIL, CRASHED)
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.suite}.{self.name}" if self.suite else self.name
-
-    def to_json(self) -> dict[str, Any]:
-        return {"suite": self.suite, "name": self.name, "status": self.status, "reason": self.reason,
-                "diagnostics": list(self.diagnostics)}
 
 
 @dataclass

@@ -6,12 +6,14 @@ import json
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
+from harness import resultjson
 from harness.model import RunResult, Verdict, worst
+from harness.outcomes import Case, SplatReport
 from harness.verdict import compare
 
 
 def result_json(result: RunResult) -> str:
-    return json.dumps(result.to_json(), indent=1, sort_keys=False) + "\n"
+    return json.dumps(resultjson.dump(result), indent=1, sort_keys=False) + "\n"
 
 
 def summary_lines(result: RunResult) -> list[str]:
@@ -27,38 +29,37 @@ def summary_lines(result: RunResult) -> list[str]:
     if result.boot_splats:
         out.append(f"  kernel reports while booting (before any guest step, not the module's): "
                    f"{len(result.boot_splats)}")
-        out += [f"    seq {s['seq']}: {s['text']}" for s in result.boot_splats[:5]]
+        out += [f"    seq {s.seq}: {s.text}" for s in result.boot_splats[:5]]
     for sp in result.splats[:3]:
         out += splat_lines(sp)
-    allowed = [c for c in result.complaints if c.get("allowed_by")]
+    allowed = [c for c in result.complaints if c.allowed_by]
     if allowed:
         out.append(f"  kernel complaints allowed: {len(allowed)}")
         for c in allowed[:10]:
-            out += [f"    seq {c['seq']} <{c['level']}> {c['text']}", f"      allowed: {c['allowed_by']}"]
+            out += [f"    seq {c.seq} <{c.level}> {c.text}", f"      allowed: {c.allowed_by}"]
     if result.kunit:
         out += kunit_lines(result.kunit)
     if result.coverage:
         out.append("  " + coverage_line(result.coverage))
     if result.trail:
         out.append("  trail:")
-        out += [f"    seq {t['seq']:>5} <{t['level']}> {t['text']}" for t in result.trail]
+        out += [f"    seq {t.seq:>5} <{t.level}> {t.text}" for t in result.trail]
     if result.trail_diff:
         out.append("  trail diff:")
         out += ["    " + ln for ln in result.trail_diff.splitlines()]
     return out
 
 
-def kunit_lines(cases: Sequence[dict[str, Any]]) -> list[str]:
+def kunit_lines(cases: Sequence[Case]) -> list[str]:
     """Each KUnit case on a line, its diagnostics under a failing one."""
     counts: dict[str, int] = {}
     for c in cases:
-        counts[c["status"]] = counts.get(c["status"], 0) + 1
+        counts[c.status.value] = counts.get(c.status.value, 0) + 1
     out = ["  kunit: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
     for c in cases:
-        name = f"{c['suite']}.{c['name']}" if c["suite"] else c["name"]
-        out.append(f"    {c['status']:<7} {name}" + (f"  # {c['reason']}" if c.get("reason") else ""))
-        if c["status"] in ("fail", "crashed"):
-            out += [f"        {d}" for d in c.get("diagnostics", [])[-12:]]
+        out.append(f"    {c.status.value:<7} {c.full_name}" + (f"  # {c.reason}" if c.reason else ""))
+        if c.failed:
+            out += [f"        {d}" for d in c.diagnostics[-12:]]
     return out
 
 
@@ -75,18 +76,17 @@ def coverage_line(cov: dict[str, Any]) -> str:
     return f"coverage: {one('lines')}, {one('branches')} (report: {cov.get('reports', {}).get('index.html', '-')})"
 
 
-def splat_lines(sp: dict[str, Any]) -> list[str]:
+def splat_lines(sp: SplatReport) -> list[str]:
     """A splat for people: its line, the module's frames decoded (file:line, inlined chain), the source."""
-    out = [f"  splat ({sp['rule']}): {sp['text']}"]
-    frames = sp.get("module_frames") or []
-    if frames:
+    out = [f"  splat ({sp.rule}): {sp.text}"]
+    if sp.module_frames:
         out.append("    in the module:")
-        out += [f"      {f}" for f in frames]
-    src = sp.get("source")
+        out += [f"      {f}" for f in sp.module_frames]
+    src = sp.source
     if src:
-        out.append(f"    {src['file']}:{src['line']}:")
-        for n, text in enumerate(src["lines"], start=src["first"]):
-            out.append(f"    {'>' if n == src['line'] else ' '}{n:5} {text}")
+        out.append(f"    {src.file}:{src.line}:")
+        for n, text in enumerate(src.lines, start=src.first):
+            out.append(f"    {'>' if n == src.line else ' '}{n:5} {text}")
     return out
 
 

@@ -10,10 +10,10 @@ then registers (``RIP: 0010:func+0x16/0x20 [mod]`` names where it happened),
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from harness.model import KmsgRecord
+from harness.outcomes import Frame
 from harness.verdict.splat import console_text
 
 _SYM = r"(?P<func>[A-Za-z0-9_.$]+)\+0x(?P<off>[0-9a-f]+)/0x(?P<size>[0-9a-f]+)(?: \[(?P<mod>[A-Za-z0-9_]+)\])?"
@@ -21,32 +21,6 @@ _FRAME = re.compile(r"^\s+(?P<unsure>\? )?" + _SYM + r"\s*$")
 _RIP = re.compile(r"^RIP: [0-9a-f]{4}:" + _SYM + r"\s*$")
 _END = re.compile(r"^(---\[ end trace|={20,}$|Kernel panic - not syncing)")
 MAX_RECORDS = 300  # a report is shorter: beyond, it is something else
-
-
-@dataclass(frozen=True)
-class Frame:
-    function: str
-    offset: int
-    size: int
-    module: Optional[str]  # None: the kernel itself
-    reliable: bool  # False: the unwinder printed it with "?", it may be stale
-    where: str  # "rip": where it happened; "stack": a frame of the call trace
-    seq: int  # the record it came from
-    # Filled in by symbolization when the code is known (kernel.symbolize):
-    file: Optional[str] = None
-    line: Optional[int] = None
-    inlined: tuple[tuple[str, str, int], ...] = ()  # (function, file, line) from innermost out
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["inlined"] = [{"function": f, "file": fi, "line": ln} for f, fi, ln in self.inlined]
-        return d
-
-    def describe(self) -> str:
-        where = f" at {self.file}:{self.line}" if self.file else ""
-        mod = f" [{self.module}]" if self.module else ""
-        inl = "".join(f"\n      inlined from {f} at {fi}:{ln}" for f, fi, ln in self.inlined)
-        return f"{'' if self.reliable else '? '}{self.function}+{self.offset:#x}/{self.size:#x}{mod}{where}{inl}"
 
 
 def report_records(records: Sequence[KmsgRecord], splat_seq: int) -> list[KmsgRecord]:

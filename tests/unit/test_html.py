@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness.model import result_from_json
+from harness.resultjson import load as result_from_json
 from harness.run import index_html, results_id
 from harness.verdict import compare
 

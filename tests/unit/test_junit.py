@@ -33,7 +33,7 @@ def test_junit_other_verdicts_are_errors_and_a_pass_is_neither():
 def test_each_kunit_case_is_a_testcase_of_its_own():
     import json
 
-    from harness.model import result_from_json
+    from harness.resultjson import load as result_from_json
 
     from conftest import DATA
 

@@ -7,6 +7,7 @@ import pytest
 from harness.guest.contract import StepReport
 from harness.locks import write_atomic
 from harness.model import KmsgRecord, Phase, RunResult, Verdict
+from harness.outcomes import SplatReport
 from harness.verdict import report
 
 from conftest import DATA
@@ -45,9 +46,8 @@ def test_result_json_schema():
 
 
 def test_summary_lists_reports_from_the_boot_apart():
-    r = dataclasses.replace(sample(), boot_splats=({"rule": "bug", "reason": "BUG:", "seq": 150,
-                                                    "text": "BUG: KASAN: wild-memory-access in "
-                                                            "do_raw_spin_lock+0x11d/0x270"},))
+    r = dataclasses.replace(sample(), boot_splats=(SplatReport("bug", "BUG:", "BUG: KASAN: wild-memory-access in "
+                                                               "do_raw_spin_lock+0x11d/0x270", 150),))
     lines = report.summary_lines(r)
     at = next(i for i, ln in enumerate(lines) if "while booting" in ln)
     assert "not the module's" in lines[at] and lines[at].endswith(": 1")
