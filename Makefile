@@ -131,6 +131,7 @@ bench-ssh: setup
 lint: setup
 	$(VENV)/bin/ruff check harness tests userspace bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

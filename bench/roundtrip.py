@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/roundtrip.py [--messages 10000] [--kernel debian:bookworm] [--json FILE]
 
-One guest is booted (harness.guest.session.Session, TCG by default) with the module
+One guest is booted (harness.session.Session, TCG by default) with the module
 built as for `harness run`. The C client (userspace/netlink_client.c) is
 compiled on the host inside the kernel's root with the root's own gcc, under
 bubblewrap like the module build (root read-only, no network), and put in the
@@ -46,12 +46,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness import procs  # noqa: E402
+from harness.contract import GUEST_RUN_DIR  # noqa: E402
 from harness.events import Printer  # noqa: E402
-from harness.guest.contract import GUEST_RUN_DIR  # noqa: E402
-from harness.guest.session import Session  # noqa: E402
 from harness.guest.vng import GUEST_PROJECT_DIR  # noqa: E402
 from harness.kernel.roots import Root  # noqa: E402
 from harness.phases import RunRequest  # noqa: E402
+from harness.session import Session  # noqa: E402
 
 C_SOURCE = REPO / "userspace" / "netlink_client.c"
 C_GUEST = f"{GUEST_RUN_DIR}/netlink_client"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import procs  # noqa: E402
+from harness import procs, virtme  # noqa: E402
 from harness.events import discard  # noqa: E402
 from harness.guest import vng  # noqa: E402
-from harness.guest.session import Session  # noqa: E402
 from harness.phases import RunRequest, prepare, vm_config  # noqa: E402
+from harness.session import Session  # noqa: E402
 
 COMMAND = "cat /proc/sys/kernel/random/boot_id"
 
@@ -39,7 +39,7 @@ def boot_per_command(req: RunRequest, n: int) -> list[float]:
     times = []
     for i in range(n):
         t0 = time.monotonic()
-        done = procs.run(vng.vng_argv(prep.setup.vng, cfg, COMMAND), timeout=600, what="the VM", env=vng.vng_env())
+        done = procs.run(vng.vng_argv(prep.setup.vng, cfg, COMMAND), timeout=600, what="the VM", env=virtme.vng_env())
         times.append(time.monotonic() - t0)
         if done.returncode != 0 or len(done.stdout.strip()) != 36:
             raise SystemExit(f"boot {i}: exit {done.returncode}, output {done.stdout!r}")

@@ -32,9 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import procs  # noqa: E402
+from harness import procs, virtme  # noqa: E402
 from harness.events import discard  # noqa: E402
-from harness.guest import vng  # noqa: E402
 from harness.kernel import cuts  # noqa: E402
 from harness.model import Accel  # noqa: E402
 from harness.phases import Prepared, RunRequest, prepare  # noqa: E402
@@ -62,7 +61,7 @@ def plain_vng(prep: Prepared, run_dir: Path, root: Path) -> float:
     argv = [prep.setup.vng, *accel, "--run", str(prep.root.vmlinuz), "--root", str(root),
             "--rwdir", f"/harness={run_dir}", "--exec", GUEST_CMD]
     t0 = time.monotonic()
-    done = procs.run(argv, timeout=600, what="plain vng", env=vng.vng_env())
+    done = procs.run(argv, timeout=600, what="plain vng", env=virtme.vng_env())
     took = time.monotonic() - t0
     if done.returncode != 0 or "exiting myNetLink module" not in done.stdout:
         raise SystemExit(f"plain vng failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR", help="the module directory")
     i.add_argument("--force", action="store_true", help="replace an existing harness.toml")
 
-    from harness.kernel import manage
+    from harness import kernels_cmd as manage
     manage.add_parser(sub, add_kernel_opts)
     fanout_cli.add_report_parser(sub, help_end)
     return p
@@ -309,8 +309,8 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 
 def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.guest import ssh
-    from harness.guest.session import Session
     from harness.phases import RunRequest
+    from harness.session import Session
 
     with tempfile.TemporaryDirectory(prefix="kmod-harness-shell-") as results:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
@@ -371,7 +371,7 @@ def _cmd_init(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
 
 def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness.kernel import manage
+    from harness import kernels_cmd as manage
 
     return manage.main(args, printer, out)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from harness import procs
-from harness.guest.plan import GCOV_DIR
+from harness.plan import GCOV_DIR
 
 OUT_DIR = "coverage"  # under the kernel's results directory
 REPORTS = {"index.html": "--html-details", "coverage.xml": "--cobertura", "coverage.json": "--json",

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.guest.contract import StepReport
+from harness.contract import StepReport
 from harness.outcomes import Case, ComplaintReport, SplatReport, TrailRecord
 
 
@@ -101,6 +101,15 @@ class Accel(enum.Enum):
 class BuildIn(enum.Enum):
     HOST = "host"
     GUEST = "guest"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    w1: bool = True  # build with W=1 (extra warnings); off for projects whose flags make warnings errors
+    args: tuple[str, ...] = ()  # extra make arguments (VAR=value)
+    # The project's own build command instead of kbuild's, run in the source directory, with
+    # {headers}, {cc}, {release} and {src} replaced; None: make -C {headers} M={src} modules.
+    command: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

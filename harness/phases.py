@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Optional
 
 from harness import accel as accel_mod
-from harness import arches, resources, tomlload
+from harness import arches, contract, plan, resources, symbolize, tomlload, virtme
 from harness.cache import usable_cache
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Sink, phase
-from harness.guest import contract, plan, vng
+from harness.guest import vng
 from harness.guest.transport import GuestRequest, GuestRun, Transport
-from harness.kernel import apt, modbuild, roots, spec, symbolize, trees
+from harness.kernel import apt, modbuild, roots, spec, trees
 from harness.kernel.roots import foreign_root
 from harness.model import Accel, BuildIn, KernelSpec, Phase, ResolvedKernel, Timeouts, Verdict
 from harness.outcomes import SplatReport
@@ -102,7 +102,7 @@ def setup(req: RunRequest) -> Setup:
     arches.check_binfmt(arch)  # a foreign root's build runs its gcc through qemu-user
     return Setup(spec=kspec, project=project, expected=None if req.record_trail else load_trail(project),
                  rules=load_rules(req.splats), accel=chosen, accel_why=why,
-                 build_in=_build_in(req.build_in, chosen, kspec), vng=vng.find_vng(),
+                 build_in=_build_in(req.build_in, chosen, kspec), vng=virtme.find_vng(),
                  mirror=apt.Mirror.from_env(req.mirror, req.apt_options), cache=usable_cache(req.cache))
 
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from harness import schema, tomlload, userfile
 from harness.errors import UsageError
+from harness.model import BuildOptions
 from harness.verdict.compare import Expected
 from harness.verdict.trail import Allowance
 
@@ -42,15 +43,6 @@ class ModuleLoad:
     def module(self) -> str:
         """The name the kernel (lsmod, rmmod, /sys/module) knows it by: dashes become underscores."""
         return self.name.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    w1: bool = True  # build with W=1 (extra warnings); off for projects whose flags make warnings errors
-    args: tuple[str, ...] = ()  # extra make arguments (VAR=value)
-    # The project's own build command instead of kbuild's, run in the source directory, with
-    # {headers}, {cc}, {release} and {src} replaced; None: make -C {headers} M={src} modules.
-    command: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

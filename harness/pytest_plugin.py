@@ -42,7 +42,7 @@ import pytest
 from harness.verdict import splat
 
 if TYPE_CHECKING:
-    from harness.guest.session import Session
+    from harness.session import Session
 
 Pattern = Union[str, "re.Pattern[str]"]
 
@@ -123,10 +123,10 @@ class GuestVM:
 
     def _boot(self) -> Any:
         from harness.events import Printer
-        from harness.guest.session import Session
         from harness.model import Timeouts
         from harness.phases import RunRequest
         from harness.run import results_id
+        from harness.session import Session
 
         results = Path(_setting(self.config, "results", self.config.rootpath / "results" / "pytest"))
         req = RunRequest(kernel=self.kernel, project=Path(_setting(self.config, "project", self.config.rootpath)),

@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import contract
 from harness.errors import InfraError
-from harness.guest import contract
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -63,5 +63,6 @@ def guest_file(name: str) -> Path:
 
 def install_guest_files(run_dir: Path) -> None:
     """Put the guest runner, the contract it imports and the SSH start-up script into a run directory."""
-    for name in GUEST_FILES:
-        shutil.copy(_file(GUEST_PACKAGE, name), run_dir / name)
+    for name in GUEST_FILES:  # the contract is shared vocabulary: it lives at the package's base
+        package = "harness" if name == contract.CONTRACT_FILE else GUEST_PACKAGE
+        shutil.copy(_file(package, name), run_dir / name)

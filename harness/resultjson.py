@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any, Optional
 
-from harness.guest.contract import StepReport
+from harness.contract import StepReport
 from harness.model import KmsgRecord, Phase, RunResult, Verdict
 from harness.outcomes import Case, CaseStatus, ComplaintReport, Frame, SourceExcerpt, SplatReport, TrailRecord
 

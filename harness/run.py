@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from harness import __version__, coverage, procs
+from harness import __version__, contract, coverage, procs
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.events import Note, Printer, Sink, fanout
-from harness.guest import contract, transport, vng
+from harness.guest import transport, vng
 from harness.guest.transport import GuestRequest, GuestRun, Transport
 from harness.kernel.modbuild import BuildResult
 from harness.kernel.roots import Root

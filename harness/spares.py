@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness import procs, resources
+from harness.contract import Plan
 from harness.errors import HarnessError, InfraError
 from harness.events import Note, Sink
 from harness.guest import ssh, vng
-from harness.guest.contract import Plan
 from harness.guest.transport import (
     RUNNER_COMMAND,
     RUNNER_WAIT_COMMAND,

@@ -11,8 +11,8 @@ import pytest
 
 from harness import tomlload
 from harness.cache import cache_dir
-from harness.guest.contract import VERSION as CONTRACT_VERSION
-from harness.guest.contract import GuestReport, StepReport
+from harness.contract import VERSION as CONTRACT_VERSION
+from harness.contract import GuestReport, StepReport
 from harness.phases import load_rules
 from harness.verdict import trail
 
@@ -201,7 +201,7 @@ def foreign_root_or_skip(spec_text: str) -> str:
 
 
 def _kind(name: str) -> str:
-    from harness.guest import contract
+    from harness import contract
 
     first = name.split(" ", 1)[0]
     return {"insmod": contract.LOAD, "rmmod": contract.UNLOAD, "modprobe": contract.MODPROBE, "kunit": contract.KUNIT,
@@ -212,7 +212,7 @@ def plan_of(report: Optional[GuestReport], expect_rc: Optional[dict] = None) -> 
     """The plan a recorded report's steps came from (recordings keep the report, not the plan):
     each step's kind told by its name as the harness gave it then, its expected status from
     ``expect_rc`` by name (0 unless given)."""
-    from harness.guest.contract import PlanStep
+    from harness.contract import PlanStep
 
     if report is None:
         return ()

@@ -33,7 +33,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, Dict, Optional
 
 if TYPE_CHECKING:
-    from harness.guest import contract
+    from harness import contract
 else:  # in the guest, contract.py sits beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import contract

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
-from harness import procs
+from harness import contract, procs
 from harness.cache import disk_usage
 from harness.errors import InfraError, Interrupted, PhaseTimeout
 from harness.events import ConsoleLine, GuestStep, Note, Sink
-from harness.guest import contract, ssh
-from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv, vng_env
+from harness.guest import ssh
+from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv
+from harness.virtme import vng_env
 
 RUNNER_COMMAND = (f"python3 {contract.GUEST_RUN_DIR}/{contract.RUNNER_FILE} "
                   f"{contract.GUEST_RUN_DIR}/{contract.PLAN_FILE}")

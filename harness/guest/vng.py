@@ -7,18 +7,16 @@ console into ``console.log`` and read the guest runner's events from stdout.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from harness import arches
 from harness.arches import Arch
+from harness.contract import GUEST_RUN_DIR
 from harness.errors import InfraError
-from harness.guest.contract import GUEST_RUN_DIR
 from harness.model import Accel
 from harness.textlog import CappedLog
 
@@ -140,29 +138,6 @@ def vng_argv(vng: str, cfg: VmConfig, command: str, ssh_port: Optional[int] = No
         argv += ["--ssh", str(ssh_port), "--ssh-tcp"]
     argv += ["--exec", command]
     return argv
-
-
-def find_vng() -> str:
-    """vng from the harness's own environment first (a venv is not always on PATH)."""
-    here = Path(sys.executable).parent / "vng"
-    if here.exists():
-        return str(here)
-    found = shutil.which("vng")
-    if not found:
-        raise InfraError("virtme-ng (vng) not found", hint="pip install virtme-ng (`make setup` does it)")
-    return found
-
-
-def vng_env(home: Optional[Path] = None) -> dict[str, str]:
-    """vng runs ``virtme-run`` by name: put the harness's bin dir first on PATH.
-
-    ``home`` replaces HOME: virtme-ng keeps its SSH keys under $HOME/.cache/virtme-ng.
-    """
-    env = dict(os.environ)
-    if home is not None:
-        env["HOME"] = str(home)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
 
 
 def check_qemu(arch: Optional[Arch] = None) -> None:

@@ -23,7 +23,7 @@ from harness.kernel.roots import Root
 from harness.kernel.sandbox import sandbox_argv
 from harness.kernel.sources import copy_sources, source_files
 from harness.locks import atomic_dir
-from harness.project import BuildOptions
+from harness.model import BuildOptions
 
 _WARNING = re.compile(r"(\bwarning: |^WARNING: )")
 _IGNORE = ("Skipping BTF generation",)  # headers-only builds have no vmlinux for BTF: not the module's fault

@@ -31,11 +31,11 @@ from harness import procs, resources
 from harness.cache import disk_usage, read_manifest, sha256_file
 from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.events import Note, Progress, Sink
-from harness.guest import vng
 from harness.kernel.apt import AptIndex
 from harness.kernel.sandbox import sandbox_argv
 from harness.locks import atomic_dir, locked
 from harness.model import KernelSpec, ResolvedKernel
+from harness.virtme import find_vng, vng_env
 
 BZIMAGE = "arch/x86/boot/bzImage"
 HOST_COMPILER = "gcc"
@@ -230,7 +230,7 @@ class _BuildSteps:
             raise PhaseTimeout(f"building {self.src.spec} took longer than {self.timeout:.0f}s (before {what})")
         self.log.write(f"# {' '.join(argv)}\n")
         self.log.flush()
-        res = procs.run(argv, timeout=left, what=what, log=self.log, cwd=cwd, env=vng.vng_env(),
+        res = procs.run(argv, timeout=left, what=what, log=self.log, cwd=cwd, env=vng_env(),
                         on_line=on_line or (lambda _n, ln: self.sink(Progress(ln))), keep=False)
         if res.returncode != 0:
             raise InfraError(f"{what} failed (exit {res.returncode}) building {self.src.spec}; log: {self.log_path}\n"
@@ -240,7 +240,7 @@ class _BuildSteps:
 def _build(src: SourceKernel, index: AptIndex, entry: Path, sink: Sink, timeout: float,
            jobs: Optional[int]) -> None:
     check_build_host()
-    vng_path = vng.find_vng()
+    vng_path = find_vng()
     log_path = entry.parent / f"{entry.name}.log"
     t0 = time.monotonic()
     with atomic_dir(entry) as tmp, open(log_path, "w") as log:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
-from harness.guest import contract
-from harness.guest.contract import GuestReport, PlanStep, StepReport
+from harness import contract
+from harness.contract import GuestReport, PlanStep, StepReport
 from harness.model import KmsgRecord, Verdict
 from harness.verdict import complaints, kmsg, ktap, output, splat, trail
 

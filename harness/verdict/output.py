@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from harness.guest.contract import StepReport
+from harness.contract import StepReport
 
 TAIL_LINES = 20
 LINE_CHARS = 300

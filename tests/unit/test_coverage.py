@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness import coverage
-from harness.guest.plan import GCOV_DIR
+from harness.plan import GCOV_DIR
 
 
 def test_the_gcov_of_a_compiler():

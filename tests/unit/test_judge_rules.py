@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from harness.guest.contract import GuestReport, StepReport
+from harness.contract import GuestReport, StepReport
 from harness.model import Verdict
 from harness.verdict import judge
 from harness.verdict.judge import Evidence

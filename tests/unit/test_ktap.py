@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.guest import contract
+from harness import contract
 from harness.model import Verdict
 from harness.verdict import judge, kmsg, ktap, splat
 

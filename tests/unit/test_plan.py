@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harness.guest.plan import build_plan, ko_paths, kunit_steps
+from harness.plan import build_plan, ko_paths, kunit_steps
 from harness.project import parse_project
 
 

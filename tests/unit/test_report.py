@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from harness.guest.contract import StepReport
+from harness.contract import StepReport
 from harness.locks import write_atomic
 from harness.model import KmsgRecord, Phase, RunResult, Verdict
 from harness.outcomes import SplatReport

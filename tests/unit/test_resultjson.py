@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import resultjson
-from harness.guest.contract import KINDS, StepReport
+from harness.contract import KINDS, StepReport
 from harness.model import KmsgRecord, Phase, RunResult, Verdict
 from harness.outcomes import Case, CaseStatus, ComplaintReport, Frame, SourceExcerpt, SplatReport, TrailRecord
 

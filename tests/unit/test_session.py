@@ -9,9 +9,9 @@ import pytest
 
 from harness.errors import InfraError
 from harness.events import Printer
-from harness.guest.session import RUNNER, Session
 from harness.guest.ssh import CommandResult
 from harness.phases import RunRequest
+from harness.session import RUNNER, Session
 from harness.verdict import kmsg
 
 from conftest import RULES, load_guest

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import virtme
 from harness.errors import InfraError, PhaseTimeout
 from harness.guest import ssh, vng
 from harness.model import Accel
@@ -84,7 +85,7 @@ def test_ssh_server_mode_listens_on_loopback_only():
 
 
 def test_vng_env_sets_home_for_the_keys(tmp_path: Path):
-    env = vng.vng_env(home=tmp_path)
+    env = virtme.vng_env(home=tmp_path)
     assert env["HOME"] == str(tmp_path)
 
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from harness.kernel import symbolize
+from harness import symbolize
 from harness.verdict import kmsg, trace
 
 from conftest import DATA, REPO, guest_report

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from harness.contract import Plan, PlanStep
 from harness.guest import transport
-from harness.guest.contract import Plan, PlanStep
 from harness.guest.vng import VmConfig
 from harness.model import Accel, Verdict
 from harness.verdict.judge import Evidence, judge
@@ -68,7 +68,7 @@ def test_a_guest_that_hangs_is_ended_at_its_limit(tmp_path, fake_vng, monkeypatc
 
 
 def test_a_report_from_another_contract_version_is_refused(tmp_path):
-    from harness.guest import contract
+    from harness import contract
     log = contract.EventLog(run_id="r1")
     log.feed({"event": "hello", "version": 1, "run": "r1"})
     with pytest.raises(contract.ContractError, match="contract version 1"):

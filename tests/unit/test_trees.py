@@ -1,5 +1,5 @@
 """Kernel trees: local: and debian-src: kernels, tree checks, source resolution, config fragments
-(harness.kernel.trees), and the cache keys `harness kernels resolve` prints (harness.kernel.manage)."""
+(harness.kernel.trees), and the cache keys `harness kernels resolve` prints (harness.kernels_cmd)."""
 
 from pathlib import Path
 
@@ -7,8 +7,9 @@ import pytest
 from test_apt import RecordedIndex
 
 from harness import events, resources
+from harness import kernels_cmd as manage
 from harness.errors import InfraError, UsageError
-from harness.kernel import cuts, manage, modbuild, roots, spec, trees
+from harness.kernel import cuts, modbuild, roots, spec, trees
 from harness.model import KernelSpec, ResolvedKernel
 
 

@@ -7,8 +7,8 @@ import re
 
 import tomllib
 
-from harness.guest import contract
-from harness.guest.contract import PlanStep
+from harness import contract
+from harness.contract import PlanStep
 from harness.model import KmsgRecord, Verdict
 from harness.verdict import complaints, judge, kmsg, output, record, trail
 from harness.verdict.judge import Evidence

@@ -2,8 +2,8 @@ import dataclasses
 from pathlib import Path
 
 from harness import resources
+from harness.contract import GUEST_RUN_DIR
 from harness.guest import vng
-from harness.guest.contract import GUEST_RUN_DIR
 from harness.model import Accel
 
 COMMAND = "python3 /harness/runner.py /harness/plan.json"

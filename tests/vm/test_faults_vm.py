@@ -20,8 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import cli
-from harness.guest import contract
+from harness import cli, contract
 from harness.kernel import roots as roots_mod
 from harness.kernel.spec import parse_spec
 from harness.model import ResolvedKernel

@@ -16,15 +16,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
+from harness.contract import GUEST_RUN_DIR, RUNNER_FILE
 from harness.errors import InfraError
 from harness.events import Sink
 from harness.guest import vng
-from harness.guest.contract import GUEST_RUN_DIR, RUNNER_FILE
-from harness.guest.plan import ko_paths
 from harness.guest.ssh import CommandResult
 from harness.guest.transport import GuestRequest, LiveGuest, SshTransport
 from harness.model import KmsgRecord, Phase, Verdict
 from harness.phases import Prepared, RunRequest, Setup, guest_plan, prepare, symbolize_splats, vm_config
+from harness.plan import ko_paths
 from harness.verdict import judge, kmsg, report, splat
 
 RUNNER = f"{GUEST_RUN_DIR}/{RUNNER_FILE}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import Mapping, Optional, Sequence
 
-from harness.guest import contract
-from harness.guest.contract import GUEST_RUN_DIR, Plan, PlanStep
+from harness import contract
+from harness.contract import GUEST_RUN_DIR, Plan, PlanStep
 from harness.project import Project
 
 BUILD_DIR = f"{GUEST_RUN_DIR}/build"  # the module's build directory, as the guest sees it
