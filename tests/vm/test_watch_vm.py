@@ -119,15 +119,19 @@ def test_watch_and_run_give_equal_results_and_a_killed_spare_is_one_infra_verdic
                              "--results", str(own_tmp / "w")], cwd=own_tmp, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     out = Lines(proc)
-    edits = [("on load, and exposes", "on load (edited), and exposes", "PASS"),
-             ('"kh_greeter: goodbye, %s\\n"', '"kh_greeter: farewell, %s\\n"', "FAIL"),
-             ("\treturn 0;\n}\n\nstatic void __exit", "\tWARN_ON(1);\n\treturn 0;\n}\n\nstatic void __exit",
-              "CRASH")]
+    farewell = ('"kh_greeter: goodbye, %s\\n"', '"kh_greeter: farewell, %s\\n"')
+    warn = ("\treturn 0;\n}\n\nstatic void __exit", "\tWARN_ON(1);\n\treturn 0;\n}\n\nstatic void __exit")
+    edits = [([("on load, and exposes", "on load (edited), and exposes")], "PASS"), ([farewell], "FAIL"),
+             ([farewell[::-1], warn], "CRASH")]  # each edit one write: the third undoes the second
     try:
         at = 0
-        for n, (old, new, verdict) in enumerate(edits):
+        for n, (changes, verdict) in enumerate(edits):
             at = out.wait_for("spare guest ready", at)
-            edit(src, old, new)
+            text = src.read_text()
+            for old, new in changes:
+                assert old in text
+                text = text.replace(old, new, 1)
+            src.write_text(text)
             at = out.wait_for(rf"^verdict: {verdict}", at)
             watched = json.loads((own_tmp / "w" / "debian-bookworm" / "result.json").read_text())
             cli.main(["run", "--project", str(project), "--results", str(own_tmp / f"run{n}")])
