@@ -138,3 +138,22 @@ def test_results_directory_names_are_one_path_component():
         name = run_mod.results_id(text)
         assert "/" not in name and ".." not in name and not name.startswith(".") and len(name) <= 100, name
     assert run_mod.results_id("debian:bookworm@6.1.0-56") == "debian-bookworm-6.1.0-56"
+
+
+def test_a_leftover_with_mounts_is_removed_without_entering_them(tmp_path):
+    """A harness killed while mmdebstrap ran (before roots were made in a mount namespace of their
+    own) left proc, sys and dev mounted in the root's temporary directory: removing it unmounts them
+    first and never walks into one it could not unmount."""
+    from harness.locks import mounts_under, remove_tree
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and `make test` run as root)")
+    left = tmp_path / ".tmp-root-abc"
+    (left / "proc").mkdir(parents=True)
+    (left / "etc").mkdir()
+    (left / "etc" / "hostname").write_text("x")
+    assert os.system(f"mount -t tmpfs none {left / 'proc'}") == 0
+    (left / "proc" / "inside").write_text("a file of the mounted filesystem")
+    assert mounts_under(left) == [left / "proc"]
+    assert remove_tree(left) == []
+    assert not left.exists() and mounts_under(tmp_path) == []
