@@ -66,7 +66,7 @@ def test_the_guest_is_arm64_and_the_module_answers(module_loaded, guest_run, kms
 
 def test_the_pytest_plugin_runs_tests_in_an_arm64_guest(pytester, tmp_path, host_cache):
     pytester.makepyfile(PLUGIN_TESTS)
-    r = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider", "--kernel=debian:bookworm:arm64",
+    r = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider", "--harness-kernel=debian:bookworm:arm64",
                                       f"--harness-project={REPO}", f"--harness-results={tmp_path / 'r'}",
                                       timeout=1500)
     r.assert_outcomes(passed=1)
