@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from harness import procs
 from harness.errors import InfraError, PhaseTimeout, UsageError
@@ -111,6 +111,15 @@ class Mirror:
             url = self.security if s.endswith("-security") else self.debian
             lines.append(f"deb [signed-by={KEYRING}] {url} {s} main")
         return lines
+
+
+class PackageIndex(Protocol):
+    """What resolving a kernel asks of an index (an AptIndex, or answers recorded from one): one
+    package's control fields, and the mirror to name when a package is missing."""
+
+    mirror: Mirror
+
+    def show(self, package: str) -> Optional[dict[str, str]]: ...
 
 
 def check_keyring() -> None:
@@ -302,7 +311,7 @@ def compiler_from_depends(depends: str) -> Optional[str]:
     return f"gcc-{m.group(1)}" if m else None
 
 
-def resolve(spec: KernelSpec, index: AptIndex) -> ResolvedKernel:
+def resolve(spec: KernelSpec, index: PackageIndex) -> ResolvedKernel:
     """Resolve a spec to concrete package names and versions (needs ``index.update()``)."""
     arch = spec.arch
     if spec.pin:

@@ -31,7 +31,7 @@ from harness import procs, resources
 from harness.cache import disk_usage, read_manifest, sha256_file
 from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.events import Note, Progress, Sink
-from harness.kernel.apt import AptIndex
+from harness.kernel.apt import AptIndex, PackageIndex
 from harness.kernel.sandbox import sandbox_argv
 from harness.locks import atomic_dir, locked
 from harness.model import KernelSpec, ResolvedKernel
@@ -128,7 +128,7 @@ def config_hash(flavour: str) -> str:
     return h.hexdigest()[:10]
 
 
-def resolve_source(spec: KernelSpec, index: AptIndex) -> SourceKernel:
+def resolve_source(spec: KernelSpec, index: PackageIndex) -> SourceKernel:
     """The suite's kernel source package (the one its ``linux-source`` depends on)."""
     assert spec.flavour is not None
     meta = index.show("linux-source")

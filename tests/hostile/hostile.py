@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable, Optional
 
 PROTO = 30  # the module's netlink protocol
 MODULE = "netlink_kernel"
@@ -490,7 +491,7 @@ def case_flood_small_rcvbuf(ctx, flood=32):
 
 def case_concurrent_clients(ctx, clients=8, messages=200):
     """Several clients, each sending messages one after another at the same time: every reply arrives."""
-    results = [None] * clients
+    results: list[Optional[tuple[int, list[str]]]] = [None] * clients  # (replies, errors) per client
     start = threading.Barrier(clients)
 
     def client(k):
@@ -574,7 +575,7 @@ def case_unprivileged_user(ctx):
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-        out = {"uid": os.getuid(), "euid": os.geteuid()}
+        out: dict[str, object] = {"uid": os.getuid(), "euid": os.geteuid()}
         s, port = nl_socket()
         with s:
             out["send"] = send(s, blog(HELLO, pid=port))
@@ -723,7 +724,7 @@ def main(argv=None):
         if unknown:
             ap.error("unknown cases: %s" % ", ".join(sorted(unknown)))
         cases = [c for c in cases if case_name(c) in args.case]
-    extra = {
+    extra: dict[Callable[..., None], dict[str, int]] = {
         case_concurrent_clients: {"clients": args.clients, "messages": args.messages},
         case_flood_small_rcvbuf: {"flood": args.flood},
     }

@@ -65,7 +65,7 @@ def names_module(report, module, window):
     if "[%s]" % module in report or "%s_" % module in report:
         return True
     m = re.search(r'comm "([^"]*)", pid \d+, jiffies (\d+)', report)
-    return bool(m) and m.group(1) in CYCLE_COMMS and window[0] <= int(m.group(2)) <= window[1]
+    return m is not None and m.group(1) in CYCLE_COMMS and window[0] <= int(m.group(2)) <= window[1]
 
 
 def cycle(ko, module, n, messages):

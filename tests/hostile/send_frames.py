@@ -10,20 +10,27 @@ import errno
 import json
 import socket
 import sys
+from typing import Optional
+
+
+def errname(num: Optional[int]) -> str:
+    """EINVAL for 22; an OSError without an errno prints as "None"."""
+    return errno.errorcode.get(num, str(num)) if num is not None else str(num)
 
 
 def main() -> int:
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 30)
     s.bind((0, 0))
     s.settimeout(0.05)
-    sent, errors, replies = 0, {}, 0
+    errors: dict[str, int] = {}  # errno name (recv- for receiving) -> how many times
+    sent, replies = 0, 0
     for line in sys.stdin:
         frame = bytes.fromhex(line.strip())
         try:
             s.sendto(frame, (0, 0))
             sent += 1
         except OSError as e:
-            name = errno.errorcode.get(e.errno, str(e.errno))
+            name = errname(e.errno)
             errors[name] = errors.get(name, 0) + 1
         while True:
             try:
@@ -32,7 +39,7 @@ def main() -> int:
             except socket.timeout:
                 break
             except OSError as e:
-                name = "recv-" + errno.errorcode.get(e.errno, str(e.errno))
+                name = "recv-" + errname(e.errno)
                 errors[name] = errors.get(name, 0) + 1
                 break
     print(json.dumps({"sent": sent, "errors": errors, "replies": replies}))
