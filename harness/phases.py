@@ -264,7 +264,7 @@ def vm_config(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sin
     return vng.VmConfig(vmlinuz=r.image, root=r.path, run_dir=run_dir, project_dir=s.project.root,
                         accel=s.accel, cpus=req.cpus, append=config_params(r, sink) + req.append,
                         console_level=req.console_level, modules_dir=r.modules,
-                        arch=r.kernel.spec.arch if foreign_root(r.kernel) else None)
+                        arch=arches.get(r.kernel.spec.arch) if foreign_root(r.kernel) else None)
 
 
 def config_params(r: roots.Root, sink: Sink) -> tuple[str, ...]:

@@ -243,9 +243,9 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
 
 
 def with_boot_image(r: Root, sink: Sink) -> Root:
-    """An x86 Debian kernel boots through PVH (kernel/pvh.py): its unpacked image is made once,
-    beside the packaged one; the root's lock is held."""
-    if r.kernel.tree is not None or r.kernel.spec.arch != "amd64":
+    """A packaged kernel of an architecture whose images boot through PVH (x86: kernel/pvh.py)
+    gets its unpacked image, made once beside the packaged one; the root's lock is held."""
+    if r.kernel.tree is not None or not arches.get(r.kernel.spec.arch).pvh:
         return r
     image, why = pvh.boot_image(r.vmlinuz)
     if why:

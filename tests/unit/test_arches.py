@@ -124,7 +124,7 @@ def test_a_foreign_guest_runs_under_tcg_and_never_kvm():
 
 def test_virtme_ng_is_told_the_guests_architecture():
     cfg = vng.VmConfig(vmlinuz=Path("/r/boot/vmlinuz-6.1.0-57-arm64"), root=Path("/r"), run_dir=Path("/t"),
-                       project_dir=Path("/p"), accel=Accel.TCG, arch="arm64")
+                       project_dir=Path("/p"), accel=Accel.TCG, arch=arches.ARCHES["arm64"])
     argv = vng.vng_argv("vng", cfg, "true")
     assert argv[argv.index("--arch") + 1] == "arm64"
 
@@ -181,3 +181,16 @@ def test_a_foreign_roots_udev_shim_loads_modules_by_modalias(tmp_path, merged):
     assert not os.readlink(udevd).startswith("/")
     target = os.path.normpath(udevd.parent.resolve() / os.readlink(udevd))
     assert target == str(tmp_path / "usr/lib/kmod-harness/udevadm")
+
+
+@pytest.mark.parametrize("arch", arches.ARCHES.values(), ids=lambda a: a.name)
+def test_the_table_agrees_with_virtme_ng(arch):
+    """virtme-ng boots each architecture its own way: the emulator it starts, the image it takes
+    from a tree and the console it gives the kernel are the ones the table says."""
+    from virtme import architectures
+
+    theirs = architectures.get(arch.vng)
+    assert type(theirs) is not architectures.Arch_unknown, f"virtme-ng has no --arch {arch.vng}"
+    assert f"qemu-system-{theirs.qemuname}" == arch.qemu
+    assert theirs.kimg_path() == arch.tree_image
+    assert theirs.serial_console_args() == [arch.console]
