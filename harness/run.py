@@ -214,7 +214,7 @@ def _pipeline(req: RunRequest, sink: Sink, phases: list[Phase], got: Gathered, o
             got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
                                           got.built.kos if got.built else None, console)
         if any(st.kind == contract.COVERAGE for st in plan.steps):
-            got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
+            got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.compiler,
                                            exclude=[f"{m}.c" for m in s.project.kunit.modules])
             sink(Note("    " + report.coverage_line(got.coverage)))
         if req.record_trail:

@@ -169,11 +169,11 @@ def built_kernel_or_skip(spec_text: str, env: str, target: str) -> str:
     (its make ``target`` builds it first); otherwise the test is skipped, saying how to get it."""
     if os.environ.get(env) == "1":
         return spec_text
-    from harness.kernel import apt, spec, trees
+    from harness.kernel import apt, spec
     from harness.phases import resolve_spec
 
-    _, src, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl())
-    if src is None or trees.cached(src, cache_dir()) is None:
+    src = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl()).pending
+    if src is None or not src.cached(cache_dir()):
         pytest.skip(f"{spec_text} is not built yet: `make {target}` builds it (~20 min) and runs these")
     return spec_text
 
@@ -191,8 +191,8 @@ def foreign_root_or_skip(spec_text: str) -> str:
     from harness.kernel import apt, roots, spec
     from harness.phases import resolve_spec
 
-    kernel, _, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(),
-                                apt.index_ttl())
+    kernel = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(),
+                          apt.index_ttl()).kernel
     assert kernel is not None
     root = cache_dir() / "roots" / roots.root_key(kernel)
     if not root.is_dir() or roots.check_root(root, kernel) is not None:

@@ -17,7 +17,7 @@ from typing import Optional
 
 from harness import arches, procs
 from harness.errors import InfraError, PhaseTimeout, UsageError
-from harness.kernel.spec import DEFAULT_RELEASE, SUITES
+from harness.kernel.suites import DEFAULT_RELEASE, SUITES
 from harness.locks import locked, write_atomic
 from harness.model import KernelSpec, ResolvedKernel, Timeouts
 

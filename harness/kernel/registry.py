@@ -1,0 +1,27 @@
+"""The kernel sources, by the prefix of their specs: the one place that lists them.
+
+Each implements harness/kernel/source.py's KernelSource. Adding one (kernel.org builds, say)
+is its own module and a line here: the spec forms, parsing, resolving, roots, boot images,
+headers and compilers all go through this table.
+"""
+
+from __future__ import annotations
+
+from harness.kernel import debian, debian_src, local
+from harness.kernel.source import KernelSource
+from harness.model import KernelSpec, ResolvedKernel
+
+SOURCES: dict[str, KernelSource] = {s.name: s for s in (debian.SOURCE, debian_src.SOURCE, local.SOURCE)}
+
+
+def named(name: str) -> KernelSource:
+    """The source of specs ``name:...`` (a KeyError for none: spec.parse_spec checks names first)."""
+    return SOURCES[name]
+
+
+def of(spec: KernelSpec) -> KernelSource:
+    return SOURCES[spec.source]
+
+
+def of_kernel(kernel: ResolvedKernel) -> KernelSource:
+    return SOURCES[kernel.spec.source]
