@@ -10,7 +10,7 @@ from harness import resources
 from harness.cache import cache_dir, disk_usage, usable_cache
 from harness.errors import UsageError
 from harness.events import Printer, phase
-from harness.kernel import apt, debian_src, roots, spec, trees
+from harness.kernel import apt, debian_src, prune, roots, spec, trees
 from harness.kernel.source import Resolution
 from harness.locks import remove_tree
 from harness.model import Phase, Timeouts
@@ -109,9 +109,9 @@ def _prune_stale(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError("--stale and --kernels do not go together",
                          hint="--stale keeps every built kernel; --kernels deletes them all")
     freed = 0
-    for d, why in roots.stale_roots(cache_dir() / "roots"):
+    for d, why in prune.stale_roots(cache_dir() / "roots"):
         size = disk_usage(d)
-        left = [] if args.dry_run else roots.remove_root(d)
+        left = [] if args.dry_run else prune.remove_root(d)
         freed += size
         out.write(f"{'would remove' if args.dry_run else 'removed'} {d} ({size / 2**20:.0f} MiB): {why}\n")
         out.writelines(f"  left: {x}\n" for x in left[:5])

@@ -9,7 +9,7 @@ import pytest
 
 from harness import cache, events, locks
 from harness.errors import InfraError
-from harness.kernel import cuts, modbuild, roots
+from harness.kernel import cuts, modbuild, prune, roots
 from harness.kernel.apt import KEYRING, Mirror
 from harness.kernel.debian import DebianSpec
 from harness.kernel.local import LocalSpec
@@ -282,7 +282,7 @@ def test_stale_roots_are_old_formats_broken_unfinished_and_superseded(tmp_path):
     (cached / ".tmp-x-running").mkdir()
     os.utime(cached / ".tmp-x-running", (now - 60, now - 60))
 
-    stale = dict(roots.stale_roots(cached, now=now))
+    stale = dict(prune.stale_roots(cached, now=now))
     assert set(stale) == {older, old_format, broken, cached / ".tmp-x-old"}
     assert f"superseded by {live.name}" in stale[older]
     assert f"root format {roots.ROOT_FORMAT - 1}" in stale[old_format]
@@ -294,7 +294,7 @@ def test_stale_roots_are_old_formats_broken_unfinished_and_superseded(tmp_path):
 def test_removing_a_root_takes_its_log_and_lock_along(tmp_path):
     cached = tmp_path / "roots"
     d = _cached_root(cached, "base-bookworm-aaaaaaaaaa")
-    roots.remove_root(d)
+    prune.remove_root(d)
     assert list(cached.iterdir()) == []
 
 
