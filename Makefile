@@ -26,11 +26,14 @@ SLOW_KINDS := sanitizer or kunit or arm64
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
 KERNEL_BUILD_PACKAGES := gcc make libc6-dev flex bison bc libelf-dev libssl-dev cpio xz-utils
 # Debian/Ubuntu packages the harness needs on the host.
-# arm64 guests (--arch arm64): their emulator, and qemu-user for their roots and module builds.
-ARM64_PACKAGES := qemu-system-arm qemu-user-static arch-test
+# Guests of the other architectures of harness/arches.py (--arch arm64, riscv64): their emulators
+# (qemu-system-arm, qemu-system-misc), and qemu-user for their roots and module builds, with the
+# binfmt_misc entries the binfmt target registers. tests/unit/test_arches.py holds both lists to the table.
+ARCH_PACKAGES := qemu-system-arm qemu-system-misc qemu-user-static arch-test
+BINFMTS := qemu-aarch64 qemu-riscv64
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	apt kmod python3-venv udev busybox-static zstd openssh-client \
-	$(KERNEL_BUILD_PACKAGES) $(ARM64_PACKAGES)
+	$(KERNEL_BUILD_PACKAGES) $(ARCH_PACKAGES)
 # What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
 TEST_DEB_PACKAGES := chromium
 SANITIZER_KERNEL := debian-src:trixie+kasan
@@ -67,16 +70,18 @@ $(SETUP_STAMP): pyproject.toml
 
 setup: $(SETUP_STAMP) binfmt
 
-# arm64 programs run here through qemu-user once binfmt_misc knows it (harness/arches.py). Where
-# systemd-binfmt runs, installing qemu-user-static did that; otherwise (containers, these machines)
-# it is done here, on every setup: the registration lasts until the host reboots.
+# Other architectures' programs run here through qemu-user once binfmt_misc knows them
+# (harness/arches.py). Where systemd-binfmt runs, installing qemu-user-static did that; otherwise
+# (containers, these machines) it is done here, on every setup: a registration lasts until the host reboots.
 BINFMT := /proc/sys/fs/binfmt_misc
 binfmt: host-packages
 	@[ -e $(BINFMT)/register ] || $(SUDO) mount -t binfmt_misc binfmt_misc $(BINFMT) || \
-		echo "warning: cannot mount binfmt_misc: arm64 guests (--arch arm64) will not work here"
-	@[ ! -e $(BINFMT)/register ] || [ -e $(BINFMT)/qemu-aarch64 ] || \
-		$(SUDO) sh -c 'cat /usr/lib/binfmt.d/qemu-aarch64.conf > $(BINFMT)/register' || \
-		echo "warning: cannot register qemu-aarch64 with binfmt_misc: arm64 guests will not work here"
+		echo "warning: cannot mount binfmt_misc: guests of other architectures (--arch) will not work here"
+	@for b in $(BINFMTS); do \
+		[ ! -e $(BINFMT)/register ] || [ -e $(BINFMT)/$$b ] || \
+		$(SUDO) sh -c "cat /usr/lib/binfmt.d/$$b.conf > $(BINFMT)/register" || \
+		echo "warning: cannot register $$b with binfmt_misc: its architecture's guests will not work here"; \
+	done
 
 run: setup
 	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)

@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,14 @@ def test_no_module_but_the_table_names_an_architectures_facts():
             if isinstance(node, ast.Constant) and node.value in facts:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
     assert found == []
+
+
+@pytest.mark.parametrize("arch", [a for a in arches.ARCHES.values() if a.name != "amd64"], ids=lambda a: a.name)
+def test_make_setup_installs_and_registers_what_a_foreign_architecture_needs(arch):
+    """On these x86_64 machines every other architecture is foreign: `make setup` installs its
+    emulator and registers its qemu-user binfmt entry."""
+    makefile = (REPO / "Makefile").read_text()
+    packages = re.search(r"^ARCH_PACKAGES := (.*)$", makefile, re.M)
+    binfmts = re.search(r"^BINFMTS := (.*)$", makefile, re.M)
+    assert packages and arch.qemu_package in packages.group(1).split() and "qemu-user-static" in packages.group(1)
+    assert binfmts and arch.binfmt in binfmts.group(1).split()
