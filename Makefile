@@ -17,10 +17,10 @@ else
 TEST_RUNNER := HARNESS_CPUS=$${HARNESS_CPUS:-1} $(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadfile
 endif
 # Tests whose kernels cost far more than the default one, to get (a kernel built from source,
-# ~20 min; an arm64 root made through qemu-user, ~10 min) and to boot (a KASAN guest runs its
-# steps 5-10x slower; an arm64 one 3x): each kind has its own target, so that `make test` stays
-# under 30 minutes. `make test-all` and .ci/run run every one of them.
-SLOW_KINDS := sanitizer or kunit or arm64
+# ~20 min; another architecture's root made through qemu-user, 10-25 min) and to boot (a KASAN guest
+# runs its steps 5-10x slower; an arm64 one 3x): each kind has its own target, so that `make test`
+# stays under 30 minutes. `make test-all` and .ci/run run every one of them.
+SLOW_KINDS := sanitizer or kunit or arches
 
 # Building modules against a kernel tree (local:PATH) and kernels from source
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
@@ -41,14 +41,14 @@ KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup binfmt host-packages run test test-all test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id \
-	lint clean help test-kunit test-kunit-cached kunit-kernel test-arm64 test-arm64-cached \
+	lint clean help test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
 	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
 	@echo "make test    unit tests, tests that boot real VMs on stock amd64 kernels, the workflow run locally (act)"
-	@echo "make test-all         make test, then the sanitizer, KUnit and arm64 tests below (what .ci/run does)"
-	@echo "make test-arm64       the arm64 guests' tests (their roots: ~10 min each the first time)"
+	@echo "make test-all         make test, then the sanitizer, KUnit and other architectures' tests below (what .ci/run does)"
+	@echo "make test-arches      the tests of guests of other architectures (their roots: 10-25 min each the first time)"
 	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
 	@echo "make test-kunit       build $(KUNIT_KERNEL) once (~20 min on 2 cores), then the KUnit and coverage tests"
 	@echo "make setup   install host packages and the virtualenv only"
@@ -89,7 +89,7 @@ run: setup
 test: setup
 	$(TEST_RUNNER) -m "not ($(SLOW_KINDS))" --durations=30 $(PYTEST_ARGS)
 
-test-all: test test-sanitizers test-kunit test-arm64
+test-all: test test-sanitizers test-kunit test-arches
 
 test-unit: setup
 	$(VENV)/bin/python -m pytest -m "not vm and not workflow" $(PYTEST_ARGS)
@@ -113,12 +113,13 @@ test-kunit: kunit-kernel
 test-kunit-cached: setup
 	$(VENV)/bin/python -m pytest -m kunit --durations=10 $(PYTEST_ARGS)
 
-test-arm64: setup binfmt
-	HARNESS_ARM64=1 $(VENV)/bin/python -m pytest -m arm64 --durations=10 $(PYTEST_ARGS)
+# Guests of other architectures than the host's (marker arches): their roots made first when missing.
+test-arches: setup binfmt
+	HARNESS_ARCHES=1 $(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
 
-# The arm64 tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
-test-arm64-cached: setup binfmt
-	$(VENV)/bin/python -m pytest -m arm64 --durations=10 $(PYTEST_ARGS)
+# The same tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
+test-arches-cached: setup binfmt
+	$(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
 	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)
