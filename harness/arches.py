@@ -45,6 +45,9 @@ ARCHES = {
     "arm64": Arch("arm64", "aarch64", "arm64", "qemu-system-aarch64", "qemu-system-arm", "qemu-aarch64",
                   vng="arm64", tree_image="arch/arm64/boot/Image", package_images=("vmlinuz",),
                   console="ttyAMA0"),
+    "riscv64": Arch("riscv64", "riscv64", "riscv64", "qemu-system-riscv64", "qemu-system-misc", "qemu-riscv64",
+                    vng="riscv64", tree_image="arch/riscv/boot/Image", package_images=("vmlinux",),
+                    console="ttyS0"),
 }
 # The architecture whose name is left out where the others' are written: a kernel spec's written form
 # (debian:bookworm, debian:bookworm:arm64), and so results directories and the apt index's directory.

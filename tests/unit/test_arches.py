@@ -63,6 +63,19 @@ def test_the_suites_arm64_kernel_is_resolved_from_the_arm64_index():
     assert k.kernel_id == "debian-bookworm-6.1.0-57-arm64"
 
 
+def test_trixies_riscv64_kernel_is_resolved_from_the_riscv64_index(tmp_path):
+    """tests/data/apt/trixie-riscv64: apt-cache show from trixie's riscv64 index, 2026-12-05. Debian
+    installs its image as /boot/vmlinux-RELEASE (an Image with an EFI stub), not vmlinuz."""
+    k = apt.resolve(DebianSpec("debian", "trixie", arch="riscv64"), RecordedIndex("trixie-riscv64"))
+    assert (k.release, k.package_version, k.compiler) == ("6.12.118+deb13-riscv64", "6.12.118-1", "gcc-14")
+    assert k.kernel_id == "debian-trixie-6.12.118+deb13-riscv64"
+    assert str(k.spec) == "debian:trixie:riscv64"
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / f"vmlinux-{k.release}").write_bytes(b"MZ")
+    assert roots.Root(tmp_path, k).vmlinuz == tmp_path / "boot" / f"vmlinux-{k.release}"
+    assert not arches.ARCHES["riscv64"].pvh  # booted as Debian ships it
+
+
 def test_each_architecture_has_its_own_apt_index(tmp_path):
     amd, arm = apt.AptIndex(tmp_path, "bookworm", apt.Mirror()), apt.AptIndex(tmp_path, "bookworm", apt.Mirror(),
                                                                                arch="arm64")

@@ -40,6 +40,7 @@ class Guest:
 
 GUESTS = {g.arch: g for g in (
     Guest("debian:bookworm:arm64", "aarch64", 183, "Machine model: linux,dummy-virt", "Linux version 6.1."),
+    Guest("debian:trixie:riscv64", "riscv64", 243, "Machine model: riscv-virtio,qemu", "Linux version 6.12."),
 )}
 
 
