@@ -52,7 +52,9 @@ def guest(request) -> Guest:
 
 
 def run(results, g: Guest, *args) -> tuple[int, dict]:
-    code = cli.main(["run", "--arch", g.arch, "--results", str(results), "--timeout", "900", *args])
+    """`harness run --arch ARCH --kernel SPEC` with the spec written without the architecture."""
+    kernel = g.spec.rsplit(":", 1)[0]
+    code = cli.main(["run", "--arch", g.arch, "--kernel", kernel, "--results", str(results), "--timeout", "900", *args])
     return code, json.loads((results / g.results_id / "result.json").read_text())
 
 
