@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from harness.kernel import debian, debian_src, local
 from harness.kernel.source import KernelSource
-from harness.model import KernelSpec, ResolvedKernel
+from harness.model import KernelSpec
 
 SOURCES: dict[str, KernelSource] = {s.name: s for s in (debian.SOURCE, debian_src.SOURCE, local.SOURCE)}
 
 
-def named(name: str) -> KernelSource:
-    """The source of specs ``name:...`` (a KeyError for none: spec.parse_spec checks names first)."""
-    return SOURCES[name]
-
-
 def of(spec: KernelSpec) -> KernelSource:
+    """The source a spec came from (specs are made by their source's parse, so it is registered)."""
     return SOURCES[spec.source]
-
-
-def of_kernel(kernel: ResolvedKernel) -> KernelSource:
-    return SOURCES[kernel.spec.source]
