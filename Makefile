@@ -42,7 +42,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup binfmt host-packages run test test-all test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id \
 	lint clean help test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
-	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
+	bench bench-ssh bench-roundtrip bench-stress bench-watch bench-arches mutation
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
@@ -149,6 +149,10 @@ mutation: setup  # mutants of the verdict code (pyproject.toml [tool.mutmut]); f
 
 bench-stress: setup  # 40+ verdicts under load: the table in docs/RELIABILITY.md
 	$(SUDO) $(VENV)/bin/python bench/stress.py --runs 40 --markdown results/bench-stress.md --json results/bench-stress.json
+
+bench-arches: setup binfmt  # trixie on each architecture, alternated, module rebuilt each run (docs/PERFORMANCE.md)
+	$(SUDO) $(VENV)/bin/python bench/arches.py --reps 3 --markdown results/bench-arches.md \
+		--json results/bench-arches.json
 
 bench-watch: setup  # edit to verdict: harness watch against a warm harness run per edit (docs/PERFORMANCE.md)
 	$(SUDO) $(VENV)/bin/python bench/watch.py --edits 10 --rapid 5 --markdown results/bench-watch.md \
