@@ -17,20 +17,23 @@ else
 TEST_RUNNER := HARNESS_CPUS=$${HARNESS_CPUS:-1} $(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadfile
 endif
 # Tests whose kernels cost far more than the default one, to get (a kernel built from source,
-# ~20 min; an arm64 root made through qemu-user, ~10 min) and to boot (a KASAN guest runs its
-# steps 5-10x slower; an arm64 one 3x): each kind has its own target, so that `make test` stays
-# under 30 minutes. `make test-all` and .ci/run run every one of them.
-SLOW_KINDS := sanitizer or kunit or arm64
+# ~20 min; another architecture's root made through qemu-user, 10-25 min) and to boot (a KASAN guest
+# runs its steps 5-10x slower; an arm64 one 3x): each kind has its own target, so that `make test`
+# stays under 30 minutes. `make test-all` and .ci/run run every one of them.
+SLOW_KINDS := sanitizer or kunit or arches
 
 # Building modules against a kernel tree (local:PATH) and kernels from source
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
 KERNEL_BUILD_PACKAGES := gcc make libc6-dev flex bison bc libelf-dev libssl-dev cpio xz-utils
 # Debian/Ubuntu packages the harness needs on the host.
-# arm64 guests (--arch arm64): their emulator, and qemu-user for their roots and module builds.
-ARM64_PACKAGES := qemu-system-arm qemu-user-static arch-test
+# Guests of the other architectures of harness/arches.py (--arch arm64, riscv64): their emulators
+# (qemu-system-arm, qemu-system-misc), and qemu-user for their roots and module builds, with the
+# binfmt_misc entries the binfmt target registers. tests/unit/test_arches.py holds both lists to the table.
+ARCH_PACKAGES := qemu-system-arm qemu-system-misc qemu-user-static arch-test
+BINFMTS := qemu-aarch64 qemu-riscv64
 DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	apt kmod python3-venv udev busybox-static zstd openssh-client \
-	$(KERNEL_BUILD_PACKAGES) $(ARM64_PACKAGES)
+	$(KERNEL_BUILD_PACKAGES) $(ARCH_PACKAGES)
 # What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
 TEST_DEB_PACKAGES := chromium
 SANITIZER_KERNEL := debian-src:trixie+debug
@@ -38,14 +41,14 @@ KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup binfmt host-packages run test test-all test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id \
-	lint clean help test-kunit test-kunit-cached kunit-kernel test-arm64 test-arm64-cached \
-	bench bench-ssh bench-roundtrip bench-stress bench-watch mutation
+	lint clean help test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
+	bench bench-ssh bench-roundtrip bench-stress bench-watch bench-arches mutation
 
 help:
 	@echo "make run     run the netlink module's job on $(KERNEL) (override: make run KERNEL=debian:trixie)"
 	@echo "make test    unit tests, tests that boot real VMs on stock amd64 kernels, the workflow run locally (act)"
-	@echo "make test-all         make test, then the sanitizer, KUnit and arm64 tests below (what .ci/run does)"
-	@echo "make test-arm64       the arm64 guests' tests (their roots: ~10 min each the first time)"
+	@echo "make test-all         make test, then the sanitizer, KUnit and other architectures' tests below (what .ci/run does)"
+	@echo "make test-arches      the tests of guests of other architectures (their roots: 10-25 min each the first time)"
 	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
 	@echo "make test-kunit       build $(KUNIT_KERNEL) once (~20 min on 2 cores), then the KUnit and coverage tests"
 	@echo "make setup   install host packages and the virtualenv only"
@@ -67,16 +70,18 @@ $(SETUP_STAMP): pyproject.toml
 
 setup: $(SETUP_STAMP) binfmt
 
-# arm64 programs run here through qemu-user once binfmt_misc knows it (harness/arches.py). Where
-# systemd-binfmt runs, installing qemu-user-static did that; otherwise (containers, these machines)
-# it is done here, on every setup: the registration lasts until the host reboots.
+# Other architectures' programs run here through qemu-user once binfmt_misc knows them
+# (harness/arches.py). Where systemd-binfmt runs, installing qemu-user-static did that; otherwise
+# (containers, these machines) it is done here, on every setup: a registration lasts until the host reboots.
 BINFMT := /proc/sys/fs/binfmt_misc
 binfmt: host-packages
 	@[ -e $(BINFMT)/register ] || $(SUDO) mount -t binfmt_misc binfmt_misc $(BINFMT) || \
-		echo "warning: cannot mount binfmt_misc: arm64 guests (--arch arm64) will not work here"
-	@[ ! -e $(BINFMT)/register ] || [ -e $(BINFMT)/qemu-aarch64 ] || \
-		$(SUDO) sh -c 'cat /usr/lib/binfmt.d/qemu-aarch64.conf > $(BINFMT)/register' || \
-		echo "warning: cannot register qemu-aarch64 with binfmt_misc: arm64 guests will not work here"
+		echo "warning: cannot mount binfmt_misc: guests of other architectures (--arch) will not work here"
+	@for b in $(BINFMTS); do \
+		[ ! -e $(BINFMT)/register ] || [ -e $(BINFMT)/$$b ] || \
+		$(SUDO) sh -c "cat /usr/lib/binfmt.d/$$b.conf > $(BINFMT)/register" || \
+		echo "warning: cannot register $$b with binfmt_misc: its architecture's guests will not work here"; \
+	done
 
 run: setup
 	$(SUDO) $(VENV)/bin/harness run --kernel $(KERNEL)
@@ -84,7 +89,7 @@ run: setup
 test: setup
 	$(TEST_RUNNER) -m "not ($(SLOW_KINDS))" --durations=30 $(PYTEST_ARGS)
 
-test-all: test test-sanitizers test-kunit test-arm64
+test-all: test test-sanitizers test-kunit test-arches
 
 test-unit: setup
 	$(VENV)/bin/python -m pytest -m "not vm and not workflow" $(PYTEST_ARGS)
@@ -108,12 +113,13 @@ test-kunit: kunit-kernel
 test-kunit-cached: setup
 	$(VENV)/bin/python -m pytest -m kunit --durations=10 $(PYTEST_ARGS)
 
-test-arm64: setup binfmt
-	HARNESS_ARM64=1 $(VENV)/bin/python -m pytest -m arm64 --durations=10 $(PYTEST_ARGS)
+# Guests of other architectures than the host's (marker arches): their roots made first when missing.
+test-arches: setup binfmt
+	HARNESS_ARCHES=1 $(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
 
-# The arm64 tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
-test-arm64-cached: setup binfmt
-	$(VENV)/bin/python -m pytest -m arm64 --durations=10 $(PYTEST_ARGS)
+# The same tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
+test-arches-cached: setup binfmt
+	$(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
 	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)
@@ -144,6 +150,10 @@ mutation: setup  # mutants of the verdict code (pyproject.toml [tool.mutmut]); f
 
 bench-stress: setup  # 40+ verdicts under load: the table in docs/RELIABILITY.md
 	$(SUDO) $(VENV)/bin/python bench/stress.py --runs 40 --markdown results/bench-stress.md --json results/bench-stress.json
+
+bench-arches: setup binfmt  # trixie on each architecture, alternated, module rebuilt each run (docs/PERFORMANCE.md)
+	$(SUDO) $(VENV)/bin/python bench/arches.py --reps 3 --markdown results/bench-arches.md \
+		--json results/bench-arches.json
 
 bench-watch: setup  # edit to verdict: harness watch against a warm harness run per edit (docs/PERFORMANCE.md)
 	$(SUDO) $(VENV)/bin/python bench/watch.py --edits 10 --rapid 5 --markdown results/bench-watch.md \

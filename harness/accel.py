@@ -43,7 +43,7 @@ def choose(requested: str, facts: AccelFacts, foreign: Optional[str] = None) -> 
                              hint="leave --accel at auto (TCG)")
         if requested not in ("auto", "tcg"):
             raise UsageError(f"unknown accelerator {requested!r}; use auto, kvm or tcg")
-        return Accel.TCG, f"TCG emulation (slow): an {foreign} guest on this host"
+        return Accel.TCG, f"TCG emulation (slow): the guest is {foreign}, not this host's architecture"
     hw = facts.cpu_flags & {"vmx", "svm"}
     usable = facts.kvm_rw and bool(hw)
     if requested == "tcg":

@@ -19,17 +19,39 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
 @dataclass(frozen=True)
 class Arch:
-    name: str  # Debian's: the -ABI suffix of kernel packages, mmdebstrap's --architectures
-    machine: str  # uname -m, virtme-ng's --arch
+    """Every fact the harness knows about one guest architecture: no other module names one."""
+
+    name: str  # Debian's: mmdebstrap's --architectures, apt's APT::Architecture, the spec's :ARCH
+    machine: str  # uname -m
+    flavour: str  # Debian's kernel flavour: linux-image-FLAVOUR, and releases end in -FLAVOUR
     qemu: str  # the system emulator
     qemu_package: str  # the Debian package that has it
-    binfmt: str  # the binfmt_misc entry that runs its programs on another host (qemu-user-static)
+    binfmt: str  # qemu-user's binfmt_misc entry (qemu-user-static's /usr/lib/binfmt.d/BINFMT.conf)
+    vng: str  # virtme-ng's --arch
+    tree_image: str  # the boot image inside a built kernel tree (virtme-ng's kimg_path)
+    package_images: tuple[str, ...]  # the boot image's names in Debian's kernel packages: NAME-RELEASE
+    console: str  # the serial console the kernel writes to (virtme-ng's serial_console_args)
+    pvh: bool = False  # Debian's image unpacks to an ELF that boots through PVH (harness/kernel/pvh.py)
+    # QEMU -machine for every accelerator (None: virtme-ng's own choice). On x86 virtme-ng gives TCG
+    # q35 and KVM QEMU's default (i440fx), whose ACPI and PCI differ: a step reading them would pass
+    # under one and fail under the other. q35 is what every TCG run here has been measured on.
+    qemu_machine: Optional[str] = None
 
 
 ARCHES = {
-    "amd64": Arch("amd64", "x86_64", "qemu-system-x86_64", "qemu-system-x86", "qemu-x86_64"),
-    "arm64": Arch("arm64", "aarch64", "qemu-system-aarch64", "qemu-system-arm", "qemu-aarch64"),
+    "amd64": Arch("amd64", "x86_64", "amd64", "qemu-system-x86_64", "qemu-system-x86", "qemu-x86_64",
+                  vng="x86_64", tree_image="arch/x86/boot/bzImage", package_images=("vmlinuz",),
+                  console="ttyS0", pvh=True, qemu_machine="q35"),
+    "arm64": Arch("arm64", "aarch64", "arm64", "qemu-system-aarch64", "qemu-system-arm", "qemu-aarch64",
+                  vng="arm64", tree_image="arch/arm64/boot/Image", package_images=("vmlinuz",),
+                  console="ttyAMA0"),
+    "riscv64": Arch("riscv64", "riscv64", "riscv64", "qemu-system-riscv64", "qemu-system-misc", "qemu-riscv64",
+                    vng="riscv64", tree_image="arch/riscv/boot/Image", package_images=("vmlinux",),
+                    console="ttyS0"),
 }
+# The architecture whose name is left out where the others' are written: a kernel spec's written form
+# (debian:bookworm, debian:bookworm:arm64), and so results directories and the apt index's directory.
+UNWRITTEN = "amd64"
 _BY_MACHINE = {a.machine: a for a in ARCHES.values()}
 
 
@@ -43,7 +65,8 @@ def get(name: str, where: str = "--arch") -> Arch:
         return ARCHES[name]
     except KeyError:
         raise UsageError(f"{where} {name!r}: unknown architecture; known: {', '.join(ARCHES)}",
-                         hint="Debian's names: amd64 (x86_64), arm64 (aarch64)") from None
+                         hint="Debian's names: " + ", ".join(f"{a.name} ({a.machine})" for a in ARCHES.values())
+                         ) from None
 
 
 def foreign(arch: Arch) -> bool:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable
 
 from harness import resources
 from harness.cache import cache_dir, disk_usage, usable_cache
 from harness.errors import UsageError
 from harness.events import Printer, phase
-from harness.kernel import apt, roots, spec, trees
+from harness.kernel import apt, debian_src, prune, roots, spec, trees
+from harness.kernel.source import Resolution
 from harness.locks import remove_tree
-from harness.model import Phase, ResolvedKernel, Timeouts
+from harness.model import Phase, Timeouts
 
 
 def add_parser(sub: Any, add_kernel_opts: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -56,7 +57,7 @@ def _list(out: IO[str]) -> int:
     cache = cache_dir()
     out.write("known suites: " + ", ".join(spec.SUITES) + "\n")
     out.write("debian-src flavours (vm/configs): " + ", ".join(resources.flavours()) + "\n")
-    for kind, d, sub in (("root", cache / "roots", ""), ("kernel", cache / "kernels", trees.TREE_DIR)):
+    for kind, d, sub in (("root", cache / "roots", ""), ("kernel", cache / "kernels", debian_src.TREE_DIR)):
         for e in sorted(d.glob("*")) if d.is_dir() else []:
             if e.is_dir() and not e.name.startswith("."):
                 out.write(f"{kind}\t{e.name}\t{e / sub if sub else e}\n")
@@ -73,32 +74,33 @@ def _fetch_or_resolve(args: argparse.Namespace, printer: Printer, out: IO[str]) 
         from harness.matrix import load_matrix, select
         extra += select(load_matrix(args.matrix_file), [args.kernel])[0].apt_options
     mirror = apt.Mirror.from_env(args.mirror, extra)
-    kernel, src, index = resolve_spec(kspec, mirror, cache, 0 if args.refresh else apt.index_ttl())
+    got = resolve_spec(kspec, mirror, cache, 0 if args.refresh else apt.index_ttl())
     if args.kcommand == "resolve":
-        out.write(cache_key(kernel, src) + "\n")
+        out.write(cache_key(got) + "\n")
         return 0
     done: list[Phase] = []
-    if src is not None:
-        assert index is not None
-        with phase(printer, done, "kernel", f"{kspec}: {src.package} {src.version}"):
-            kernel = trees.ensure_built(src, index, cache, printer, Timeouts.kernel)
+    kernel = got.kernel
+    if got.pending is not None:
+        with phase(printer, done, "kernel", f"{kspec}: {got.pending.describe()}"):
+            kernel = got.pending.build(cache, printer, Timeouts.kernel)
     assert kernel is not None
     with phase(printer, done, "root", f"Debian {kspec.suite} root for {kernel.release}"):
         root = roots.ensure_root(kernel, mirror, printer, Timeouts.root, cache)
         if kernel.tree is not None:
-            trees.tree_modules(kernel.tree, cache, printer, Timeouts.modules_install)
+            trees.tree_modules(kernel, cache, printer, Timeouts.modules_install)
     out.write(f"{kspec}\t{kernel.release}\t{kernel.package_version}\t{root.path}"
               + (f"\t{kernel.tree}" if kernel.tree else "") + "\n")
     return 0
 
 
-def cache_key(kernel: Optional[ResolvedKernel], src: Optional[trees.SourceKernel]) -> str:
+def cache_key(got: Resolution) -> str:
     """Names exactly what a spec resolved to: changes when, and only when, the kernel does (CI caches)."""
-    if src is not None:
-        return f"debian-src-{src.key}"
+    if got.pending is not None:
+        return f"{got.pending.spec.source}-{got.pending.key}"
+    kernel = got.kernel
     assert kernel is not None
     if kernel.tree is not None:
-        return f"{kernel.kernel_id}-{trees.tree_fingerprint(kernel.tree)}"
+        return f"{kernel.kernel_id}-{trees.tree_fingerprint(kernel)}"
     return f"{kernel.kernel_id}-{kernel.package_version}"
 
 
@@ -107,9 +109,9 @@ def _prune_stale(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError("--stale and --kernels do not go together",
                          hint="--stale keeps every built kernel; --kernels deletes them all")
     freed = 0
-    for d, why in roots.stale_roots(cache_dir() / "roots"):
+    for d, why in prune.stale_roots(cache_dir() / "roots"):
         size = disk_usage(d)
-        left = [] if args.dry_run else roots.remove_root(d)
+        left = [] if args.dry_run else prune.remove_root(d)
         freed += size
         out.write(f"{'would remove' if args.dry_run else 'removed'} {d} ({size / 2**20:.0f} MiB): {why}\n")
         out.writelines(f"  left: {x}\n" for x in left[:5])

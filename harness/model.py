@@ -115,22 +115,24 @@ class BuildOptions:
 @dataclass(frozen=True)
 class KernelSpec:
     """A kernel as the user named it: ``debian:bookworm``, ``debian:bookworm@6.1.0-56``,
-    ``debian-src:trixie+kasan`` (built here from the suite's source) or ``local:PATH``."""
+    ``debian-src:trixie+kasan`` (built here from the suite's source) or ``local:PATH``.
 
-    source: str  # "debian", "debian-src" or "local"
+    Each kernel source (harness/kernel/registry.py) parses its own form into a subclass of this
+    one, which writes the spec back (``str``) and names the kernels it resolves to."""
+
+    source: str  # the source's name, its specs' prefix: "debian", "debian-src" or "local"
     suite: str  # "bookworm"; for local: the suite of the guest root
     pin: Optional[str] = None  # ABI name without flavour, e.g. "6.1.0-56"
     flavour: Optional[str] = None  # debian-src: the configuration fragment, vm/configs/FLAVOUR.config
     path: Optional[str] = None  # local: the kernel build tree, absolute
-    arch: str = "amd64"  # Debian's name of the guest's architecture (see harness.arches)
+    arch: str = ""  # Debian's name of the guest's architecture (harness.arches): the source's parse sets it
 
     def __str__(self) -> str:
-        if self.source == "local":
-            return f"local:{self.path}"
-        if self.source == "debian-src":
-            return f"debian-src:{self.suite}+{self.flavour}"
-        tail = "" if self.arch == "amd64" else f":{self.arch}"
-        return f"{self.source}:{self.suite}" + (f"@{self.pin}" if self.pin else "") + tail
+        return f"{self.source}:{self.suite}"
+
+    def kernel_id(self, release: str) -> str:
+        """Stable, filesystem-safe name of the kernel ``release`` it resolved to (cache and results directories)."""
+        return f"{self.source}-{self.suite}-{release}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class ResolvedKernel:
     package_version: str  # Debian version of the image package, e.g. "6.1.158-1"
     packages: tuple[str, ...]  # what the root must contain for this kernel
     compiler: str  # e.g. "gcc-12"; "gcc" (the host's) for a kernel tree
-    # A kernel build tree (local:, debian-src:): booted from its bzImage, modules built
+    # A kernel build tree (local:, debian-src:): booted from its image, modules built
     # against it on the host; the root is then the suite's base root, with no kernel.
     tree: Optional[Path] = None
     extra_packages: tuple[str, ...] = ()  # a project's [guest] packages, part of packages: a root of their own
@@ -150,11 +152,7 @@ class ResolvedKernel:
     @property
     def kernel_id(self) -> str:
         """Stable, filesystem-safe name: used for cache and results directories."""
-        if self.spec.source == "local":
-            return f"local-{self.release}"
-        if self.spec.source == "debian-src":
-            return f"debian-src-{self.spec.suite}-{self.spec.flavour}-{self.release}"
-        return f"{self.spec.source}-{self.spec.suite}-{self.release}"
+        return self.spec.kernel_id(self.release)
 
 
 @dataclass(frozen=True)

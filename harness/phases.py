@@ -24,8 +24,9 @@ from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Sink, phase
 from harness.guest import vng
 from harness.guest.transport import GuestRequest, GuestRun, Transport
-from harness.kernel import apt, modbuild, roots, spec, trees
+from harness.kernel import apt, modbuild, registry, roots, spec, trees
 from harness.kernel.roots import foreign_root
+from harness.kernel.source import Archive, Resolution
 from harness.model import Accel, BuildIn, KernelSpec, Phase, ResolvedKernel, Timeouts, Verdict
 from harness.outcomes import SplatReport
 from harness.project import Project, load_project
@@ -136,7 +137,7 @@ def load_rules(path: Optional[Path] = None) -> tuple[splat.SplatRule, ...]:
 
 
 def _build_in(requested: str, chosen: Accel, kspec: KernelSpec) -> BuildIn:
-    if kspec.source in ("local", "debian-src"):
+    if registry.of(kspec).tree:
         # The tree is on the host; the guest sees only the root.
         if requested == "guest":
             raise UsageError(f"--build-in guest does not work with {kspec}: its kernel tree is on the host",
@@ -148,30 +149,24 @@ def _build_in(requested: str, chosen: Accel, kspec: KernelSpec) -> BuildIn:
 
 
 def resolve(s: Setup, req: RunRequest, sink: Sink, done: Phases) -> ResolvedKernel:
-    """The spec, resolved to concrete packages (and for ``debian-src:``, built)."""
-    where = "" if s.spec.source == "local" else f" at {s.mirror.debian}"
-    with phase(sink, done, "resolve", f"{s.spec}{where}"):
-        kernel, src, index = resolve_spec(s.spec, s.mirror, s.cache, 0 if req.refresh else apt.index_ttl(),
-                                          req.timeouts)
-    if src is not None:
-        assert index is not None
-        with phase(sink, done, "kernel", f"{s.spec}: {src.package} {src.version} built with {trees.HOST_COMPILER}"):
-            kernel = trees.ensure_built(src, index, s.cache, sink, req.timeouts.kernel)
+    """The spec, resolved by its source to a concrete kernel (built first, when it is one to build)."""
+    source = registry.of(s.spec)
+    where = source.origin(s.spec, s.mirror)
+    with phase(sink, done, "resolve", f"{s.spec}" + (f" {where}" if where else "")):
+        got = resolve_spec(s.spec, s.mirror, s.cache, 0 if req.refresh else apt.index_ttl(), req.timeouts)
+    kernel = got.kernel
+    if got.pending is not None:
+        with phase(sink, done, "kernel", f"{s.spec}: {got.pending.describe()}"):
+            kernel = got.pending.build(s.cache, sink, req.timeouts.kernel)
     assert kernel is not None
     sink(Note(f"    {s.spec} is {kernel.release} ({kernel.package_version}, {kernel.compiler})"))
     return kernel
 
 
 def resolve_spec(kspec: KernelSpec, mirror: apt.Mirror, cache: Path, ttl: float, timeouts: Timeouts = Timeouts()
-                 ) -> tuple[Optional[ResolvedKernel], Optional[trees.SourceKernel], Optional[apt.AptIndex]]:
-    """A spec -> (the kernel, or the source kernel still to build, and the index used)."""
-    if kspec.source == "local":
-        return trees.local_kernel(kspec), None, None
-    index = apt.AptIndex(cache, kspec.suite, mirror, timeouts, arch=kspec.arch)
-    index.update(ttl=ttl)
-    if kspec.source == "debian-src":
-        return None, trees.resolve_source(kspec, index), index
-    return apt.resolve(kspec, index), None, index
+                 ) -> Resolution:
+    """A spec -> the kernel its source resolves it to, or the one still to build."""
+    return registry.of(kspec).resolve(kspec, Archive(mirror, cache, ttl, timeouts))
 
 
 def root(s: Setup, kernel: ResolvedKernel, req: RunRequest, sink: Sink, done: Phases) -> roots.Root:
@@ -185,7 +180,7 @@ def root(s: Setup, kernel: ResolvedKernel, req: RunRequest, sink: Sink, done: Ph
         if kernel.tree is None:
             return r
         try:
-            return replace(r, modules=trees.tree_modules(kernel.tree, s.cache, sink, req.timeouts.modules_install))
+            return replace(r, modules=trees.tree_modules(kernel, s.cache, sink, req.timeouts.modules_install))
         except InfraError as e:
             # The module under test is loaded by path: without the tree's own modules
             # the run still means something, but say what the guest lacks.
@@ -202,7 +197,7 @@ def build(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sink, d
     if s.build_in is BuildIn.GUEST:
         return None
     names = ", ".join(f"{m}.ko" for m in breq.modules)
-    with phase(sink, done, "build", f"{names} with {r.kernel.compiler}") as mark:
+    with phase(sink, done, "build", f"{names} with {r.compiler}") as mark:
         if coverage_on(r):
             sink(Note("    built with GCOV_PROFILE=y: the kernel has gcov (CONFIG_GCOV_KERNEL)"))
         built = modbuild.build_cached(breq, run_dir / "build", s.cache, sink)
@@ -265,7 +260,7 @@ def vm_config(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sin
     return vng.VmConfig(vmlinuz=r.image, root=r.path, run_dir=run_dir, project_dir=s.project.root,
                         accel=s.accel, cpus=req.cpus, append=config_params(r, sink) + req.append,
                         console_level=req.console_level, modules_dir=r.modules,
-                        arch=r.kernel.spec.arch if foreign_root(r.kernel) else None)
+                        arch=arches.get(r.kernel.spec.arch) if foreign_root(r.kernel) else None)
 
 
 def config_params(r: roots.Root, sink: Sink) -> tuple[str, ...]:

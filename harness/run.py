@@ -242,7 +242,7 @@ def execute(s: Setup, r: Root, run_dir: Path, out_dir: Path, req: RunRequest, so
         got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
                                       got.built.kos if got.built else None, console)
     if any(st.kind == contract.COVERAGE for st in plan.steps):
-        got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
+        got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.compiler,
                                        exclude=[f"{m}.c" for m in s.project.kunit.modules])
         sink(Note("    " + report.coverage_line(got.coverage)))
     return greq

@@ -100,7 +100,7 @@ def wait_no_qemu(tag, seconds: float = 15) -> set[int]:
 
 
 # pytester gives each child session a HOME of its own, and with it a cache of its own: child
-# sessions that boot guests would make every root anew (over 15 minutes for an arm64 one).
+# sessions that boot guests would make every root anew (over 15 minutes for an arm64 or riscv64 one).
 HOST_CACHE = cache_dir()  # at import: before any fixture moves HOME
 
 
@@ -127,7 +127,7 @@ def own_tmp(tmp_path, monkeypatch):
 
 # A file's tests run on one worker, in order: what a module-scoped fixture makes (a private cache's
 # root, one VM timeout run, the installed wheel, the plugin's session guest) is made once. Guests far
-# slower than the default one (KASAN, arm64) are not among them: their tests have their own make
+# slower than the default one (KASAN, other architectures) are not among them: their tests have their own make
 # targets, run one at a time (two KASAN guests at once, one vCPU each, ran steps past their limits).
 # (--dist loadgroup with xdist_group marks would say the same per test, but with pytest 9.2 and
 # xdist 3.8 it did not group at all.)
@@ -169,34 +169,34 @@ def built_kernel_or_skip(spec_text: str, env: str, target: str) -> str:
     (its make ``target`` builds it first); otherwise the test is skipped, saying how to get it."""
     if os.environ.get(env) == "1":
         return spec_text
-    from harness.kernel import apt, spec, trees
+    from harness.kernel import apt, spec
     from harness.phases import resolve_spec
 
-    _, src, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl())
-    if src is None or trees.cached(src, cache_dir()) is None:
+    src = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(), apt.index_ttl()).pending
+    if src is None or not src.cached(cache_dir()):
         pytest.skip(f"{spec_text} is not built yet: `make {target}` builds it (~20 min) and runs these")
     return spec_text
 
 
-SKIP_NO_ARM64_ROOT = "is not made yet: `make test-arm64` makes it"
+SKIP_NO_FOREIGN_ROOT = "is not made yet: `make test-arches` makes it"
 
 
 def foreign_root_or_skip(spec_text: str) -> str:
-    """An arm64 kernel whose root is cached, or when HARNESS_ARM64=1 asks for it (`make test-arm64`
-    makes the root first, ~10-16 min through qemu-user); otherwise the test is skipped, saying how.
-    .ci/run runs these tests only where the roots are cached: made on a fresh machine beside the
-    sanitizer kernel, they would not fit CI's 90 minutes."""
-    if os.environ.get("HARNESS_ARM64") == "1":
+    """A kernel of another architecture whose root is cached, or when HARNESS_ARCHES=1 asks for it
+    (`make test-arches` makes the root first, 10-25 min through qemu-user); otherwise the test is
+    skipped, saying how. .ci/run runs these tests only where the roots are cached: made on a fresh
+    machine beside the sanitizer kernel, they would not fit CI's 90 minutes."""
+    if os.environ.get("HARNESS_ARCHES") == "1":
         return spec_text
     from harness.kernel import apt, roots, spec
     from harness.phases import resolve_spec
 
-    kernel, _, _ = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(),
-                                apt.index_ttl())
+    kernel = resolve_spec(spec.parse_spec(spec_text), apt.Mirror.from_env(None, ()), cache_dir(),
+                          apt.index_ttl()).kernel
     assert kernel is not None
     root = cache_dir() / "roots" / roots.root_key(kernel)
     if not root.is_dir() or roots.check_root(root, kernel) is not None:
-        pytest.skip(f"the root of {spec_text} {SKIP_NO_ARM64_ROOT}")
+        pytest.skip(f"the root of {spec_text} {SKIP_NO_FOREIGN_ROOT}")
     return spec_text
 
 

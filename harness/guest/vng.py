@@ -49,8 +49,8 @@ class VmConfig:
     # module's stack-overflow panic never reached it (tests/vm/test_faults_vm.py): the
     # default stays at virtme-ng's 7; lowering it is a choice for throughput runs.
     console_level: int = 7
-    # virtme-ng's --arch (Debian's name) for a guest of another architecture than the host's; None: the host's.
-    arch: Optional[str] = None
+    # A guest of another architecture than the host's (virtme-ng's --arch); None: the host's.
+    arch: Optional[Arch] = None
 
 
 # console.log keeps its first 32 Mi characters and its last 2 Mi (textlog.CappedLog): a
@@ -62,8 +62,6 @@ CONSOLE_TAIL = 2 << 20
 def console_log(path: Path) -> CappedLog:
     return CappedLog(path, CONSOLE_HEAD, CONSOLE_TAIL)
 
-
-X86_MACHINE = "-machine q35"
 
 # Kernel parameters every harness boot gets, each for a reason:
 BASE_APPEND = (
@@ -122,15 +120,12 @@ def vng_argv(vng: str, cfg: VmConfig, command: str, ssh_port: Optional[int] = No
     if cfg.modules_dir is not None:
         argv += ["--rodir", f"{GUEST_MODULES_DIR}={cfg.modules_dir}"]
     if cfg.arch is not None:
-        argv += ["--arch", cfg.arch]
+        argv += ["--arch", cfg.arch.vng]
     if cfg.accel is Accel.TCG:
         argv.append("--disable-kvm")
-    if cfg.arch is None and arches.host().name == "amd64":
-        # One machine whichever accelerator runs the guest: virtme-ng gives TCG q35 and KVM QEMU's
-        # default (i440fx), and ACPI and PCI differ between them (\_SB.PCI0's _HID, the PCI
-        # topology): a step reading them would pass under one and fail under the other. q35 is
-        # what every TCG run here has been measured on.
-        argv.append(f"--qemu-opts={X86_MACHINE}")  # one word: argparse takes "-machine" for an option
+    machine = (cfg.arch or arches.host()).qemu_machine
+    if machine is not None:  # one machine whichever accelerator runs the guest (harness/arches.py says why)
+        argv.append(f"--qemu-opts=-machine {machine}")  # one word: argparse takes "-machine" for an option
     # After virtme-ng's own loglevel=7: the last one wins.
     for a in appended(cfg):
         argv += ["--append", a]

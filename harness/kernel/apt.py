@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
-from harness import procs
+from harness import arches, procs
 from harness.errors import InfraError, PhaseTimeout, UsageError
-from harness.kernel.spec import DEFAULT_RELEASE, SUITES
+from harness.kernel.suites import DEFAULT_RELEASE, SUITES
 from harness.locks import locked, write_atomic
 from harness.model import KernelSpec, ResolvedKernel, Timeouts
 
@@ -135,8 +135,8 @@ class AptIndex:
     """A private apt state for one suite and architecture: ``update`` once, then query packages."""
 
     def __init__(self, cache_dir: Path, suite: str, mirror: Mirror, timeouts: Timeouts = Timeouts(),
-                 arch: str = "amd64"):
-        self.dir = cache_dir / "apt" / (suite if arch == "amd64" else f"{suite}-{arch}")
+                 arch: str = arches.UNWRITTEN):
+        self.dir = cache_dir / "apt" / (suite if arch == arches.UNWRITTEN else f"{suite}-{arch}")
         self.suite = suite
         self.arch = arch
         self.mirror = mirror
@@ -313,7 +313,7 @@ def compiler_from_depends(depends: str) -> Optional[str]:
 
 def resolve(spec: KernelSpec, index: PackageIndex) -> ResolvedKernel:
     """Resolve a spec to concrete package names and versions (needs ``index.update()``)."""
-    arch = spec.arch
+    arch = arches.get(spec.arch).flavour  # linux-image-FLAVOUR; its releases end in -FLAVOUR
     if spec.pin:
         release = f"{spec.pin}-{arch}"
         image = index.show(f"linux-image-{release}")

@@ -62,11 +62,11 @@ def make_argv(root: Root, build_dir: str, options: BuildOptions = BuildOptions()
     """The build command: kbuild on the directory (its Kbuild, or its Makefile's obj-m), or the
     project's own command with the placeholders filled in."""
     if options.command is not None:
-        values = {"{headers}": root.headers, "{cc}": root.kernel.compiler, "{release}": root.kernel.release,
+        values = {"{headers}": root.headers, "{cc}": root.compiler, "{release}": root.kernel.release,
                   "{src}": build_dir}
         return [_fill(a, values) for a in options.command] + list(options.args)
     return (["make", "-C", root.headers, f"M={build_dir}"] + (["W=1"] if options.w1 else [])
-            + [f"CC={root.kernel.compiler}", *options.args, "modules"])
+            + [f"CC={root.compiler}", *options.args, "modules"])
 
 
 def _fill(arg: str, values: dict[str, str]) -> str:
@@ -85,10 +85,10 @@ def source_key(req: BuildRequest) -> str:
     h = hashlib.sha256()
     for rel, real in req.files():
         h.update(rel.encode() + b"\0" + real.read_bytes() + b"\0")
-    root, tree = req.root, req.root.kernel.tree
+    root = req.root
     h.update(json.dumps([CACHE_FORMAT, list(req.modules), root.path.name, root.kernel.release,
-                         root.kernel.package_version, root.kernel.compiler, make_argv(root, "/tmp/build", req.options),
-                         trees.tree_fingerprint(tree) if tree is not None else None]).encode())
+                         root.kernel.package_version, root.compiler, make_argv(root, "/tmp/build", req.options),
+                         trees.tree_fingerprint(root.kernel) if root.kernel.tree is not None else None]).encode())
     return h.hexdigest()[:16]
 
 

@@ -1,8 +1,10 @@
 """Minimal Debian roots, one per kernel, made with mmdebstrap and cached.
 
-A root holds the kernel image, its modules, headers and kbuild at their
-canonical paths (their Makefiles hold absolute paths), the suite's own gcc,
-and what virtme-ng's guest init needs. Roots are made in a temporary directory
+A kernel's source (harness/kernel/registry.py) says which root it needs. A
+packaged kernel's root holds the kernel image, its modules, headers and kbuild
+at their canonical paths (their Makefiles hold absolute paths), the suite's own
+gcc, and what virtme-ng's guest init needs; a kernel tree's is its suite's base
+root, without a kernel. Roots are made in a temporary directory
 beside the cache entry and renamed into place only when complete and checked,
 under a lock, so a crash, a full disk or a second harness never leaves or uses
 a half-made root. A manifest records the kernel image's size and hash so a
@@ -24,7 +26,7 @@ from harness import arches, procs
 from harness.cache import cache_dir, read_manifest, sha256_file
 from harness.errors import InfraError, UsageError
 from harness.events import Note, Progress, Sink
-from harness.kernel import pvh
+from harness.kernel import pvh, registry
 from harness.kernel.apt import Mirror
 from harness.kernel.cuts import (
     BLACKLIST_FILE,
@@ -34,7 +36,7 @@ from harness.kernel.cuts import (
     apply_startup_cuts,
     install_udev_shim,
 )
-from harness.kernel.spec import DEFAULT_RELEASE
+from harness.kernel.suites import DEFAULT_RELEASE
 from harness.locks import atomic_dir, locked, remove_tree
 from harness.model import ResolvedKernel
 
@@ -66,10 +68,8 @@ class Root:
 
     @property
     def vmlinuz(self) -> Path:
-        """The kernel image: a tree's bzImage (virtme-ng then reads the tree's .config), or the root's."""
-        if self.kernel.tree is not None:
-            return self.kernel.tree / "arch/x86/boot/bzImage"
-        return find_vmlinuz(self.path, self.kernel.release)
+        """The kernel image its source names: the root's, or its tree's."""
+        return registry.of(self.kernel.spec).boot_image(self.kernel, self.path)
 
     @property
     def image(self) -> Path:
@@ -79,14 +79,16 @@ class Root:
     @property
     def headers(self) -> str:
         """What modules are built against: the headers inside the root, or the kernel tree on the host."""
-        if self.kernel.tree is not None:
-            return str(self.kernel.tree)
-        return f"/usr/src/linux-headers-{self.kernel.release}"
+        return registry.of(self.kernel.spec).headers(self.kernel)
+
+    @property
+    def compiler(self) -> str:
+        """The compiler modules are built with: the root's, or the host's for a kernel tree."""
+        return registry.of(self.kernel.spec).compiler(self.kernel)
 
     def config(self) -> str:
         """The kernel's .config: a tree's own, or the one Debian installs beside its image ("" if none)."""
-        path = (self.kernel.tree / ".config" if self.kernel.tree is not None
-                else self.path / "boot" / f"config-{self.kernel.release}")
+        path = registry.of(self.kernel.spec).config(self.kernel, self.path)
         return path.read_text(errors="replace") if path.is_file() else ""
 
     def has(self, option: str) -> bool:
@@ -94,20 +96,18 @@ class Root:
         return re.search(rf"^CONFIG_{option}=[ym]$", self.config(), re.MULTILINE) is not None
 
 
-def find_vmlinuz(root: Path, release: str) -> Path:
-    for rel in (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz", f"lib/modules/{release}/vmlinuz"):
-        if (root / rel).is_file():
-            return root / rel
-    raise InfraError(f"no kernel image for {release} in {root}")
+def base_root(kernel: ResolvedKernel) -> bool:
+    """Whether the kernel boots with its suite's base root (a kernel tree's: no kernel inside)."""
+    return registry.of(kernel.spec).root(kernel).base
 
 
 def root_packages(kernel: ResolvedKernel) -> list[str]:
-    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's (packages: extras only)
-        return sorted(set(BASE_PACKAGES) | set(kernel.packages))
+    """What the kernel brings (its packages and compiler; a base root's: a project's extras only) and
+    what every root gets."""
     base = set(BASE_PACKAGES)
     if foreign_root(kernel):  # virtme-ng's initramfs takes the root's busybox, which must be static
         base = base - {"busybox"} | {"busybox-static"}
-    return sorted(set(kernel.packages) | {kernel.compiler} | base)
+    return sorted(set(registry.of(kernel.spec).root(kernel).packages) | base)
 
 
 def foreign_root(kernel: ResolvedKernel) -> bool:
@@ -128,7 +128,7 @@ DIVERT_INITRAMFS = (
 
 
 def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
-    return GUEST_MOUNTS + (BASE_MOUNTS if kernel.tree is not None else ())
+    return GUEST_MOUNTS + (BASE_MOUNTS if base_root(kernel) else ())
 
 
 def with_packages(kernel: ResolvedKernel, extra: tuple[str, ...]) -> ResolvedKernel:
@@ -143,7 +143,7 @@ def with_packages(kernel: ResolvedKernel, extra: tuple[str, ...]) -> ResolvedKer
 def root_key(kernel: ResolvedKernel) -> str:
     layer = ("+" + hashlib.sha256(" ".join(kernel.extra_packages).encode()).hexdigest()[:8]
              if kernel.extra_packages else "")
-    if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
+    if base_root(kernel):  # every tree kernel of a suite shares that suite's base root
         h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS,
                                        UDEV_SHIM_VERSION]).encode())
         return f"base-{kernel.spec.suite}{layer}-{h.hexdigest()[:10]}"
@@ -159,10 +159,10 @@ def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...
     kernel_parts = {
         "headers Makefile": (root / f"usr/src/linux-headers-{r}/Makefile",),
         "modules.dep": (root / f"lib/modules/{r}/modules.dep", root / f"usr/lib/modules/{r}/modules.dep"),
-        "compiler": (root / f"usr/bin/{kernel.compiler}",),
+        "compiler": (root / f"usr/bin/{Root(root, kernel).compiler}",),
     }
     return {
-        **(kernel_parts if kernel.tree is None else {}),
+        **({} if base_root(kernel) else kernel_parts),
         "python3": (root / "usr/bin/python3",),
         "udevadm": (root / "usr/bin/udevadm", root / "bin/udevadm"),
         "module blacklist": (root / BLACKLIST_FILE,),
@@ -172,8 +172,8 @@ def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...
 
 def write_manifest(root: Path, kernel: ResolvedKernel) -> None:
     manifest: dict = {"format": ROOT_FORMAT, "packages": root_packages(kernel)}
-    if kernel.tree is None:
-        img = find_vmlinuz(root, kernel.release)
+    if not base_root(kernel):
+        img = Root(root, kernel).vmlinuz
         manifest.update({
             "kernel": str(kernel.spec),
             "release": kernel.release,
@@ -192,7 +192,7 @@ def check_root(root: Path, kernel: ResolvedKernel) -> Optional[str]:
     manifest, problem = read_manifest(root / MANIFEST)
     if manifest is None:
         return problem
-    if kernel.tree is not None:
+    if base_root(kernel):
         if manifest.get("base") != kernel.spec.suite:
             return f"not a base root of {kernel.spec.suite}"
     else:
@@ -243,69 +243,15 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
 
 
 def with_boot_image(r: Root, sink: Sink) -> Root:
-    """An x86 Debian kernel boots through PVH (kernel/pvh.py): its unpacked image is made once,
-    beside the packaged one; the root's lock is held."""
-    if r.kernel.tree is not None or r.kernel.spec.arch != "amd64":
+    """A packaged kernel of an architecture whose images boot through PVH (x86: kernel/pvh.py)
+    gets its unpacked image, made once beside the packaged one; the root's lock is held."""
+    if base_root(r.kernel) or not arches.get(r.kernel.spec.arch).pvh:
         return r
     image, why = pvh.boot_image(r.vmlinuz)
     if why:
         sink(Note(f"    {why}"))
         return r
     return replace(r, boot=image)
-
-
-UNFINISHED_AGE = 6 * 3600  # a .tmp-* entry older than this belongs to no running build
-
-
-def stale_roots(roots: Path, now: Optional[float] = None) -> list[tuple[Path, str]]:
-    """Roots this harness would never use again, each with the reason.
-
-    Made with another root format; no manifest (a foreign or broken entry); a
-    leftover of an interrupted build (``.tmp-*``, older than UNFINISHED_AGE); or
-    superseded: for each kernel (the key without its hash), every root but the one
-    used last. Use is read from the entry's lock file, which every run rewrites
-    when it takes the lock.
-    """
-    now = time.time() if now is None else now
-    out: list[tuple[Path, str]] = []
-    current: dict[str, list[Path]] = {}
-    for d in sorted(roots.iterdir()) if roots.is_dir() else []:
-        if not d.is_dir():
-            continue
-        if d.name.startswith(".tmp-"):
-            if now - d.stat().st_mtime > UNFINISHED_AGE:
-                out.append((d, "left by an interrupted build"))
-            continue
-        manifest, problem = read_manifest(d / MANIFEST)
-        if manifest is None:
-            out.append((d, problem or "no manifest"))
-        elif manifest.get("format") != ROOT_FORMAT:
-            out.append((d, f"made with root format {manifest.get('format')}; this harness makes {ROOT_FORMAT}"))
-        else:
-            current.setdefault(d.name.rsplit("-", 1)[0], []).append(d)
-    for entries in current.values():
-        entries.sort(key=lambda d: _last_used(roots, d), reverse=True)
-        out += [(d, f"superseded by {entries[0].name} (used later)") for d in entries[1:]]
-    return out
-
-
-def _last_used(roots: Path, d: Path) -> float:
-    lock = roots / f"{d.name}.lock"
-    return lock.stat().st_mtime if lock.exists() else (d / MANIFEST).stat().st_mtime
-
-
-def remove_root(d: Path) -> list[str]:
-    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile);
-    returns what could not be deleted (see locks.remove_tree: mounts are undone, never entered)."""
-    key = d.name[len(".tmp-"):].rsplit("-", 1)[0] if d.name.startswith(".tmp-") else d.name  # .tmp-KEY-XXXX
-    lock = d.parent / f"{key}.lock"
-    with locked(lock):
-        left = remove_tree(d)
-        if not d.name.startswith(".tmp-"):
-            (d.parent / f"{d.name}.log").unlink(missing_ok=True)
-    if not d.name.startswith(".tmp-"):
-        lock.unlink(missing_ok=True)
-    return left
 
 
 def _remove_leftovers(roots: Path, key: str, sink: Sink) -> None:
@@ -356,7 +302,7 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
                 hint=_mmdebstrap_hint(res.stderr),
             )
         apply_startup_cuts(tmp)
-        if kernel.tree is not None:
+        if base_root(kernel):
             install_udev_shim(tmp)
         elif foreign_root(kernel):
             install_udev_shim(tmp, foreign=True)

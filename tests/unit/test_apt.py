@@ -8,7 +8,8 @@ import pytest
 from harness import procs
 from harness.errors import InfraError
 from harness.kernel import apt
-from harness.model import KernelSpec, Timeouts
+from harness.kernel.debian import DebianSpec
+from harness.model import Timeouts
 
 from conftest import DATA
 
@@ -26,7 +27,7 @@ class RecordedIndex:
 
 
 def test_resolve_current_kernel_from_recorded_index():
-    k = apt.resolve(KernelSpec("debian", "bookworm"), RecordedIndex("bookworm"))
+    k = apt.resolve(DebianSpec("debian", "bookworm"), RecordedIndex("bookworm"))
     assert k.release == "6.1.0-56-amd64"
     assert k.package_version == "6.1.192-2"
     assert k.compiler == "gcc-12"
@@ -34,13 +35,13 @@ def test_resolve_current_kernel_from_recorded_index():
 
 
 def test_resolve_pinned_kernel():
-    k = apt.resolve(KernelSpec("debian", "bookworm", "6.1.0-56"), RecordedIndex("bookworm"))
+    k = apt.resolve(DebianSpec("debian", "bookworm", "6.1.0-56"), RecordedIndex("bookworm"))
     assert k.release == "6.1.0-56-amd64"
 
 
 def test_unknown_pinned_version_names_package_and_mirror():
     with pytest.raises(InfraError, match=r"linux-image-6\.1\.0-1-amd64 .*deb\.debian\.org"):
-        apt.resolve(KernelSpec("debian", "bookworm", "6.1.0-1"), RecordedIndex("bookworm"))
+        apt.resolve(DebianSpec("debian", "bookworm", "6.1.0-1"), RecordedIndex("bookworm"))
 
 
 @pytest.mark.parametrize("depends, gcc", [

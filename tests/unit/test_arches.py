@@ -1,6 +1,8 @@
 """Guests of another architecture (harness.arches): specs, the archive, roots, QEMU, the accelerator."""
 
+import ast
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,15 @@ from harness.accel import AccelFacts, choose
 from harness.errors import InfraError, UsageError
 from harness.guest import vng
 from harness.kernel import apt, cuts, roots, spec
-from harness.model import Accel, KernelSpec, ResolvedKernel
+from harness.kernel.debian import DebianSpec
+from harness.model import Accel, ResolvedKernel
 
-ARM64 = KernelSpec("debian", "bookworm", arch="arm64")
+from conftest import REPO
+
+ARM64 = DebianSpec("debian", "bookworm", arch="arm64")
 ARM64_KERNEL = ResolvedKernel(ARM64, "6.1.0-57-arm64", "6.1.192-3",
                               ("linux-image-6.1.0-57-arm64", "linux-headers-6.1.0-57-arm64"), "gcc-12")
-AMD64_KERNEL = ResolvedKernel(KernelSpec("debian", "bookworm"), "6.1.0-57-amd64", "6.1.192-3",
+AMD64_KERNEL = ResolvedKernel(DebianSpec("debian", "bookworm"), "6.1.0-57-amd64", "6.1.192-3",
                               ("linux-image-6.1.0-57-amd64", "linux-headers-6.1.0-57-amd64"), "gcc-12")
 
 
@@ -44,7 +49,7 @@ def test_arch_option_and_spec_fold_into_one_written_form():
     assert spec.with_arch("debian:trixie", "amd64") == "debian:trixie"
     with pytest.raises(UsageError, match="names arm64, --arch amd64"):
         spec.with_arch("debian:trixie:arm64", "amd64")
-    with pytest.raises(UsageError, match="only debian: kernels"):
+    with pytest.raises(UsageError, match="kernels come for this host.s architecture only"):
         spec.with_arch("debian-src:trixie+kasan", "arm64")
     with pytest.raises(UsageError, match="'mips': unknown architecture; known: amd64, arm64"):
         spec.parse_spec("debian:bookworm:mips")
@@ -56,6 +61,19 @@ def test_the_suites_arm64_kernel_is_resolved_from_the_arm64_index():
     assert (k.release, k.package_version, k.compiler) == ("6.1.0-57-arm64", "6.1.192-3", "gcc-12")
     assert k.packages == ("linux-image-6.1.0-57-arm64", "linux-headers-6.1.0-57-arm64")
     assert k.kernel_id == "debian-bookworm-6.1.0-57-arm64"
+
+
+def test_trixies_riscv64_kernel_is_resolved_from_the_riscv64_index(tmp_path):
+    """tests/data/apt/trixie-riscv64: apt-cache show from trixie's riscv64 index, 2026-12-05. Debian
+    installs its image as /boot/vmlinux-RELEASE (an Image with an EFI stub), not vmlinuz."""
+    k = apt.resolve(DebianSpec("debian", "trixie", arch="riscv64"), RecordedIndex("trixie-riscv64"))
+    assert (k.release, k.package_version, k.compiler) == ("6.12.118+deb13-riscv64", "6.12.118-1", "gcc-14")
+    assert k.kernel_id == "debian-trixie-6.12.118+deb13-riscv64"
+    assert str(k.spec) == "debian:trixie:riscv64"
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / f"vmlinux-{k.release}").write_bytes(b"MZ")
+    assert roots.Root(tmp_path, k).vmlinuz == tmp_path / "boot" / f"vmlinux-{k.release}"
+    assert not arches.ARCHES["riscv64"].pvh  # booted as Debian ships it
 
 
 def test_each_architecture_has_its_own_apt_index(tmp_path):
@@ -124,7 +142,7 @@ def test_a_foreign_guest_runs_under_tcg_and_never_kvm():
 
 def test_virtme_ng_is_told_the_guests_architecture():
     cfg = vng.VmConfig(vmlinuz=Path("/r/boot/vmlinuz-6.1.0-57-arm64"), root=Path("/r"), run_dir=Path("/t"),
-                       project_dir=Path("/p"), accel=Accel.TCG, arch="arm64")
+                       project_dir=Path("/p"), accel=Accel.TCG, arch=arches.ARCHES["arm64"])
     argv = vng.vng_argv("vng", cfg, "true")
     assert argv[argv.index("--arch") + 1] == "arm64"
 
@@ -150,7 +168,7 @@ def test_matrix_entries_take_an_arch(tmp_path):
 @pytest.mark.parametrize("argv, words", [
     (["run", "--arch", "sparc"], "'sparc': unknown architecture"),
     (["run", "--arch", "arm64", "--accel", "kvm"], "KVM runs only the host's architecture"),
-    (["run", "--kernel", "debian-src:trixie+kasan", "--arch", "arm64"], "only debian: kernels"),
+    (["run", "--kernel", "debian-src:trixie+kasan", "--arch", "arm64"], "host's architecture only"),
 ])
 def test_bad_architecture_requests_are_usage_errors(argv, words, capsys, tmp_path):
     code = cli.main(argv + ["--results", str(tmp_path / "r")])
@@ -181,3 +199,48 @@ def test_a_foreign_roots_udev_shim_loads_modules_by_modalias(tmp_path, merged):
     assert not os.readlink(udevd).startswith("/")
     target = os.path.normpath(udevd.parent.resolve() / os.readlink(udevd))
     assert target == str(tmp_path / "usr/lib/kmod-harness/udevadm")
+
+
+@pytest.mark.parametrize("arch", arches.ARCHES.values(), ids=lambda a: a.name)
+def test_the_table_agrees_with_virtme_ng(arch):
+    """virtme-ng boots each architecture its own way: the emulator it starts, the image it takes
+    from a tree and the console it gives the kernel are the ones the table says."""
+    from virtme import architectures
+
+    theirs = architectures.get(arch.vng)
+    assert type(theirs) is not architectures.Arch_unknown, f"virtme-ng has no --arch {arch.vng}"
+    assert f"qemu-system-{theirs.qemuname}" == arch.qemu
+    assert theirs.kimg_path() == arch.tree_image
+    assert theirs.serial_console_args() == [arch.console]
+
+
+def fact_values(arch: arches.Arch) -> set[str]:
+    """An architecture's facts as the strings a module would write (not its image's file names, which
+    are also words of kernel/pvh.py's x86-only boot)."""
+    return {arch.name, arch.machine, arch.flavour, arch.qemu, arch.qemu_package, arch.binfmt, arch.vng,
+            arch.tree_image, arch.console} | ({arch.qemu_machine} if arch.qemu_machine else set())
+
+
+def test_no_module_but_the_table_names_an_architectures_facts():
+    """Adding an architecture is a row of harness/arches.py: no other module of the harness holds
+    a string that is one of an architecture's facts."""
+    facts = set().union(*(fact_values(a) for a in arches.ARCHES.values()))
+    found = []
+    for path in (REPO / "harness").rglob("*.py"):
+        if path == REPO / "harness" / "arches.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in facts:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
+@pytest.mark.parametrize("arch", [a for a in arches.ARCHES.values() if a.name != "amd64"], ids=lambda a: a.name)
+def test_make_setup_installs_and_registers_what_a_foreign_architecture_needs(arch):
+    """On these x86_64 machines every other architecture is foreign: `make setup` installs its
+    emulator and registers its qemu-user binfmt entry."""
+    makefile = (REPO / "Makefile").read_text()
+    packages = re.search(r"^ARCH_PACKAGES := (.*)$", makefile, re.M)
+    binfmts = re.search(r"^BINFMTS := (.*)$", makefile, re.M)
+    assert packages and arch.qemu_package in packages.group(1).split() and "qemu-user-static" in packages.group(1)
+    assert binfmts and arch.binfmt in binfmts.group(1).split()

@@ -21,9 +21,10 @@ from conftest import REPO
 ENTRIES = matrix.load_matrix()  # the packaged vm/kernels.toml
 
 
-def test_default_matrix_is_the_five_debian_kernels_and_two_for_arm64():
+def test_default_matrix_is_the_five_debian_kernels_two_for_arm64_and_one_for_riscv64():
     assert [e.spec for e in ENTRIES] == ["debian:bullseye", "debian:bookworm", "debian:trixie", "debian:sid",
-                                         "debian:experimental", "debian:bookworm:arm64", "debian:trixie:arm64"]
+                                         "debian:experimental", "debian:bookworm:arm64", "debian:trixie:arm64",
+                                         "debian:trixie:riscv64"]
     sid = next(e for e in ENTRIES if e.spec == "debian:sid")
     assert sid.apt_options == ("Acquire::Check-Valid-Until=false",)
 

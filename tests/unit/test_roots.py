@@ -9,11 +9,13 @@ import pytest
 
 from harness import cache, events, locks
 from harness.errors import InfraError
-from harness.kernel import cuts, modbuild, roots
+from harness.kernel import cuts, modbuild, prune, roots
 from harness.kernel.apt import KEYRING, Mirror
-from harness.model import KernelSpec, ResolvedKernel
+from harness.kernel.debian import DebianSpec
+from harness.kernel.local import LocalSpec
+from harness.model import ResolvedKernel
 
-KERNEL = ResolvedKernel(KernelSpec("debian", "bookworm"), "6.1.0-56-amd64", "6.1.192-2",
+KERNEL = ResolvedKernel(DebianSpec("debian", "bookworm"), "6.1.0-56-amd64", "6.1.192-2",
                         ("linux-image-6.1.0-56-amd64", "linux-headers-6.1.0-56-amd64"), "gcc-12")
 
 
@@ -68,7 +70,7 @@ def test_usrmerged_image_location(tmp_path):
     p = root / f"usr/lib/modules/{KERNEL.release}/vmlinuz"
     p.parent.mkdir(parents=True)
     p.write_text("x")
-    assert roots.find_vmlinuz(root, KERNEL.release) == p
+    assert roots.Root(root, KERNEL).vmlinuz == p
 
 
 def test_key_changes_with_the_package_set():
@@ -106,12 +108,12 @@ def test_mmdebstrap_argv_names_packages_hooks_options_and_sources(tmp_path):
 
 
 def test_mmdebstrap_argv_pins_experimentals_kernel_and_makes_base_mount_points(tmp_path):
-    exp = ResolvedKernel(KernelSpec("debian", "experimental"), "7.0.0-1-amd64", "7.0-1~exp1",
+    exp = ResolvedKernel(DebianSpec("debian", "experimental"), "7.0.0-1-amd64", "7.0-1~exp1",
                          ("linux-image-7.0.0-1-amd64", "linux-headers-7.0.0-1-amd64"), "gcc-15")
     hooks = [a for a in roots.mmdebstrap_argv("mmdebstrap", exp, Mirror(), tmp_path) if a.startswith("--setup-hook=")]
     assert len(hooks) == 1 and "Package: src:linux" in hooks[0] and "Pin: release a=experimental" in hooks[0]
-    tree = ResolvedKernel(KernelSpec("local", "bookworm", path=str(tmp_path)), "6.12.118-virtme", "local tree",
-                          (), "gcc", tree=tmp_path)
+    tree = ResolvedKernel(LocalSpec("local", "bookworm", path=str(tmp_path), arch="amd64"), "6.12.118-virtme",
+                          "local tree", (), "gcc", tree=tmp_path)
     argv = roots.mmdebstrap_argv("mmdebstrap", tree, Mirror(), tmp_path / "t")
     assert '--customize-hook=mkdir -p "$1/lib/modules"' in argv
     assert not any(p.startswith(("linux-", "gcc")) for p in argv[3].removeprefix("--include=").split(","))
@@ -280,7 +282,7 @@ def test_stale_roots_are_old_formats_broken_unfinished_and_superseded(tmp_path):
     (cached / ".tmp-x-running").mkdir()
     os.utime(cached / ".tmp-x-running", (now - 60, now - 60))
 
-    stale = dict(roots.stale_roots(cached, now=now))
+    stale = dict(prune.stale_roots(cached, now=now))
     assert set(stale) == {older, old_format, broken, cached / ".tmp-x-old"}
     assert f"superseded by {live.name}" in stale[older]
     assert f"root format {roots.ROOT_FORMAT - 1}" in stale[old_format]
@@ -292,7 +294,7 @@ def test_stale_roots_are_old_formats_broken_unfinished_and_superseded(tmp_path):
 def test_removing_a_root_takes_its_log_and_lock_along(tmp_path):
     cached = tmp_path / "roots"
     d = _cached_root(cached, "base-bookworm-aaaaaaaaaa")
-    roots.remove_root(d)
+    prune.remove_root(d)
     assert list(cached.iterdir()) == []
 
 

@@ -4,14 +4,14 @@ import pytest
 
 from harness import resources
 from harness.errors import UsageError
-from harness.kernel import spec, trees
-from harness.model import KernelSpec
+from harness.kernel import debian_src, local, spec, trees
+from harness.kernel.debian import DebianSpec
 
 
 @pytest.mark.parametrize("text, kspec", [
-    ("debian:bookworm", KernelSpec("debian", "bookworm")),
-    ("debian:bookworm@6.1.0-56", KernelSpec("debian", "bookworm", "6.1.0-56")),
-    (" debian:trixie@6.12.57+deb13 ", KernelSpec("debian", "trixie", "6.12.57+deb13")),
+    ("debian:bookworm", DebianSpec("debian", "bookworm")),
+    ("debian:bookworm@6.1.0-56", DebianSpec("debian", "bookworm", "6.1.0-56")),
+    (" debian:trixie@6.12.57+deb13 ", DebianSpec("debian", "trixie", "6.12.57+deb13")),
 ])
 def test_valid_specs(text, kspec):
     assert spec.parse_spec(text) == kspec
@@ -33,9 +33,9 @@ def test_specs_for_trees_parse_and_print_back(tmp_path):
     s = spec.parse_spec("debian-src:trixie+kasan")
     assert (s.source, s.suite, s.flavour) == ("debian-src", "trixie", "kasan")
     assert str(s) == "debian-src:trixie+kasan"
-    local = spec.parse_spec(f"local:{tmp_path}/./")
-    assert (local.source, local.path, local.suite) == ("local", str(tmp_path), spec.LOCAL_ROOT_SUITE)
-    assert str(local) == f"local:{tmp_path}"
+    mine = spec.parse_spec(f"local:{tmp_path}/./")
+    assert (mine.source, mine.path, mine.suite) == ("local", str(tmp_path), local.ROOT_SUITE)
+    assert str(mine) == f"local:{tmp_path}"
 
 
 @pytest.mark.parametrize("text, words", [
@@ -63,10 +63,11 @@ def test_flavours_are_the_packaged_config_fragments():
 def test_flavours_join_and_their_configuration_is_theirs_in_order():
     s = spec.parse_spec("debian-src:trixie+kunit+gcov")
     assert s.flavour == "kunit+gcov" and str(s) == "debian-src:trixie+kunit+gcov"
-    text = trees.fragment_text("kunit+gcov")
+    text = debian_src.fragment_text("kunit+gcov")
     assert text == resources.config_fragment("kunit").read_text() + resources.config_fragment("gcov").read_text()
     opts = trees.fragment_options(text)
     assert opts["CONFIG_KUNIT"] == "y" and opts["CONFIG_GCOV_KERNEL"] == "y" and opts["CONFIG_GCOV_PROFILE_ALL"] == "n"
     # One flavour's configuration (and so its cache key) is its fragment alone, as before flavours joined.
-    assert trees.fragment_text("kasan") == resources.config_fragment("kasan").read_text()
-    assert trees.config_hash("kunit+gcov") != trees.config_hash("gcov+kunit") != trees.config_hash("kunit")
+    assert debian_src.fragment_text("kasan") == resources.config_fragment("kasan").read_text()
+    hashes = [debian_src.config_hash(f) for f in ("kunit+gcov", "gcov+kunit", "kunit")]
+    assert hashes[0] != hashes[1] != hashes[2]

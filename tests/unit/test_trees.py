@@ -6,17 +6,21 @@ from pathlib import Path
 import pytest
 from test_apt import RecordedIndex
 
-from harness import events, resources
+from harness import arches, events, resources
 from harness import kernels_cmd as manage
 from harness.errors import InfraError, UsageError
-from harness.kernel import cuts, modbuild, roots, spec, trees
-from harness.model import KernelSpec, ResolvedKernel
+from harness.kernel import cuts, debian_src, local, modbuild, roots, spec, trees
+from harness.kernel.debian import DebianSpec
+from harness.kernel.source import Resolution
+from harness.model import ResolvedKernel
+
+X86 = arches.ARCHES["amd64"]
 
 
 def fake_tree(tmp_path: Path, modules: bool = True, release: str = "6.12.118-virtme") -> Path:
     """The files a built tree is checked for (contents are stand-ins)."""
     tree = tmp_path / "linux"
-    for part in trees._TREE_PARTS:
+    for part in (*trees._TREE_PARTS, X86.tree_image):
         (tree / part).parent.mkdir(parents=True, exist_ok=True)
         (tree / part).write_text("x")
     (tree / ".config").write_text("CONFIG_MODULES=y\n" if modules else "# CONFIG_MODULES is not set\n")
@@ -26,7 +30,7 @@ def fake_tree(tmp_path: Path, modules: bool = True, release: str = "6.12.118-vir
 
 def test_a_built_tree_resolves_to_its_release(tmp_path):
     tree = fake_tree(tmp_path)
-    k = trees.local_kernel(spec.parse_spec(f"local:{tree}"))
+    k = local.local_kernel(spec.parse_spec(f"local:{tree}"))
     assert (k.release, k.tree, k.compiler) == ("6.12.118-virtme", tree, "gcc")
     assert k.kernel_id == "local-6.12.118-virtme"
     assert k.package_version.startswith("local tree")
@@ -40,20 +44,20 @@ def test_a_built_tree_resolves_to_its_release(tmp_path):
 def test_an_unbuilt_tree_is_a_usage_error_naming_the_part(tmp_path, missing, words):
     tree = fake_tree(tmp_path)
     (tree / missing).unlink()
-    assert words.replace("\\", "") in trees.check_tree(tree)
+    assert words.replace("\\", "") in trees.check_tree(tree, X86)
     with pytest.raises(UsageError, match=words):
-        trees.local_kernel(spec.parse_spec(f"local:{tree}"))
+        local.local_kernel(spec.parse_spec(f"local:{tree}"))
 
 
 def test_a_kernel_without_module_support_is_refused(tmp_path):
     tree = fake_tree(tmp_path, modules=False)
     with pytest.raises(UsageError, match="CONFIG_MODULES is not y"):
-        trees.local_kernel(spec.parse_spec(f"local:{tree}"))
+        local.local_kernel(spec.parse_spec(f"local:{tree}"))
 
 
 def test_tree_kernels_boot_the_bzimage_and_build_against_the_tree(tmp_path):
     tree = fake_tree(tmp_path)
-    k = trees.local_kernel(spec.parse_spec(f"local:{tree}"))
+    k = local.local_kernel(spec.parse_spec(f"local:{tree}"))
     root = roots.Root(tmp_path / "root", k)
     assert root.vmlinuz == tree / "arch/x86/boot/bzImage"
     argv = modbuild.make_argv(root, "/b")
@@ -61,15 +65,15 @@ def test_tree_kernels_boot_the_bzimage_and_build_against_the_tree(tmp_path):
 
 
 def test_tree_kernels_share_their_suites_base_root(tmp_path):
-    a = trees.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path / 'a')}"))
-    b = trees.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path / 'b', release='7.0.0')}"))
+    a = local.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path / 'a')}"))
+    b = local.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path / 'b', release='7.0.0')}"))
     assert roots.root_key(a) == roots.root_key(b)
     assert roots.root_key(a).startswith("base-bookworm-")
     assert not any(p.startswith(("linux-", "gcc")) for p in roots.root_packages(a))
 
 
 def test_a_base_root_needs_no_kernel_inside(tmp_path):
-    k = trees.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path)}"))
+    k = local.local_kernel(spec.parse_spec(f"local:{fake_tree(tmp_path)}"))
     root = tmp_path / "root"
     for rel in ("usr/bin/python3", "usr/bin/udevadm", cuts.BLACKLIST_FILE, cuts.CUTS_FILE):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -87,23 +91,23 @@ def test_a_base_root_needs_no_kernel_inside(tmp_path):
 
 def test_a_rebuilt_tree_changes_the_module_cache_key(tmp_path):
     tree = fake_tree(tmp_path)
-    before = trees.tree_fingerprint(tree)
+    before = trees.tree_fingerprint(local.local_kernel(spec.parse_spec(f"local:{tree}")))
     (tree / "Module.symvers").write_text("y")
-    assert trees.tree_fingerprint(tree) != before
+    assert trees.tree_fingerprint(local.local_kernel(spec.parse_spec(f"local:{tree}"))) != before
 
 
 def test_source_package_resolves_from_the_recorded_trixie_index():
-    src = trees.resolve_source(spec.parse_spec("debian-src:trixie+kasan"), RecordedIndex("trixie"))
+    src = debian_src.resolve_source(spec.parse_spec("debian-src:trixie+kasan"), RecordedIndex("trixie"))
     assert (src.package, src.version) == ("linux-source-6.12", "6.12.118-1")
     assert src.key == f"trixie-linux-source-6.12-6.12.118-1-kasan-{src.config_hash}"
 
 
 def test_config_hash_follows_the_fragment(monkeypatch, tmp_path):
-    before = trees.config_hash("kasan")
+    before = debian_src.config_hash("kasan")
     (tmp_path / "kasan.config").write_text(resources.config_fragment("kasan").read_text() + "CONFIG_KCSAN=y\n")
     monkeypatch.setattr(resources, "config_fragment", lambda flavour: tmp_path / f"{flavour}.config")
-    assert trees.fragment_path("kasan") == tmp_path / "kasan.config"
-    assert trees.config_hash("kasan") != before
+    assert debian_src.fragment_path("kasan") == tmp_path / "kasan.config"
+    assert debian_src.config_hash("kasan") != before
 
 
 def test_fragment_options_read_both_forms():
@@ -161,22 +165,22 @@ def test_configure_names_what_kconfig_refused(tmp_path):
 
 def test_cache_keys_change_when_and_only_when_the_kernel_does(tmp_path):
     """`harness kernels resolve` prints manage.cache_key: what CI caches a kernel's root under."""
-    bookworm = ResolvedKernel(KernelSpec("debian", "bookworm"), "6.1.0-56-amd64", "6.1.192-2",
+    bookworm = ResolvedKernel(DebianSpec("debian", "bookworm"), "6.1.0-56-amd64", "6.1.192-2",
                               ("linux-image-6.1.0-56-amd64", "linux-headers-6.1.0-56-amd64"), "gcc-12")
-    assert manage.cache_key(bookworm, None) == "debian-bookworm-6.1.0-56-amd64-6.1.192-2"
+    assert manage.cache_key(Resolution(bookworm)) == "debian-bookworm-6.1.0-56-amd64-6.1.192-2"
     rebuilt = ResolvedKernel(bookworm.spec, bookworm.release, "6.1.192-3", bookworm.packages, bookworm.compiler)
-    assert manage.cache_key(rebuilt, None) != manage.cache_key(bookworm, None)
+    assert manage.cache_key(Resolution(rebuilt)) != manage.cache_key(Resolution(bookworm))
 
-    src = trees.resolve_source(spec.parse_spec("debian-src:trixie+kasan"), RecordedIndex("trixie"))
-    assert manage.cache_key(None, src) == f"debian-src-{src.key}"
+    src = debian_src.resolve_source(spec.parse_spec("debian-src:trixie+kasan"), RecordedIndex("trixie"))
+    assert manage.cache_key(Resolution(pending=src)) == f"debian-src-{src.key}"
 
     tree = fake_tree(tmp_path)
-    local = trees.local_kernel(spec.parse_spec(f"local:{tree}"))
-    key = manage.cache_key(local, None)
-    assert key == f"local-6.12.118-virtme-{trees.tree_fingerprint(tree)}"
-    assert manage.cache_key(trees.local_kernel(spec.parse_spec(f"local:{tree}")), None) == key
+    mine = local.local_kernel(spec.parse_spec(f"local:{tree}"))
+    key = manage.cache_key(Resolution(mine))
+    assert key == f"local-6.12.118-virtme-{trees.tree_fingerprint(mine)}"
+    assert manage.cache_key(Resolution(local.local_kernel(spec.parse_spec(f"local:{tree}")))) == key
     (tree / ".config").write_text("CONFIG_MODULES=y\nCONFIG_KASAN=y\n")  # reconfigured (and rebuilt)
-    assert manage.cache_key(trees.local_kernel(spec.parse_spec(f"local:{tree}")), None) != key
+    assert manage.cache_key(Resolution(local.local_kernel(spec.parse_spec(f"local:{tree}")))) != key
 
 
 def tree_with_install(tmp_path: Path, recipe: str) -> Path:
@@ -193,11 +197,12 @@ INSTALL = ("mkdir -p $(INSTALL_MOD_PATH)/lib/modules/6.12.118-virtme/kernel && "
 
 def test_tree_modules_are_installed_once_into_the_cache(tmp_path):
     tree = tree_with_install(tmp_path, INSTALL)
-    got = trees.tree_modules(tree, tmp_path / "cache", events.discard)
+    kernel = local.local_kernel(spec.parse_spec(f"local:{tree}"))
+    got = trees.tree_modules(kernel, tmp_path / "cache", events.discard)
     assert (got / "6.12.118-virtme/kernel/m.ko").is_file()
-    assert got.parent.parent.name == trees.tree_fingerprint(tree)
+    assert got.parent.parent.name == trees.tree_fingerprint(kernel)
     (tree / "Makefile").write_text("modules_install:\n\tfalse\n")  # not run again: the install is kept
-    assert trees.tree_modules(tree, tmp_path / "cache", events.discard) == got
+    assert trees.tree_modules(kernel, tmp_path / "cache", events.discard) == got
 
 
 @pytest.mark.parametrize("recipe, words", [
@@ -208,7 +213,7 @@ def test_tree_modules_are_installed_once_into_the_cache(tmp_path):
 def test_a_failed_module_install_says_why_and_leaves_nothing(tmp_path, recipe, words):
     tree = tree_with_install(tmp_path, recipe)
     with pytest.raises(InfraError) as e:
-        trees.tree_modules(tree, tmp_path / "cache", events.discard)
+        trees.tree_modules(local.local_kernel(spec.parse_spec(f"local:{tree}")), tmp_path / "cache", events.discard)
     assert words in str(e.value) and str(tree) in str(e.value)
     assert [p.name for p in (tmp_path / "cache" / trees.TREE_MODULES).iterdir() if not p.name.endswith(".lock")] == []
     assert not (tree / "written-into-the-tree").exists()

@@ -1,7 +1,7 @@
 import dataclasses
 from pathlib import Path
 
-from harness import resources
+from harness import arches, resources
 from harness.contract import GUEST_RUN_DIR
 from harness.guest import vng
 from harness.model import Accel
@@ -25,7 +25,8 @@ def test_the_machine_is_q35_under_kvm_and_tcg_alike():
     for accel in Accel:
         argv = vng.vng_argv("vng", cfg(accel), COMMAND)
         assert "--qemu-opts=-machine q35" in argv, accel
-    foreign = dataclasses.replace(cfg(Accel.TCG), arch="arm64")  # its own machine (virt): left to virtme-ng
+    # its own machine (virt): left to virtme-ng
+    foreign = dataclasses.replace(cfg(Accel.TCG), arch=arches.ARCHES["arm64"])
     assert not any(a.startswith("--qemu-opts") for a in vng.vng_argv("vng", foreign, COMMAND))
 
 

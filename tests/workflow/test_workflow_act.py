@@ -94,7 +94,7 @@ def test_one_matrix_entry_runs_through_the_action(tmp_path):
     assert [t["text"] for t in res["trail"]][-1] == "exiting myNetLink module"
 
 
-@pytest.mark.arm64
+@pytest.mark.arches
 def test_an_arm64_matrix_entry_runs_through_the_action_on_an_x86_runner(tmp_path):
     """The matrix job for an arm64 kernel of the list: on this x86_64 runner the action boots it
     under TCG (its root and module build through qemu-user, which the action's set-up registers)."""
