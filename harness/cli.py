@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
+    _faults_parser(sub, help_end)
     return p
 
 
@@ -342,7 +343,58 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
     return manage.main(args, printer, out)
 
 
+# ---- harness faults ------------------------------------------------------------------------------
+
+
+def _faults_parser(sub: Any, help_end: str) -> None:
+    from harness.faults import DEFAULT_KERNEL
+
+    f = sub.add_parser("faults", help="walk every error path of the module: each point fails one call, then judged",
+                       epilog=help_end, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="For the module's init and each step run with the module loaded, and for "
+                       "n = 1, 2, ... until a pass makes fewer calls: fail the n-th fault-injectable call made "
+                       "with the module's code on the stack (slab and page allocations, through the kernel's "
+                       "fail-nth), and judge the point: a splat (KASAN, WARN, Oops), a leak (kmemleak after the "
+                       "unload), a hang or a module that will not unload is a finding; a clean error returned to "
+                       "userspace is a pass. Needs a kernel with fault injection, KASAN and kmemleak: "
+                       f"{DEFAULT_KERNEL} (the default; built once). Exit 0: no finding; 1: findings "
+                       "(whatever their consequence, a crash included); 2: usage; 3: the walk could not be done.")
+    add_kernel_opts(f)
+    f.set_defaults(kernel=DEFAULT_KERNEL)
+    for action in f._actions:
+        if action.dest == "kernel":
+            action.help = f"kernel to walk on (default {DEFAULT_KERNEL}: fault injection, KASAN, kmemleak)"
+    add_guest_opts(f)
+    f.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                   help="where faults.json, index.html and junit.xml go (default ./results)")
+    f.add_argument("--only", type=int, default=None, metavar="N",
+                   help="walk point N only (of --step, else of every step): what a finding's command repeats")
+    f.add_argument("--step", default=None, metavar="NAME",
+                   help="walk this step only: 'init' (the module's load) or a step run with the module loaded")
+    f.add_argument("--max-points", type=int, default=500, metavar="N",
+                   help="points per step at most (default 500): a walk that finds no end is cut there")
+    f.add_argument("--timeout", type=_positive, default=Timeouts.guest, metavar="S",
+                   help=f"limit for a guest's boot (default {Timeouts.guest:.0f})")
+
+
+def _cmd_faults(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    from harness import faults
+    from harness.run import results_id
+
+    for name, value in (("--only", args.only), ("--max-points", args.max_points)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} {value}: give a point number from 1")
+    run = faults.request(args.kernel, args.project, args.results, accel=args.accel, cpus=_cpus_of(args),
+                         mirror=args.mirror, apt_options=tuple(args.apt_option), refresh=args.refresh,
+                         timeouts=Timeouts(guest=args.timeout))
+    code, _ = faults.faults(faults.FaultRequest(run, only=args.only, step=args.step, max_points=args.max_points),
+                            printer)
+    printer.line(f"report: {args.results / results_id(args.kernel) / 'faults.json'}, {args.results / 'index.html'}, "
+                 f"{args.results / 'junit.xml'}")
+    return code
+
+
 _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], int]] = {
     "run": _cmd_run, "matrix": _cmd_matrix, "shell": _cmd_shell, "init": _cmd_init, "kernels": _cmd_kernels,
-    "watch": _cmd_watch,
+    "watch": _cmd_watch, "faults": _cmd_faults,
 }
