@@ -373,8 +373,9 @@ def _faults_parser(sub: Any, help_end: str) -> None:
                    help="walk this step only: 'init' (the module's load) or a step run with the module loaded")
     f.add_argument("--max-points", type=int, default=500, metavar="N",
                    help="points per step at most (default 500): a walk that finds no end is cut there")
-    f.add_argument("--timeout", type=_positive, default=Timeouts.guest, metavar="S",
-                   help=f"limit for a guest's boot (default {Timeouts.guest:.0f})")
+    f.add_argument("--timeout", type=_positive, default=1200, metavar="S",
+                   help="limit for a guest's boot (default 1200: the debug kernel boots in 1.5-5 minutes under TCG, "
+                   "more on a loaded machine)")
 
 
 def _cmd_faults(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
