@@ -172,7 +172,25 @@ class Decoder:
             if where is not None:
                 source = self.excerpt(f, where[0], where[1])
                 break
-        return {"trace": [f.to_json() for f in frames], "module_frames": trace.describe_all(mine), "source": source}
+        shown = [self.shown(f) for f in frames]
+        return {"trace": [f.to_json() for f in shown],
+                "module_frames": trace.describe_all(trace.in_modules(shown, [self.module])), "source": source}
+
+    def shown(self, f: Frame) -> Frame:
+        """The frame with its files as people read them: the project's relative to its source, the
+        kernel's relative to the tree (not the build's temporary directory, not the cache's path)."""
+        if f.file is None:
+            return f
+        inlined = tuple((fn, self.short(file), line) for fn, file, line in f.inlined)
+        return dataclasses.replace(f, file=self.short(f.file), inlined=inlined)
+
+    def short(self, file: str) -> str:
+        rel = self.relative(file)
+        if rel is not None:
+            return rel
+        if self.tree and file.startswith(self.tree + "/"):
+            return file[len(self.tree) + 1:].removeprefix("./")
+        return file
 
 
     def excerpt(self, f: Frame, rel: str, line: int) -> Optional[dict[str, Any]]:

@@ -267,3 +267,14 @@ def test_the_fixed_module_walks_clean():
 
 def test_a_consequence_is_json():
     assert Consequence("hang", "x", None, "y").to_json() == {"kind": "hang", "text": "x", "seq": None, "detail": "y"}
+
+
+def test_a_trace_names_files_as_people_read_them():
+    """The recorded .ko names the kernel tree it was built against, and the build's temporary directory."""
+    tree = Path("/root/.cache/kmod-harness/kernels/trixie-linux-source-6.12-6.12.118-1-debug-584618ae9c/linux")
+    dec = Decoder(symbolize.Binutils(None, DATA / "faults_faulty"), "faulty.ko", "faulty", SOURCE, tree=tree)
+    w = walk_of("faults_faulty", 2)
+    o = outcome(w, "init", 3)
+    lines = dec.point(o).traces[o.consequences[0].seq]["module_frames"][0].splitlines()
+    assert lines[0].endswith("[faulty] at include/linux/slab.h:894")
+    assert lines[-1].strip() == "inlined from faulty_init at faulty.c:69"
