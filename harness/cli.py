@@ -382,9 +382,6 @@ def _cmd_faults(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     from harness import faults
     from harness.run import results_id
 
-    for name, value in (("--only", args.only), ("--max-points", args.max_points)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} {value}: give a point number from 1")
     run = faults.request(args.kernel, args.project, args.results, accel=args.accel, cpus=_cpus_of(args),
                          mirror=args.mirror, apt_options=tuple(args.apt_option), refresh=args.refresh,
                          timeouts=Timeouts(guest=args.timeout))

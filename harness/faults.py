@@ -34,6 +34,7 @@ from harness.faultfold import PhaseState, Progress, Walk, fold
 from harness.faultguests import GuestSource, install, walk_on
 from harness.guest import contract, faultplan, plan
 from harness.guest.faultplan import WalkPlan, WalkStep
+from harness.kernel import spec
 from harness.locks import write_atomic
 from harness.model import Timeouts, Verdict
 from harness.phases import Prepared, RunRequest, Setup, prepare
@@ -99,8 +100,19 @@ def walk_plan(prep: Prepared, req: FaultRequest, w: Walk, area: tuple[int, int])
                     env=(("PYTHONDONTWRITEBYTECODE", "1"),))
 
 
+def check_request(req: FaultRequest) -> None:
+    """What is wrong with the request before anything is fetched or built."""
+    kspec = spec.parse_spec(req.run.kernel)
+    if kspec.source not in ("debian-src", "local"):
+        raise UsageError(f"{kspec}: Debian's packaged kernels have no fault injection",
+                         hint=f"use --kernel {DEFAULT_KERNEL} (vm/configs/debug.config: built once, ~30 min)")
+    if req.only is not None and req.only < 1 or req.max_points < 1:
+        raise UsageError("--only and --max-points take a point number from 1")
+
+
 def faults(req: FaultRequest, sink: Sink) -> tuple[int, dict[str, Any]]:
     """Walk, judge, write the results; (exit code, faults.json's content)."""
+    check_request(req)
     out_dir = req.run.results / results_id(req.run.kernel)
     _prepare_results(out_dir)
     started, t0 = datetime.now(timezone.utc).isoformat(), time.monotonic()

@@ -278,3 +278,17 @@ def test_a_trace_names_files_as_people_read_them():
     lines = dec.point(o).traces[o.consequences[0].seq]["module_frames"][0].splitlines()
     assert lines[0].endswith("[faulty] at include/linux/slab.h:894")
     assert lines[-1].strip() == "inlined from faulty_init at faulty.c:69"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--kernel", "debian:bookworm"], "Debian's packaged kernels have no fault injection"),
+    (["--only", "0"], "from 1"),
+    (["--max-points", "0"], "from 1"),
+    (["--kernel", "debian-src:trixie+nosuch"], "unknown kernel flavour"),
+])
+def test_a_walk_that_cannot_be_is_a_usage_error_before_anything_runs(argv, says, tmp_path, capsys):
+    from harness import cli
+
+    assert cli.main(["faults", "--results", str(tmp_path), *argv]) == 2
+    assert says in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
