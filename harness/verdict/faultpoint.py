@@ -169,13 +169,15 @@ def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[K
     lo = run.seq_before if run is not None else start
     win = tuple(window(records, lo, run.seq_after if run is not None else None))
     injection = parse_injection(win, module)
-    found = [Consequence(s.rule, s.text, s.seq) for s in splat.find(rules, win) if s.rule != KMEMLEAK]
+    found = cascade([Consequence(s.rule, s.text, s.seq) for s in splat.find(rules, win) if s.rule != KMEMLEAK])
     found += [c for c, _ in leaks]
     win = tuple(sorted({r.seq: r for r in list(win) + [r for _, rs in leaks for r in rs]}.values(),
                        key=lambda r: r.seq))
     if run is None:
         if not found and console:
-            found = [Consequence(s.rule, s.text) for s in splat.find_in_console(rules, console, marker)[0]]
+            seen, excerpt = splat.find_in_console(rules, console, marker)
+            found = cascade([Consequence(s.rule, s.text, detail=excerpt if i == 0 else "")
+                             for i, s in enumerate(seen)])
         if not found:
             excerpt = "\n".join(console.splitlines()[-30:])
             found = [Consequence("died", f"the guest stopped during the point ({ended or 'no result came'})",
@@ -185,6 +187,22 @@ def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[K
     if found:
         return PointOutcome(phase, n, FINDING, run, injection, tuple(found), win, guest)
     return PointOutcome(phase, n, _clean_outcome(run, expect_rc), run, injection, (), win, guest)
+
+
+# A report that goes on as another: a NULL dereference's "BUG:" line, then its "Oops:"; and the panic
+# an Oops makes of itself (every guest boots with oops=panic). They are the first report's consequence.
+_FOLLOWS = {"oops": ("bug", "gpf", "kernel-bug", "kasan"), "panic": None}
+
+
+def cascade(found: Sequence[Consequence]) -> list[Consequence]:
+    """The splats of one point without those that are the tail of an earlier one's report."""
+    out: list[Consequence] = []
+    for c in found:
+        after = _FOLLOWS.get(c.kind, ())
+        if out and (after is None or out[-1].kind in after):
+            continue
+        out.append(c)
+    return out
 
 
 def _clean_outcome(run: PointRun, expect_rc: Mapping[str, int]) -> str:

@@ -24,7 +24,7 @@ from harness.verdict.faultpoint import Consequence, FaultLog
 from conftest import DATA, REPO, RULES
 
 FAULTY = REPO / "tests" / "fixtures" / "faulty"
-SOURCE = FAULTY / "module"
+SOURCE = DATA / "faults_faulty" / "module"  # the source the recorded .ko was built from
 
 
 def guest_log(recording: str, guest: int) -> FaultLog:
@@ -292,3 +292,11 @@ def test_a_walk_that_cannot_be_is_a_usage_error_before_anything_runs(argv, says,
     assert cli.main(["faults", "--results", str(tmp_path), *argv]) == 2
     assert says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_report_that_goes_on_as_an_oops_and_a_panic_is_one_consequence():
+    c = [Consequence(k, k) for k in ("bug", "oops", "panic")]
+    assert [x.kind for x in faultpoint.cascade(c)] == ["bug"]
+    assert [x.kind for x in faultpoint.cascade([Consequence("oops", ""), Consequence("panic", "")])] == ["oops"]
+    two = [Consequence("kasan", ""), Consequence("warning", "")]
+    assert faultpoint.cascade(two) == two

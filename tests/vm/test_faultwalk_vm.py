@@ -86,6 +86,22 @@ def test_the_same_module_with_its_error_paths_right_has_no_finding(debug_kernel,
     assert doc["points_walked"] >= 4
 
 
+def test_a_point_that_kills_the_guest_is_a_finding_and_the_walk_goes_on_on_a_fresh_one(debug_kernel, own_tmp):
+    code, doc, _ = walk(own_tmp, "--project", str(FAULTY / "oops.toml"), "--step", "write")
+    assert code == 1, doc["reason"]
+    site = marked_line("/* fault site: write double free */")
+    crash = [f for f in doc["findings"] if f["consequence"] in ("bug", "oops")]
+    assert len(crash) == 1 and crash[0]["site"] == site, doc["findings"]
+    assert "NULL pointer dereference" in crash[0]["headline"] or crash[0]["headline"].startswith("Oops")
+    # one report, one finding: its Oops line and the panic it ended in are not findings of their own
+    assert [f["consequence"] for f in doc["findings"] if f["site"] == site] == [crash[0]["consequence"]]
+    # the guest died in that point; the walk went on on a fresh guest, to a pass that injected nothing
+    assert doc["guests"] >= 2 and doc["phases"][0]["complete"], doc["guest_ends"]
+    died = next(p for p in doc["points"] if (p["step"], p["n"]) == ("write", crash[0]["n"]))
+    assert died["seconds"] is None  # no result came: it was judged from what the guest got out
+    assert not any(p["n"] == crash[0]["n"] + 1 and p["guest"] == died["guest"] for p in doc["points"])
+
+
 def test_the_netlink_module_has_no_finding_in_init_and_the_client(debug_kernel, own_tmp):
     code, doc, secs = walk(own_tmp, "--project", str(REPO))
     assert doc["findings"] == [], doc["findings"]
