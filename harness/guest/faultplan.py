@@ -3,7 +3,7 @@
 Shared by ``harness faults`` on the host and ``faultwalk.py`` in the guest, which
 runs on the guest root's own python3 (3.9 or newer) with the standard library,
 ``contract.py`` and ``runner.py`` beside it. Keep this module that way: no
-third-party imports, nothing from the rest of ``harness``.
+third-party imports, nothing from the rest of ``harness`` but ``contract``.
 
 A *point* is one pass of a *phase*: ``init`` (the module loaded with the fault
 armed in insmod) or one of the project's steps (the module loaded cleanly, that
@@ -17,8 +17,16 @@ fails, and what fail-nth reads back after says how many calls the pass made.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING or __package__:
+    from harness.guest.contract import PlanStep as WalkStep  # a step: name, argv, timeout, expect_rc
+else:  # in the guest, contract.py sits beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from contract import PlanStep as WalkStep
 
 VERSION = 1  # bump on any change to the plan or to PointRun
 WALKER_FILE = "faultwalk.py"
@@ -37,14 +45,6 @@ BUG_TAINTS = (1 << 4) | (1 << 5) | (1 << 7) | (1 << 9) | (1 << 14)
 
 class PlanError(ValueError):
     """A walk plan that does not follow this module's schema."""
-
-
-@dataclass(frozen=True)
-class WalkStep:
-    name: str
-    argv: Tuple[str, ...]
-    timeout: float = 60.0
-    expect_rc: int = 0
 
 
 @dataclass(frozen=True)
