@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, arches, procs, resources
+from harness import __version__, arches, fanout_cli, faults_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.kernel import spec
@@ -40,13 +41,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
+MAX_SECONDS = 7 * 86400.0  # a week: any longer limit is a typo
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    if not 0 < v <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds more than 0 and at most "
+                                         f"{MAX_SECONDS:.0f}")
     return v
 
 
@@ -126,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the trail: write the project's trail file from this run's own records "
                    "(when it passes otherwise), with the taint lines of a first load as [[allow]] entries")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
+    fanout_cli.add_repeat_opts(r)
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel", epilog=help_end,
                        formatter_class=fmt,
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "failing or new; the exit code then counts only what is new")
     add_kernel_opts(m, many=True)
     add_run_opts(m)
+    fanout_cli.add_repeat_opts(m)
 
     sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
                         description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
@@ -182,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
-    _faults_parser(sub, help_end)
+    fanout_cli.add_report_parser(sub, help_end)
+    faults_cli.add_parser(sub, help_end, add_kernel_opts, add_guest_opts, _positive)
     return p
 
 
@@ -212,6 +220,17 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
     except BrokenPipeError:  # `harness kernels list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the host, not the input: a full disk, a file that went away
+        where = f"{e.filename}: " if e.filename else ""
+        printer.line(f"harness: error: {where}{e.strerror or e}")
+        printer.line("  hint: the host refused a file operation (disk full, permissions?); nothing else went wrong")
+        return EXIT_CODES[Verdict.INFRA]
+    except Exception as e:  # a bug of the harness: one line, the traceback on request
+        if os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        printer.line(f"harness: internal error: {type(e).__name__}: {e}")
+        printer.line("  hint: please report it; HARNESS_DEBUG=1 shows the traceback")
+        return EXIT_CODES[Verdict.INFRA]
 
 
 def _request(args: argparse.Namespace, **more: Any) -> "RunRequest":
@@ -233,10 +252,15 @@ def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.locks import write_atomic
-    from harness.run import index_html, results_id, run
+    from harness.phases import check_request
+    from harness.repeat import run_repeated
+    from harness.run import index_html, results_id
     from harness.verdict import junit, report
 
-    result = run(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer)
+    req = _request(args, kernel=args.kernel, record_trail=args.record_trail)
+    check_request(req)
+    result = run_repeated(req, printer,
+                          args.repeat, args.retry_infra)
     write_atomic(args.results / "junit.xml", junit.junit_xml([result]))
     write_atomic(args.results / "index.html", index_html([result], [], f"kmod-harness: {result.kernel}"))
     for line in report.summary_lines(result):
@@ -249,7 +273,7 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
 
 def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness import matrix
+    from harness import matrix, repeat
     from harness.verdict import compare, report
 
     entries = matrix.load_matrix(args.matrix_file)
@@ -264,11 +288,15 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: give at least 1")
     req = _request(args, cpus=_cpus_of(args, fallback=1))
+    from harness.phases import check_request
+
+    for e in entries:  # each kernel's spec and apt options; the project, trail and environment once
+        check_request(dataclasses.replace(req, kernel=e.spec, apt_options=req.apt_options + e.apt_options))
     jobs = args.jobs or matrix.default_jobs(guest_cpus=req.cpus)
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
     t0 = time.monotonic()
-    results = matrix.run_matrix(entries, req, jobs, printer)
+    results = matrix.run_matrix(entries, req, jobs, printer, repeat.runner(args.repeat, args.retry_infra))
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
@@ -289,6 +317,9 @@ def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
                          build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option),
                          refresh=args.refresh, cpus=_cpus_of(args))
+        from harness.phases import check_request
+
+        check_request(dataclasses.replace(req, record_trail=True))  # a shell checks no trail
         with procs.SignalGuard(), Session(req, printer) as s:
             if not args.no_load:
                 r = s.run(f"insmod {s.ko}")
@@ -320,6 +351,9 @@ def _cmd_watch(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         if r.read_first:
             printer.line(f"read first: {args.results}/{results_id(r.kernel)}/{r.read_first}")
 
+    from harness.phases import check_request
+
+    check_request(req)
     with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp, procs.SignalGuard():
         prep = prepare(req, printer, Path(tmp), [])
         w = Watcher(req, prep, printer, max_age=args.spare_max_age, on_result=show)
@@ -343,56 +377,20 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
     return manage.main(args, printer, out)
 
 
-# ---- harness faults ------------------------------------------------------------------------------
-
-
-def _faults_parser(sub: Any, help_end: str) -> None:
-    from harness.faults import DEFAULT_KERNEL
-
-    f = sub.add_parser("faults", help="walk every error path of the module: each point fails one call, then judged",
-                       epilog=help_end, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="For the module's init and each step run with the module loaded, and for "
-                       "n = 1, 2, ... until a pass makes fewer calls: fail the n-th fault-injectable call made "
-                       "with the module's code on the stack (slab and page allocations, through the kernel's "
-                       "fail-nth), and judge the point: a splat (KASAN, WARN, Oops), a leak (kmemleak after the "
-                       "unload), a hang or a module that will not unload is a finding; a clean error returned to "
-                       "userspace is a pass. Needs a kernel with fault injection, KASAN and kmemleak: "
-                       f"{DEFAULT_KERNEL} (the default; built once). Exit 0: no finding; 1: findings "
-                       "(whatever their consequence, a crash included); 2: usage; 3: the walk could not be done.")
-    add_kernel_opts(f)
-    f.set_defaults(kernel=DEFAULT_KERNEL)
-    for action in f._actions:
-        if action.dest == "kernel":
-            action.help = f"kernel to walk on (default {DEFAULT_KERNEL}: fault injection, KASAN, kmemleak)"
-    add_guest_opts(f)
-    f.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                   help="where faults.json, index.html and junit.xml go (default ./results)")
-    f.add_argument("--only", type=int, default=None, metavar="N",
-                   help="walk point N only (of --step, else of every step): what a finding's command repeats")
-    f.add_argument("--step", default=None, metavar="NAME",
-                   help="walk this step only: 'init' (the module's load) or a step run with the module loaded")
-    f.add_argument("--max-points", type=int, default=500, metavar="N",
-                   help="points per step at most (default 500): a walk that finds no end is cut there")
-    f.add_argument("--timeout", type=_positive, default=1200, metavar="S",
-                   help="limit for a guest's boot (default 1200: the debug kernel boots in 1.5-5 minutes under TCG, "
-                   "more on a loaded machine)")
-
-
-def _cmd_faults(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness import faults
-    from harness.run import results_id
-
-    run = faults.request(args.kernel, args.project, args.results, accel=args.accel, cpus=_cpus_of(args),
-                         mirror=args.mirror, apt_options=tuple(args.apt_option), refresh=args.refresh,
-                         timeouts=Timeouts(guest=args.timeout))
-    code, _ = faults.faults(faults.FaultRequest(run, only=args.only, step=args.step, max_points=args.max_points),
-                            printer)
-    printer.line(f"report: {args.results / results_id(args.kernel) / 'faults.json'}, {args.results / 'index.html'}, "
-                 f"{args.results / 'junit.xml'}")
-    return code
-
-
 _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], int]] = {
     "run": _cmd_run, "matrix": _cmd_matrix, "shell": _cmd_shell, "init": _cmd_init, "kernels": _cmd_kernels,
-    "watch": _cmd_watch, "faults": _cmd_faults,
+    "watch": _cmd_watch,
 }
+
+
+# ---- harness report, and --repeat for run and matrix (the matrix across machines: fanout_cli.py) ------------
+
+
+def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    from harness import report_cmd
+
+    return report_cmd.main(args, printer, out)
+
+
+_HANDLERS["report"] = _cmd_report
+_HANDLERS["faults"] = faults_cli.main  # harness faults: its options and handler in faults_cli.py

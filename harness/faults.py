@@ -30,6 +30,7 @@ from harness import __version__, procs
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Printer, Sink, fanout
 from harness.faultdecode import Decoder
+from harness.faults_cli import DEFAULT_KERNEL
 from harness.faultfold import PhaseState, Progress, Walk, fold
 from harness.faultguests import GuestSource, install, walk_on
 from harness.guest import contract, faultplan, plan
@@ -42,7 +43,6 @@ from harness.run import results_id
 from harness.verdict import faultfind, faulthtml, faultpoint
 from harness.verdict.faultfind import Decoded, Finding
 
-DEFAULT_KERNEL = "debian-src:trixie+debug"
 NEEDS = ("FAULT_INJECTION", "FAILSLAB", "FAIL_PAGE_ALLOC", "FAULT_INJECTION_DEBUG_FS",
          "FAULT_INJECTION_STACKTRACE_FILTER", "DEBUG_KMEMLEAK", "KASAN")
 FILES = ("faults.json", "faults.log", "faults")  # what a walk leaves in RESULTS/<kernel>/
