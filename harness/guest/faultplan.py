@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING or __package__:
-    from harness.guest.contract import PlanStep as WalkStep  # a step: name, argv, timeout, expect_rc
+    from harness.guest.contract import PlanStep as WalkStep  # a step: name, argv, timeout, expect_rc, env, cwd
 else:  # in the guest, contract.py sits beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from contract import PlanStep as WalkStep
 
-VERSION = 1  # bump on any change to the plan or to PointRun
+VERSION = 2  # bump on any change to the plan or to PointRun (2: steps are contract 3's, with kind, env and cwd)
 WALKER_FILE = "faultwalk.py"
 PLAN_FILE = "faultplan.py"
 WALK_FILE = "walk.json"
@@ -81,7 +81,8 @@ class WalkPlan:
                 raise PlanError(f"walk plan version {d.get('version')!r}, this walker reads {VERSION}")
 
             def steps(key: str) -> Tuple[WalkStep, ...]:
-                return tuple(WalkStep(**dict(s, argv=tuple(s["argv"]))) for s in d.get(key, []))
+                return tuple(WalkStep(**dict(s, argv=tuple(s["argv"]), env=tuple(tuple(e) for e in s.get("env", ()))))
+                             for s in d.get(key, []))
 
             return cls(run_id=d["run_id"], module=d["module"], ko=d["ko"], params=tuple(d.get("params", ())),
                        requires=tuple(d.get("requires", ())), before=steps("before"), loaded=steps("loaded"),

@@ -146,16 +146,17 @@ def _tail(f: IO[bytes]) -> str:
     return f.read().decode("utf-8", "backslashreplace")[-TAIL:]
 
 
-def run_proc(what: str, argv: Sequence[str], timeout: float, env: Dict[str, str], arm: Optional[int] = None
-             ) -> ProcRun:
-    """Run ``argv`` in its own session; armed, its fail-nth is written before it execs and read back
-    before it is reaped (a zombie's /proc entry is still there). Past ``timeout`` its group is killed."""
+def run_proc(what: str, argv: Sequence[str], timeout: float, env: Dict[str, str], arm: Optional[int] = None,
+             cwd: Optional[str] = None) -> ProcRun:
+    """Run ``argv`` in its own session (in ``cwd``); armed, its fail-nth is written before it execs and
+    read back before it is reaped (a zombie's /proc entry is still there). Past ``timeout`` its group
+    is killed."""
     t0 = time.monotonic()
     command = list(argv) if arm is None else list(ARM) + [str(arm)] + list(argv)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                    start_new_session=True)
+                                    cwd=cwd, start_new_session=True)
         except OSError as e:
             return ProcRun(what, tuple(argv), timeout=timeout, returncode=127, armed=arm,
                            stderr="cannot run %s: %s" % (argv[0], e))

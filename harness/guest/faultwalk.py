@@ -61,6 +61,7 @@ class Walker:
     # -- the guest, once ------------------------------------------------------------
     def setup(self) -> Optional[str]:
         """Why this guest cannot walk, or None."""
+        runner.prepare_guest(self.env)  # the steps' work directory ($HARNESS_WORK), cc where only gcc-N is
         problem = faultsys.configure_injection(*self.plan.require) or faultsys.configure_kmemleak()
         if problem:
             return problem
@@ -74,7 +75,7 @@ class Walker:
             if r.returncode != 0:
                 return "modprobe %s failed: %s" % (dep, r.stderr.strip()[-300:])
         for st in self.plan.before:
-            r = faultsys.run_proc(st.name, st.argv, st.timeout, self.env)
+            r = self.run_step(st)
             if r.returncode != st.expect_rc:
                 return "step %r (before insmod) exited %s: %s" % (st.name, r.returncode, r.stderr.strip()[-300:])
         return None
@@ -141,8 +142,8 @@ class Walker:
         its records on the channel."""
         deadline = time.monotonic() + timeout
         while seq is not None and time.monotonic() < deadline:
-            records = self.stream.records
-            if records and runner.record_seq(records[-1]) >= seq:
+            last = self.stream.records.last()
+            if last is not None and runner.record_seq(last) >= seq:
                 return
             time.sleep(0.01)
 
@@ -155,6 +156,11 @@ class Walker:
         if loaded:
             return "module %s could not be unloaded" % self.plan.module
         return ""
+
+    def run_step(self, st: WalkStep, arm: Optional[int] = None) -> ProcRun:
+        """A project step as the runner runs it: its own environment added, in its directory."""
+        return faultsys.run_proc(st.name, st.argv, st.timeout, dict(self.env, **dict(st.env)), arm,
+                                 cwd=st.cwd or contract.WORK_DIR)
 
     def insmod(self, arm: Optional[int]) -> ProcRun:
         return faultsys.run_proc("insmod", ("insmod", self.plan.ko) + tuple(self.plan.params),
@@ -172,11 +178,11 @@ class Walker:
                                                                                load.stderr.strip()[-300:])
         secs = faultsys.sections(self.plan.module)
         for st in faultplan.loaded_steps_before(self.plan, step.name):
-            r = faultsys.run_proc(st.name, st.argv, st.timeout, self.env)
+            r = self.run_step(st)
             procs.append(r)
             if r.returncode != st.expect_rc:
                 return procs, secs, "step %r (unarmed, before %r) exited %s" % (st.name, step.name, r.returncode)
-        procs.append(faultsys.run_proc(step.name, step.argv, step.timeout, self.env, arm))
+        procs.append(self.run_step(step, arm))
         return procs, secs, ""
 
     def unload(self) -> List[ProcRun]:
