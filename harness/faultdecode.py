@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 from harness.guest import plan as guest_plan
 from harness.kernel import symbolize
 from harness.kernel.roots import Root
-from harness.verdict import faultpoint, trace
+from harness.verdict import faultleak, trace
 from harness.verdict.faultfind import Decoded
 from harness.verdict.faultpoint import PointOutcome
 from harness.verdict.trace import Frame
@@ -160,7 +160,7 @@ class Decoder:
 
     def consequence(self, o: PointOutcome, seq: int, kind: str) -> dict[str, Any]:
         if kind == "kmemleak":
-            leak = faultpoint.parse_leak(o.records, seq)
+            leak = faultleak.parse_leak(o.records, seq)
             frames: Sequence[Frame] = [self.raw(f, o) for f in leak.frames] if leak else []
         else:
             frames = trace.of_splat(o.records, seq)

@@ -2,7 +2,7 @@
 
 A guest sends its points' results as they end and, every few points, which points
 kmemleak has looked at (``faultwalk.LeakScans``). Once its walk is over, every point it
-started is judged with the leaks given to it (``faultpoint.attribute_leaks``). Points a
+started is judged with the leaks given to it (``faultleak.attribute_leaks``). Points a
 guest that died never got a leak check for are walked again on the next guest; the
 new outcome replaces the old.
 """
@@ -15,8 +15,8 @@ from typing import Optional
 from harness.events import Note, Sink
 from harness.faultguests import WalkEnd
 from harness.guest import contract
-from harness.phases import Prepared
-from harness.verdict import faultpoint
+from harness.phases import Prepared, load_trail, module_names
+from harness.verdict import faultleak, faultpoint
 from harness.verdict.faultpoint import FaultLog, PointOutcome
 
 Key = tuple[str, int]
@@ -41,6 +41,7 @@ class Walk:
     states: list[PhaseState] = field(default_factory=list)
     redo: list[Key] = field(default_factory=list)  # points to walk again: their leak check was lost
     build: str = ""  # where the module was built (its debug information names files there)
+    how: Optional[faultpoint.Judging] = None  # what every point is judged by (``judging``)
     stray: list[faultpoint.Consequence] = field(default_factory=list)  # leaks of no point: the kernel's own
 
     def put(self, o: PointOutcome) -> None:
@@ -51,30 +52,37 @@ class Walk:
             self.outcomes[at] = o
 
 
-def judge(prep: Prepared, log: FaultLog, phase: str, n: int, end: Optional[WalkEnd], guest: int,
+def judging(prep: Prepared) -> faultpoint.Judging:
+    """What the walk's points are judged by: the splat rules, the module's names, each step's expected
+    exit status, and the complaints the project allows (harness.toml's [[allow]], and its trail's
+    when it has one: a walk checks no trail, but what it allows is allowed here too)."""
+    p = prep.setup.project
+    allow = p.allow + (load_trail(p).allow if p.trail.is_file() else ())
+    return faultpoint.Judging(tuple(prep.setup.rules), p.module, module_names(p),
+                              {s.name: s.expect_rc for s in p.steps}, allow)
+
+
+def judge(how: faultpoint.Judging, log: FaultLog, phase: str, n: int, end: Optional[WalkEnd], guest: int,
           leaks: Optional[dict[Key, list[tuple[faultpoint.Consequence, list]]]] = None,
           start: Optional[int] = None) -> PointOutcome:
-    expect = {s.name: s.expect_rc for s in prep.setup.project.steps}
     marker = f"{contract.HARNESS_RECORD}{log.run_id}: fault point {phase} {n} starts"
     ended = (end.why or f"exit status {end.status}") if end is not None else ""
-    return faultpoint.judge_point(phase, n, log.results.get((phase, n)), log.parsed(), prep.setup.rules,
-                                  prep.setup.project.module, expect, start=start,
+    return faultpoint.judge_point(phase, n, log.results.get((phase, n)), log.parsed(), how, start=start,
                                   console=end.console if end is not None else "", marker=marker, ended=ended,
                                   guest=guest, leaks=(leaks or {}).get((phase, n), []))
 
 
-def fold(prep: Prepared, log: FaultLog, end: WalkEnd, w: Walk, guest: int, only: Optional[int],
+def fold(how: faultpoint.Judging, log: FaultLog, end: WalkEnd, w: Walk, guest: int, only: Optional[int],
          max_points: int) -> tuple[int, bool]:
     """The guest's points into the walk: (how many it judged, whether the guest ended for a reason
     of the module's)."""
     by_name = {s.name: s for s in w.states}
-    leaks, stray = faultpoint.attribute_leaks(log.parsed(), list(log.results.values()), prep.setup.rules,
-                                              prep.setup.project.module)
+    leaks, stray = faultleak.attribute_leaks(log.parsed(), list(log.results.values()), how.rules, how.module)
     w.stray += stray
     died = log.done is None
     for phase, n, seq in log.started:
         run = log.results.get((phase, n))
-        w.put(judge(prep, log, phase, n, end, guest, leaks, seq))
+        w.put(judge(how, log, phase, n, end, guest, leaks, seq))
         if (phase, n) in w.redo:
             w.redo.remove((phase, n))
         if died and run is not None and (phase, n) not in log.checked and n > 0:
@@ -98,8 +106,8 @@ def fold(prep: Prepared, log: FaultLog, end: WalkEnd, w: Walk, guest: int, only:
 class Progress:
     """Point n of about N, and the findings so far: printed as results and leak checks arrive."""
 
-    def __init__(self, prep: Prepared, w: Walk, sink: Sink, log: FaultLog, guest: int):
-        self.prep, self.w, self.sink, self.log, self.guest = prep, w, sink, log, guest
+    def __init__(self, how: faultpoint.Judging, w: Walk, sink: Sink, log: FaultLog, guest: int):
+        self.how, self.w, self.sink, self.log, self.guest = how, w, sink, log, guest
         self.seen: set[Key] = set()
         self.leaky: set[Key] = set()
         self.found = {(o.phase, o.n) for o in w.outcomes if o.consequences}
@@ -121,7 +129,7 @@ class Progress:
                 self.sink(Note(f"  {run.phase}: the count pass made {run.calls} fault-injectable calls with the "
                                "module's code on the stack"))
                 continue
-            o = judge(self.prep, self.log, run.phase, run.n, None, self.guest)
+            o = judge(self.how, self.log, run.phase, run.n, None, self.guest)
             if o.consequences:
                 self.found.add(key)
             about = f" of about {state.calls}" if state.calls is not None else ""
@@ -130,8 +138,8 @@ class Progress:
                            f"points with findings so far: {len(self.found)}"))
 
     def scanned(self) -> None:
-        leaks, _ = faultpoint.attribute_leaks(self.log.parsed(), list(self.log.results.values()),
-                                              self.prep.setup.rules, self.prep.setup.project.module)
+        leaks, _ = faultleak.attribute_leaks(self.log.parsed(), list(self.log.results.values()), self.how.rules,
+                                              self.how.module)
         for key in sorted(set(leaks) - self.leaky):
             self.leaky.add(key)
             self.found.add(key)

@@ -21,6 +21,7 @@ from harness import resources
 from harness.errors import HarnessError
 from harness.events import Sink
 from harness.guest import contract, faultplan
+from harness.guest.transport import RunDirGuard
 from harness.phases import Prepared, RunRequest
 from harness.watch import Spare, SparePool
 
@@ -94,13 +95,19 @@ def walk_on(spare: Spare, on_line: Callable[[str], None], idle_limit: float, lim
     t = threading.Thread(target=watchdog, daemon=True)
     t.start()
     status: Optional[int] = None
+    guard = RunDirGuard(spare.run_dir)  # a step writing without end into /harness fills the host's disk
+    if spare.live.bg.proc is not None:
+        guard.attach(spare.live.bg.proc)
     try:
-        status = started.finish(limit, feed).status
+        with guard:
+            status = started.finish(limit, feed).status
     except HarnessError as e:
         why.append(str(e))
     finally:
         stop.set()
         t.join()
+    if guard.exceeded:
+        why.insert(0, guard.exceeded)
     if status == 255 and not why and not spare.live.alive():
         why.append("the guest's VM ended")
     spare.console.flush()

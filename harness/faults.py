@@ -26,19 +26,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import __version__, procs
+from harness import __version__, phases, procs
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Printer, Sink, fanout
 from harness.faultdecode import Decoder
-from harness.faults_cli import DEFAULT_KERNEL
-from harness.faultfold import PhaseState, Progress, Walk, fold
+from harness.faultfold import PhaseState, Progress, Walk, fold, judging
 from harness.faultguests import GuestSource, install, walk_on
+from harness.faults_cli import DEFAULT_KERNEL
 from harness.guest import contract, faultplan, plan
 from harness.guest.faultplan import WalkPlan, WalkStep
 from harness.kernel import spec
 from harness.locks import write_atomic
 from harness.model import Timeouts, Verdict
 from harness.phases import Prepared, RunRequest, Setup, prepare
+from harness.project import Project, load_project
 from harness.run import results_id
 from harness.verdict import faultfind, faulthtml, faultpoint
 from harness.verdict.faultfind import Decoded, Finding
@@ -75,20 +76,23 @@ def check_kernel(prep: Prepared) -> None:
         raise UsageError("harness faults walks x86_64 (amd64) guests only")
 
 
-def phases_of(prep: Prepared, req: FaultRequest) -> list[str]:
-    names = [faultplan.INIT] + [s.name for s in prep.setup.project.steps if s.when == "loaded"]
-    if req.step is not None and req.step not in names:
-        raise UsageError(f"--step {req.step!r}: {prep.setup.project.where} has no such step run with the "
-                         f"module loaded; choose from {', '.join(names)}")
-    return [req.step] if req.step is not None else names
+def phases_of(project: Project, step: Optional[str]) -> list[str]:
+    """The phases to walk: init and the steps run with the module loaded (``step``: that one only)."""
+    names = [faultplan.INIT] + [s.name for s in project.steps if s.when == "loaded"]
+    if step is not None and step not in names:
+        raise UsageError(f"--step {step!r}: {project.where} has no such step run with the module loaded; "
+                         f"choose from {', '.join(names)}")
+    return [step] if step is not None else names
 
 
 def walk_plan(prep: Prepared, req: FaultRequest, w: Walk, area: tuple[int, int]) -> WalkPlan:
     p = prep.setup.project
     m = p.modules[0]
     kos = plan.ko_paths(p, prep.built.kos if prep.built is not None else None)
+
     def steps(when: str) -> tuple[WalkStep, ...]:
-        return tuple(WalkStep(s.name, s.argv, s.timeout, s.expect_rc) for s in p.steps if s.when == when)
+        return tuple(WalkStep(s.name, s.argv, s.timeout, s.expect_rc, kind=contract.STEP, env=s.env, cwd=s.cwd)
+                     for s in p.steps if s.when == when)
 
     todo = [s for s in w.states if not s.complete]
     return WalkPlan(run_id=secrets.token_hex(8), module=m.module, ko=kos[m.name], params=m.params,
@@ -101,13 +105,21 @@ def walk_plan(prep: Prepared, req: FaultRequest, w: Walk, area: tuple[int, int])
 
 
 def check_request(req: FaultRequest) -> None:
-    """What is wrong with the request before anything is fetched or built."""
+    """What is wrong with the request before anything is fetched, built or written: what every run
+    checks (``phases.check_request``), then what a walk needs of the kernel and the project."""
+    phases.check_request(req.run)
     kspec = spec.parse_spec(req.run.kernel)
     if kspec.source not in ("debian-src", "local"):
         raise UsageError(f"{kspec}: Debian's packaged kernels have no fault injection",
                          hint=f"use --kernel {DEFAULT_KERNEL} (vm/configs/debug.config: built once, ~30 min)")
     if req.only is not None and req.only < 1 or req.max_points < 1:
         raise UsageError("--only and --max-points take a point number from 1")
+    project = load_project(req.run.project)
+    if project.trail.is_file():  # a walk checks no trail, but takes what it allows (faultfold.judging)
+        phases.load_trail(project)
+    if len(project.modules) > 1:
+        raise UsageError(f"{project.where}: harness faults walks a project with one module ([module] name)")
+    phases_of(project, req.step)
 
 
 def faults(req: FaultRequest, sink: Sink) -> tuple[int, dict[str, Any]]:
@@ -162,9 +174,8 @@ def _walk(req: FaultRequest, sink: Sink, w: Walk, out_dir: Path) -> None:
         run_dir = Path(tmp)
         w.prep = prep = prepare(req.run, sink, run_dir, [], adjust=_with_debug_info)
         check_kernel(prep)
-        if len(prep.setup.project.modules) > 1:
-            raise UsageError("harness faults walks a project with one module ([module] name)")
-        w.states = [PhaseState(n) for n in phases_of(prep, req)]
+        w.states = [PhaseState(n) for n in phases_of(prep.setup.project, req.step)]
+        w.how = judging(prep)
         w.build = str(run_dir / "build")
         area = module_area(prep.root)
         for ko in (run_dir / "build").glob("*.ko"):
@@ -186,15 +197,15 @@ def _walk(req: FaultRequest, sink: Sink, w: Walk, out_dir: Path) -> None:
 def _one_guest(req: FaultRequest, source: GuestSource, area: tuple[int, int], build: Path, w: Walk,
                out_dir: Path, sink: Sink) -> int:
     """One guest walks as far as it can; returns how many points it judged."""
-    assert w.prep is not None
-    prep, spare, k = w.prep, source.take(), len(w.guests)
+    assert w.prep is not None and w.how is not None
+    prep, how, spare, k = w.prep, w.how, source.take(), len(w.guests)
     fresh = True
     try:
         p = walk_plan(prep, req, w, area)
         log = faultpoint.FaultLog(run_id=p.run_id)
         install(spare, build, p)
-        lines: list[str] = []
-        progress = Progress(prep, w, sink, log, k)
+        lines = contract.HeadTail(faultpoint.KEEP, faultpoint.KEEP)  # the channel, capped as a run's is
+        progress = Progress(how, w, sink, log, k)
 
         def on_line(line: str) -> None:
             lines.append(line)
@@ -203,9 +214,11 @@ def _one_guest(req: FaultRequest, source: GuestSource, area: tuple[int, int], bu
         todo = [f"{ph} {n} (again)" for ph, n in p.redo] + [f"{ph} {n}" for ph, n in p.phases]
         sink(Note(f"guest {k + 1}: walking from " + ", ".join(todo)))
         end = walk_on(spare, on_line, idle_limit=_idle_limit(p), limit=10 ** 6)
-        (out_dir / "faults" / f"guest-{k + 1}.exec.log").write_text("".join(x + "\n" for x in lines))
+        cut = [f"[kmod-harness: {lines.dropped} channel lines left out here]"] if lines.dropped else []
+        kept = list(lines.head) + cut + list(lines.tail)
+        (out_dir / "faults" / f"guest-{k + 1}.exec.log").write_text("".join(x + "\n" for x in kept))
         (out_dir / "faults" / f"guest-{k + 1}.console.log").write_text(end.console)
-        judged, fresh = fold(prep, log, end, w, k, req.only, req.max_points)
+        judged, fresh = fold(how, log, end, w, k, req.only, req.max_points)
         if log.done is not None and log.done[1]:
             raise InfraError(f"the fault walk could not start in the guest: {log.done[0]}")
         return judged

@@ -21,16 +21,20 @@ a pass: that is what an error path is for.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from harness.guest import contract, faultplan
 from harness.guest.faultplan import PointRun, ProcRun
 from harness.model import KmsgRecord
-from harness.verdict import kmsg, splat, trace
+from harness.verdict import complaints, kmsg, splat, trace, trail
 from harness.verdict.trace import Frame
 
 INJECTION = "FAULT_INJECTION: forcing a failure."
+# Records of a guest's walk kept on the host, first and last: a walk logs far more than a run (a
+# stack dump per injection), and a module that logs without end must not fill the host's memory.
+KEEP = 2 * contract.KMSG_HEAD
 KMEMLEAK = "kmemleak"  # the splat rule of kmemleak's reports
 _ATTR = re.compile(r"name (\S+),")
 # The frames of the fault injection itself, innermost first: the frame after the last of them is
@@ -95,18 +99,28 @@ class FaultLog:
 
     run_id: str
     version: Optional[int] = None
-    records: list[str] = field(default_factory=list)
     started: list[tuple[str, int, Optional[int]]] = field(default_factory=list)  # (phase, n, start seq)
     results: dict[tuple[str, int], PointRun] = field(default_factory=dict)
     done: Optional[tuple[str, bool]] = None  # (reason, error)
     checked: set[tuple[str, int]] = field(default_factory=set)  # points kmemleak has looked at
-    _parsed: list[KmsgRecord] = field(default_factory=list)
+    # The kernel's records, parsed as they come, capped as a run's are (contract.HeadTail): the first
+    # KEEP and the last KEEP; ``dropped`` says how many were left out between them.
+    dropped: int = 0
+    _head: list[KmsgRecord] = field(default_factory=list)
+    _tail: "deque[KmsgRecord]" = field(default_factory=lambda: deque(maxlen=KEEP))
 
     def parsed(self) -> list[KmsgRecord]:
-        """The records so far, parsed (each raw record once)."""
-        if len(self._parsed) < len(self.records):
-            self._parsed += kmsg.parse_records(self.records[len(self._parsed):])
-        return self._parsed
+        """The records so far, in order (the middle of an endless log left out)."""
+        return self._head + list(self._tail) if self._tail else self._head
+
+    def _keep(self, raw: str) -> None:
+        for r in kmsg.parse_records([raw]):
+            if len(self._head) < KEEP:
+                self._head.append(r)
+                continue
+            if len(self._tail) == KEEP:
+                self.dropped += 1
+            self._tail.append(r)
 
     def feed_line(self, line: str) -> Optional[str]:
         """Fold one channel line; returns its event's kind (None: not ours)."""
@@ -117,7 +131,7 @@ class FaultLog:
         if kind == contract.HELLO:
             self.version = event.get("version")
         elif kind == contract.KMSG:
-            self.records.append(str(event.get("raw", "")))
+            self._keep(str(event.get("raw", "")))
         elif kind == contract.FAULT_POINT:
             self.started.append((str(event["phase"]), int(event["n"]), event.get("seq")))
         elif kind == contract.FAULT_RESULT:
@@ -157,8 +171,18 @@ def window(records: Sequence[KmsgRecord], start: Optional[int], end: Optional[in
     return [r for r in records if (start is None or r.seq > start) and (end is None or r.seq <= end)]
 
 
-def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[KmsgRecord],
-                rules: Sequence[splat.SplatRule], module: str, expect_rc: Mapping[str, int],
+@dataclass(frozen=True)
+class Judging:
+    """What every point of a walk is judged by."""
+
+    rules: tuple[splat.SplatRule, ...]
+    module: str  # the kernel's name for it
+    names: tuple[str, ...] = ()  # every name it goes by in records (complaints name it)
+    expect_rc: Mapping[str, int] = field(default_factory=dict)  # each step's expected exit status
+    allow: tuple[trail.Allowance, ...] = ()  # complaints the project says are intended
+
+
+def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[KmsgRecord], how: Judging,
                 start: Optional[int] = None, console: str = "", marker: Optional[str] = None,
                 ended: str = "", guest: int = 0, leaks: Sequence[tuple[Consequence, Sequence[KmsgRecord]]] = ()
                 ) -> PointOutcome:
@@ -168,14 +192,18 @@ def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[K
     point's (``attribute_leaks``), with their records: they come with a later scan, not in its window."""
     lo = run.seq_before if run is not None else start
     win = tuple(window(records, lo, run.seq_after if run is not None else None))
-    injection = parse_injection(win, module)
-    found = cascade([Consequence(s.rule, s.text, s.seq) for s in splat.find(rules, win) if s.rule != KMEMLEAK])
+    injection = parse_injection(win, how.module)
+    splats = [s for s in splat.find(how.rules, win, how.names or (how.module,)) if s.rule != KMEMLEAK]
+    found = cascade([Consequence(s.rule, s.text, s.seq) for s in splats])
+    if not splats:  # a report's own stack dump is no complaint of its own
+        found += complaints_in(win, how)
     found += [c for c, _ in leaks]
+    streamed = win
     win = tuple(sorted({r.seq: r for r in list(win) + [r for _, rs in leaks for r in rs]}.values(),
                        key=lambda r: r.seq))
     if run is None:
         if not found and console:
-            seen, excerpt = splat.find_in_console(rules, console, marker)
+            seen, excerpt = splat.find_in_console(how.rules, console, marker, streamed)
             found = cascade([Consequence(s.rule, s.text, detail=excerpt if i == 0 else "")
                              for i, s in enumerate(seen)])
         if not found:
@@ -183,10 +211,28 @@ def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[K
             found = [Consequence("died", f"the guest stopped during the point ({ended or 'no result came'})",
                                  detail=excerpt)]
         return PointOutcome(phase, n, FINDING, None, injection, tuple(found), win, guest)
-    found += _process_consequences(run, module)
+    found += _process_consequences(run, how.module)
     if found:
         return PointOutcome(phase, n, FINDING, run, injection, tuple(found), win, guest)
-    return PointOutcome(phase, n, _clean_outcome(run, expect_rc), run, injection, (), win, guest)
+    return PointOutcome(phase, n, _clean_outcome(run, how.expect_rc), run, injection, (), win, guest)
+
+
+COMPLAINT = "complaint"  # a consequence: the kernel complained about the module (verdict/complaints.py)
+
+
+def complaints_in(win: Sequence[KmsgRecord], how: Judging) -> list[Consequence]:
+    """The kernel's complaints about the module in a point's records that nothing allows
+    (``complaints.find``: a known message about a module, or a stack dump while it was loaded).
+    The stack dump each injection prints on purpose (lib/fault-inject.c fail_dump(): the
+    ``FAULT_INJECTION`` record, then dump_stack()) is left out, and so are the module's own
+    warnings: an error path that logs its failure is doing its job, and no trail is checked here."""
+    kernel = [r for r in win if r.facility == splat.KERNEL_FACILITY]
+    dumps = {b.seq for a, b in zip(kernel, kernel[1:], strict=False) if a.text.startswith(INJECTION)
+             and complaints.DUMP_HEAD.match(b.text)}
+    said = complaints.find([r for r in kernel if r.seq not in dumps], how.names or (how.module,), (None, None),
+                           None, how.allow)
+    return [Consequence(COMPLAINT, c.record.text, c.record.seq, detail=c.why) for c in said
+            if c.allowed_by is None and c.the_kernels]
 
 
 # A report that goes on as another: a NULL dereference's "BUG:" line, then its "Oops:"; and the panic
@@ -235,109 +281,3 @@ def _process_consequences(run: PointRun, module: str) -> list[Consequence]:
 
 def _output(p: ProcRun) -> str:
     return "\n".join(x for x in (p.stdout.strip(), p.stderr.strip()) if x)[-2000:]
-
-
-# ---- kmemleak's reports, as it logs them with verbose on (mm/kmemleak.c print_unreferenced) ----
-
-_COMM = re.compile(r'comm "([^"]*)", pid (\d+), jiffies (\d+)')
-_RAW = re.compile(r"^0x([0-9a-f]+)$")
-_SYM = re.compile(r"^(?P<func>[A-Za-z0-9_.$]+)\+0x(?P<off>[0-9a-f]+)/0x(?P<size>[0-9a-f]+)(?: \[(?P<mod>\w+)\])?$")
-
-
-@dataclass(frozen=True)
-class Leak:
-    seq: int
-    comm: str
-    pid: Optional[int]
-    frames: tuple[Frame, ...]  # symbolic frames as printed; bare addresses as frames named "0x..."
-    raw: tuple[int, ...]  # the bare addresses among them (code that was gone when kmemleak printed)
-
-
-def _body(text: str) -> str:
-    return text[len("kmemleak: "):] if text.startswith("kmemleak: ") else text
-
-
-def parse_leak(records: Sequence[KmsgRecord], seq: int) -> Optional[Leak]:
-    """The report that starts at record ``seq``: who allocated the object and its backtrace."""
-    at = next((i for i, r in enumerate(records) if r.seq == seq), None)
-    if at is None:
-        return None
-    comm, pid, frames, raw = "", None, [], []
-    in_trace = False
-    for r in records[at + 1:at + 80]:
-        if r.facility != records[at].facility:
-            continue
-        body = _body(r.text)
-        if body.lstrip().startswith("unreferenced object"):
-            break
-        m = _COMM.search(body)
-        if m and not in_trace:
-            comm, pid = m.group(1), int(m.group(2))
-        elif body.lstrip().startswith("backtrace"):
-            in_trace = True
-        elif in_trace:
-            if not body.startswith("    "):
-                break
-            frame = _leak_frame(body.strip(), r.seq)
-            if frame is not None:
-                frames.append(frame)
-                if frame.function.startswith("0x"):
-                    raw.append(int(frame.function, 16))
-    return Leak(seq, comm, pid, tuple(frames), tuple(raw))
-
-
-def _leak_frame(text: str, seq: int) -> Optional[Frame]:
-    text = re.sub(r"^\[<[0-9a-f]+>\]\s*", "", text)  # older kernels print the address first
-    m = _SYM.match(text)
-    if m:
-        return Frame(m.group("func"), int(m.group("off"), 16), int(m.group("size"), 16), m.group("mod"), True,
-                     "stack", seq)
-    if _RAW.match(text):
-        return Frame(text, 0, 0, None, True, "stack", seq)
-    return None
-
-
-def attribute_leaks(records: Sequence[KmsgRecord], runs: Sequence[PointRun], rules: Sequence[splat.SplatRule],
-                    module: str) -> tuple[dict[tuple[str, int], list[tuple[Consequence, list[KmsgRecord]]]],
-                                          list[Consequence]]:
-    """kmemleak's reports of a guest, each given to the point it belongs to: the one whose process
-    allocated the object, else the last one before the report whose load held a bare address of its
-    backtrace or whose module a frame names. The rest (the kernel's own, the boot's) are returned apart."""
-    out: dict[tuple[str, int], list[tuple[Consequence, list[KmsgRecord]]]] = {}
-    stray: list[Consequence] = []
-    by_pid = {p.pid: r for r in runs for p in r.procs if p.pid is not None}
-    for s in splat.find(rules, records):
-        if s.rule != KMEMLEAK or s.seq is None:
-            continue
-        leak = parse_leak(records, s.seq)
-        c = Consequence(s.rule, s.text, s.seq)
-        owner = by_pid.get(leak.pid) if leak is not None and leak.pid is not None else None
-        if owner is None and leak is not None:
-            before = [r for r in runs if r.seq_before is not None and r.seq_before < s.seq]
-            named = any(f.module == module for f in leak.frames)
-            owner = next((r for r in reversed(before) if named or any(_in_load(a, r) for a in leak.raw)), None)
-        if owner is None:
-            stray.append(c)
-            continue
-        out.setdefault((owner.phase, owner.n), []).append((c, report(records, s.seq)))
-    return out, stray
-
-
-def report(records: Sequence[KmsgRecord], seq: int, most: int = 80) -> list[KmsgRecord]:
-    """The records of kmemleak's report that starts at ``seq``."""
-    at = next((i for i, r in enumerate(records) if r.seq == seq), None)
-    if at is None:
-        return []
-    out = [records[at]]
-    for r in records[at + 1:at + most]:
-        if r.facility == records[at].facility and (_body(r.text).startswith(" ")):
-            out.append(r)
-        elif r.facility == records[at].facility:
-            break
-    return out
-
-
-def _in_load(address: int, run: PointRun) -> bool:
-    """Whether an address is near the module's code in the point's load (within 1 MiB of a section)."""
-    bases = list(run.sections.values()) + ([run.init_fn] if run.init_fn else [])
-    return any(0 <= address - b < (1 << 20) for b in bases)

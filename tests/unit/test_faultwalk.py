@@ -5,6 +5,7 @@ tainted the first). faults_fixed: the same module built with -DFAULTY_FIXED, one
 """
 
 import json
+import re
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,10 +19,11 @@ from harness.guest import faultplan
 from harness.guest.faultplan import PointRun, WalkPlan, WalkStep
 from harness.kernel import symbolize
 from harness.project import load_project
-from harness.verdict import faultfind, faulthtml, faultpoint
+from harness.verdict import complaints, faultfind, faulthtml, faultleak, faultpoint, kmsg
 from harness.verdict.faultpoint import Consequence, FaultLog
+from harness.verdict.trail import Allowance
 
-from conftest import DATA, REPO, RULES
+from conftest import DATA, REPO, RULES, load_guest
 
 FAULTY = REPO / "tests" / "fixtures" / "faulty"
 SOURCE = DATA / "faults_faulty" / "module"  # the source the recorded .ko was built from
@@ -37,13 +39,14 @@ def guest_log(recording: str, guest: int) -> FaultLog:
     return log
 
 
-def prep(toml: Path = FAULTY / "harness.toml") -> types.SimpleNamespace:
-    """What the fold reads of a Prepared: the project and the splat rules."""
-    return types.SimpleNamespace(setup=types.SimpleNamespace(project=load_project(toml), rules=tuple(RULES)))
+def how(toml: Path = FAULTY / "harness.toml") -> faultpoint.Judging:
+    """What the walk judges its points by, made from a Prepared's project and splat rules."""
+    prep = types.SimpleNamespace(setup=types.SimpleNamespace(project=load_project(toml), rules=tuple(RULES)))
+    return faultfold.judging(prep)
 
 
 def walk_of(recording: str, guests: int, toml: Path = FAULTY / "harness.toml") -> faultfold.Walk:
-    p = prep(toml)
+    p = how(toml)
     w = faultfold.Walk(states=[faultfold.PhaseState("init"), faultfold.PhaseState("write")])
     for k in range(guests):
         log = guest_log(recording, k + 1)
@@ -87,18 +90,19 @@ def test_events_of_another_run_are_not_folded():
     log = FaultLog(run_id="someone-else")
     for line in (DATA / "faults_faulty" / "guest-1.exec.log").read_text().splitlines():
         log.feed_line(line)
-    assert log.records == [] and log.results == {} and log.version is None
+    assert log.parsed() == [] and log.results == {} and log.version is None
 
 
 def test_a_plan_reads_back_as_it_was_written_and_a_wrong_one_is_refused():
     plan = WalkPlan(run_id="r", module="m", ko="/harness/build/m.ko", params=("a=1",),
-                    loaded=(WalkStep("s", ("sh", "-c", "true"), 30.0, 1),), phases=(("init", 3), ("s", 1)),
+                    loaded=(WalkStep("s", ("sh", "-c", "true"), 30.0, 1, env=(("K", "v"),), cwd="/project"),),
+                    phases=(("init", 3), ("s", 1)),
                     counted=("init",), redo=(("s", 2),), require=(1 << 63, (1 << 64) - 1), env=(("A", "b"),))
     assert WalkPlan.from_json(plan.to_json()) == plan
     with pytest.raises(faultplan.PlanError, match="version"):
         WalkPlan.from_json(json.dumps(dict(json.loads(plan.to_json()), version=99)))
     with pytest.raises(faultplan.PlanError, match="malformed"):
-        WalkPlan.from_json('{"version": 1, "run_id": "r"}')
+        WalkPlan.from_json(json.dumps({"version": faultplan.VERSION, "run_id": "r"}))
 
 
 # ---- a point's outcome -----------------------------------------------------------------------
@@ -142,19 +146,19 @@ def test_the_double_free_is_a_kasan_report_of_the_write_path():
 def test_a_leak_goes_to_the_point_whose_process_allocated_it():
     log = guest_log("faults_faulty", 1)
     runs = list(log.results.values())
-    leaks, stray = faultpoint.attribute_leaks(log.parsed(), runs, RULES, "faulty")
+    leaks, stray = faultleak.attribute_leaks(log.parsed(), runs, RULES, "faulty")
     assert list(leaks) == [("init", 3)] and stray == []
     (c, records), = leaks[("init", 3)]
-    leak = faultpoint.parse_leak(records, c.seq)
+    leak = faultleak.parse_leak(records, c.seq)
     assert leak.comm == "insmod" and leak.pid == log.results[("init", 3)].armed.pid
     # the module was gone when kmemleak printed: its frame is a bare address, in that load's .init.text
-    assert len(leak.raw) == 1 and faultpoint._in_load(leak.raw[0], log.results[("init", 3)])
+    assert len(leak.raw) == 1 and faultleak._in_load(leak.raw[0], log.results[("init", 3)])
 
 
 def test_a_leak_of_no_point_is_set_apart():
     log = guest_log("faults_faulty", 1)
     others = [r for r in log.results.values() if (r.phase, r.n) != ("init", 3)]
-    leaks, stray = faultpoint.attribute_leaks(log.parsed(), others, RULES, "faulty")
+    leaks, stray = faultleak.attribute_leaks(log.parsed(), others, RULES, "faulty")
     # without its point, the report still has the module's code in it: the last load before it holds it
     assert sum(len(v) for v in leaks.values()) + len(stray) == 1
 
@@ -170,14 +174,14 @@ def test_a_guest_that_died_in_a_point_is_that_points_finding_and_its_unchecked_p
     assert log.unfinished[:2] == ("write", 3)
     w = faultfold.Walk(states=[faultfold.PhaseState("init"), faultfold.PhaseState("write")])
     console = (DATA / "faults_faulty" / "guest-1.console.log").read_text()
-    judged, fresh = faultfold.fold(prep(), log, WalkEnd(255, "the guest's VM ended", console), w, 0, None, 500)
+    judged, fresh = faultfold.fold(how(), log, WalkEnd(255, "the guest's VM ended", console), w, 0, None, 500)
     assert judged == 12 and fresh
     dead = outcome(w, "write", 3)
     # its records never came, but the console has the report, after the point's mark
     assert dead.run is None and [(c.kind, c.seq) for c in dead.consequences] == [("kasan", None)]
     assert dead.consequences[0].text.startswith("BUG: KASAN: double-free in faulty_write")
     # without a console that says how, the point is one where the guest died
-    bare = faultfold.judge(prep(), log, "write", 3, WalkEnd(255, "the guest's VM ended", ""), 0)
+    bare = faultfold.judge(how(), log, "write", 3, WalkEnd(255, "the guest's VM ended", ""), 0)
     assert [c.kind for c in bare.consequences] == ["died"] and "the guest's VM ended" in bare.consequences[0].text
     unchecked = {(p, n) for p, n, _ in log.started if n > 0 and (p, n) not in log.checked} - {("write", 3)}
     assert scans and set(w.redo) == unchecked
@@ -189,7 +193,7 @@ def test_a_process_past_its_limit_is_a_hang_and_a_module_that_stays_is_an_unload
     procs = [dict(p, timed_out=True, returncode=None) if p["what"] == "write" else p
              for p in run.to_dict()["procs"]]
     hung = PointRun.from_dict(dict(run.to_dict(), procs=procs))
-    o = faultpoint.judge_point("write", 3, hung, [], RULES, "faulty", {})
+    o = faultpoint.judge_point("write", 3, hung, [], faultpoint.Judging(tuple(RULES), "faulty"))
     assert [c.kind for c in o.consequences] == ["hang", "unload"]
     assert o.consequences[0].text == "write did not end within its limit (60s)"
 
@@ -280,18 +284,38 @@ def test_a_trace_names_files_as_people_read_them():
     assert lines[-1].strip() == "inlined from faulty_init at faulty.c:69"
 
 
+TWO_MODULES = """[module]
+source = "module"
+trail = "trail.toml"
+[[module.load]]
+name = "a"
+[[module.load]]
+name = "b"
+"""
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--kernel", "debian:bookworm"], "Debian's packaged kernels have no fault injection"),
     (["--only", "0"], "from 1"),
     (["--max-points", "0"], "from 1"),
     (["--kernel", "debian-src:trixie+nosuch"], "unknown kernel flavour"),
+    (["--step", "nosuch"], "--step 'nosuch': "),
+    (["--step", "write", "--timeout", "nan"], "give a number of seconds"),
+    (["--project", "TWO"], "harness faults walks a project with one module"),
+    (["--project", "NOWHERE"], "does not exist"),
 ])
 def test_a_walk_that_cannot_be_is_a_usage_error_before_anything_runs(argv, says, tmp_path, capsys):
     from harness import cli
 
-    assert cli.main(["faults", "--results", str(tmp_path), *argv]) == 2
-    assert says in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    two = tmp_path / "two"
+    (two / "module").mkdir(parents=True)
+    (two / "harness.toml").write_text(TWO_MODULES)
+    argv = [{"TWO": str(two), "NOWHERE": str(tmp_path / "nowhere")}.get(a, a) for a in argv]
+    results = tmp_path / "results"
+    assert cli.main(["faults", "--project", str(FAULTY), "--results", str(results), *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err.splitlines()[0], err
+    assert not results.exists()  # nothing written
 
 
 def test_a_report_that_goes_on_as_an_oops_and_a_panic_is_one_consequence():
@@ -300,3 +324,35 @@ def test_a_report_that_goes_on_as_an_oops_and_a_panic_is_one_consequence():
     assert [x.kind for x in faultpoint.cascade([Consequence("oops", ""), Consequence("panic", "")])] == ["oops"]
     two = [Consequence("kasan", ""), Consequence("warning", "")]
     assert faultpoint.cascade(two) == two
+
+
+# ---- complaints, and a log without end ----------------------------------------------------------
+
+
+def test_an_injections_own_stack_dump_is_no_complaint_but_the_kernels_complaint_about_the_module_is():
+    log = guest_log("faults_faulty", 1)
+    run = log.results[("init", 1)]
+    win = faultpoint.window(log.parsed(), run.seq_before, run.seq_after)
+    kernel = [r for r in win if r.facility == 0]
+    # as a run's judge reads it, the dump lib/fault-inject.c prints with each injection is a complaint
+    assert [c.kind for c in complaints.find(kernel, ["faulty"], (None, None), None)] == [complaints.DUMP]
+    how = faultpoint.Judging(tuple(RULES), "faulty", ("faulty",))
+    assert faultpoint.complaints_in(win, how) == []
+    # the kernel's complaint about a module (tests/data/positive_init: init returned 240, and
+    # do_init_module() said so with a stack dump) in the same point's records is a consequence
+    said = [r for r in kmsg.parse_records(load_guest("positive_init")["kmsg"]) if 466 <= r.seq <= 490]
+    found = faultpoint.complaints_in(list(win) + said, how)
+    assert [(c.kind, c.seq) for c in found] == [(faultpoint.COMPLAINT, 466)]
+    assert "suspiciously returned 240" in found[0].text and "do_init_module()" in found[0].detail
+    # unless the project allows it
+    allowed = faultpoint.Judging(tuple(RULES), "faulty", ("faulty",),
+                                 allow=(Allowance(re.compile("suspiciously returned"), "intended"),))
+    assert faultpoint.complaints_in(list(win) + said, allowed) == []
+
+
+def test_a_walk_keeps_the_first_and_the_last_records_of_a_guest_that_logs_without_end(monkeypatch):
+    everything = guest_log("faults_faulty", 1).parsed()
+    monkeypatch.setattr(faultpoint, "KEEP", 100)
+    log = guest_log("faults_faulty", 1)
+    assert len(everything) > 200 and log.parsed() == everything[:100] + everything[-100:]
+    assert log.dropped == len(everything) - 200
