@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from harness.errors import InfraError, UsageError
 
@@ -36,12 +36,24 @@ class Arch:
     # q35 and KVM QEMU's default (i440fx), whose ACPI and PCI differ: a step reading them would pass
     # under one and fail under the other. q35 is what every TCG run here has been measured on.
     qemu_machine: Optional[str] = None
+    # The kernel's __START_KERNEL_map, where the module area's place is reckoned from (harness faults
+    # filters injection to it); None where the harness does not know it, and faults refuse the arch.
+    start_kernel_map: Optional[int] = None
+
+    def module_area(self, has: Callable[[str], bool]) -> Optional[tuple[int, int]]:
+        """[MODULES_VADDR, MODULES_END) from the kernel's configuration (``has``: is CONFIG_X set),
+        as x86_64's arch/x86/include/asm/page_64_types.h and pgtable_64_types.h (6.12) define them."""
+        if self.start_kernel_map is None:
+            return None
+        image = (1 << 30) if has("RANDOMIZE_BASE") else (512 << 20)
+        end = 0xFFFFFFFFFE000000 if has("DEBUG_KMAP_LOCAL_FORCE_MAP") else 0xFFFFFFFFFF000000
+        return self.start_kernel_map + image, end
 
 
 ARCHES = {
     "amd64": Arch("amd64", "x86_64", "amd64", "qemu-system-x86_64", "qemu-system-x86", "qemu-x86_64",
                   vng="x86_64", tree_image="arch/x86/boot/bzImage", package_images=("vmlinuz",),
-                  console="ttyS0", pvh=True, qemu_machine="q35"),
+                  console="ttyS0", pvh=True, qemu_machine="q35", start_kernel_map=0xFFFFFFFF80000000),
     "arm64": Arch("arm64", "aarch64", "arm64", "qemu-system-aarch64", "qemu-system-arm", "qemu-aarch64",
                   vng="arm64", tree_image="arch/arm64/boot/Image", package_images=("vmlinuz",),
                   console="ttyAMA0"),

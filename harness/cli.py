@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, arches, fanout_cli, procs, resources
+from harness import __version__, arches, fanout_cli, faults_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
 from harness.kernel import spec
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import kernels_cmd as manage
     manage.add_parser(sub, add_kernel_opts)
     fanout_cli.add_report_parser(sub, help_end)
+    faults_cli.add_parser(sub, help_end, add_kernel_opts, add_guest_opts, _positive)
     return p
 
 
@@ -392,3 +393,4 @@ def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 
 
 _HANDLERS["report"] = _cmd_report
+_HANDLERS["faults"] = faults_cli.main  # harness faults: its options and handler in faults_cli.py

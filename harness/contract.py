@@ -36,7 +36,12 @@ MARKER = "marker"  # {seq}: the runner's own record, written just before the fir
 STEP_START = "step-start"  # {name, index}
 STEP_END = "step-end"  # {step: StepReport}
 REPORT = "report"  # {path}: the whole GuestReport is written at path
-EVENTS = (HELLO, KMSG, MARKER, STEP_START, STEP_END, REPORT)
+# The fault walk's (harness/guest/faultwalk.py; payloads in faultplan.py). A runner never sends them.
+FAULT_POINT = "fault-point"  # {phase, n, seq}: a fault point starts; its records come after seq
+FAULT_RESULT = "fault-result"  # {point}: what the point did (faultplan.PointRun)
+FAULT_SCAN = "fault-scan"  # {checked}: kmemleak has looked at what these points allocated
+FAULT_DONE = "fault-done"  # {reason, error}: the walk on this guest ended
+EVENTS = (HELLO, KMSG, MARKER, STEP_START, STEP_END, REPORT, FAULT_POINT, FAULT_RESULT, FAULT_SCAN, FAULT_DONE)
 
 # When a project step runs, relative to the module's insmod and rmmod.
 WHEN = ("before", "loaded", "after")

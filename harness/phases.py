@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from harness import accel as accel_mod
 from harness import arches, contract, plan, resources, symbolize, tomlload, virtme
@@ -246,9 +246,11 @@ class Prepared:
     run_dir: Path
 
 
-def prepare(req: RunRequest, sink: Sink, run_dir: Path, done: Phases) -> Prepared:
-    """setup, resolve, root and build, for front ends that boot on their own (sessions, benchmarks)."""
-    s = setup(req)
+def prepare(req: RunRequest, sink: Sink, run_dir: Path, done: Phases,
+            adjust: Callable[[Setup], Setup] = lambda s: s) -> Prepared:
+    """setup, resolve, root and build, for front ends that boot on their own (sessions, benchmarks);
+    ``adjust``: what such a front end changes in the setup first (harness faults: the build's flags)."""
+    s = adjust(setup(req))
     r = root(s, resolve(s, req, sink, done), req, sink, done)
     built = build(s, r, run_dir, req, sink, done)
     if built is not None and not built.ok:

@@ -56,13 +56,17 @@ def config_fragment(flavour: str) -> Path:
     return _file(DATA_PACKAGE, "configs", f"{flavour}.config")
 
 
+# Shared vocabulary the guest's programs import: it lives at the package's base, not in guest/.
+BASE_GUEST_FILES = (contract.CONTRACT_FILE, "faultplan.py")
+
+
 def guest_file(name: str) -> Path:
-    """A guest-side file that ships with the package (``harness/guest/NAME``)."""
-    return _file(GUEST_PACKAGE, name)
+    """A file the guest runs or imports, as the package ships it (``harness/guest/NAME``, or
+    ``harness/NAME`` for the shared vocabulary)."""
+    return _file("harness" if name in BASE_GUEST_FILES else GUEST_PACKAGE, name)
 
 
 def install_guest_files(run_dir: Path) -> None:
     """Put the guest runner, the contract it imports and the SSH start-up script into a run directory."""
-    for name in GUEST_FILES:  # the contract is shared vocabulary: it lives at the package's base
-        package = "harness" if name == contract.CONTRACT_FILE else GUEST_PACKAGE
-        shutil.copy(_file(package, name), run_dir / name)
+    for name in GUEST_FILES:
+        shutil.copy(guest_file(name), run_dir / name)

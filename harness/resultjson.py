@@ -25,7 +25,7 @@ class ResultError(ValueError):
 def dump(r: RunResult) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for f in fields(RunResult):
-        d[f.name] = _plain(getattr(r, f.name))
+        d[f.name] = plain(getattr(r, f.name))
     d["verdict"] = r.verdict.value
     d["exit_code"] = r.verdict.exit_code
     d["kmsg"] = [_record(k) for k in r.kmsg]
@@ -33,7 +33,8 @@ def dump(r: RunResult) -> dict[str, Any]:
     return d
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
+    """A typed part of a result as JSON's types (a frame's inlined calls as objects)."""
     if isinstance(v, Frame):
         d = asdict(v)
         d["inlined"] = [{"function": f, "file": fi, "line": ln} for f, fi, ln in v.inlined]
@@ -41,11 +42,11 @@ def _plain(v: Any) -> Any:
     if isinstance(v, CaseStatus):
         return v.value
     if hasattr(v, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+        return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     return v
 
 

@@ -111,7 +111,7 @@ def resolve_source(spec: KernelSpec, index: PackageIndex) -> SourceKernel:
     if pkg is None:
         raise InfraError(f"linux-source names {m.group(1)}, which the {spec.suite} index lacks")
     return SourceKernel(spec=spec, package=m.group(1), version=pkg["Version"], config_hash=config_hash(spec.flavour),
-                        index=index)
+                        index=index if isinstance(index, AptIndex) else None)  # a recorded index builds nothing
 
 
 def kernel_from_entry(spec: KernelSpec, entry: Path) -> ResolvedKernel:

@@ -22,9 +22,9 @@ CASES = sorted(p.name for p in CORPUS.iterdir())
 GOOD_TRAIL = '[[expect]]\ntext = "m: loaded"\n'
 GOOD_PROJECT = '[module]\nname = "m"\nsource = "module"\ntrail = "trail.toml"\n'
 SUBCOMMANDS = {
-    "project": ("run", "watch", "shell", "matrix"),
-    "pyproject": ("run", "watch", "shell", "matrix"),
-    "trail": ("run", "watch", "matrix"),
+    "project": ("run", "watch", "shell", "matrix", "faults"),
+    "pyproject": ("run", "watch", "shell", "matrix", "faults"),
+    "trail": ("run", "watch", "matrix", "faults"),
     "matrix": ("matrix", "kernels resolve"),
 }
 
@@ -66,7 +66,7 @@ def argv_for(sub: str, tmp: Path, project: Path, case: str) -> list[str]:
         return ["matrix", "--project", str(project), *files, *results]
     if sub == "kernels resolve":
         return ["kernels", "resolve", "--matrix-options", "--matrix-file", str(tmp / "kernels.toml")]
-    return [sub, "--project", str(project), *(results if sub in ("run", "watch") else [])]
+    return [sub, "--project", str(project), *(results if sub in ("run", "watch", "faults") else [])]
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -262,7 +262,7 @@ def test_case_as_json():
     from harness import resultjson
 
     c = ktap.Case("s", "n", ktap.FAIL, "why", ("d1", "d2"))
-    assert resultjson._plain(c) == {"suite": "s", "name": "n", "status": "fail", "reason": "why",
+    assert resultjson.plain(c) == {"suite": "s", "name": "n", "status": "fail", "reason": "why",
                                     "diagnostics": ["d1", "d2"]}
     assert ktap.Case("", "n", ktap.PASS).full_name == "n" and not ktap.Case("", "n", ktap.TODO).failed
 
