@@ -1,0 +1,97 @@
+"""Every guest ``harness fuzz`` gets, in one place: the fuzzing guest, and confirmation runs.
+
+- ``fuzz_guest``: boots a fresh guest whose exec command is the guest fuzzer
+  (``harness/guest/fuzzer.py``) instead of the runner, and hands each of its events to
+  the caller as it arrives. The fuzzer announces every input on virtme-ng's exec channel
+  (a virtio-serial port QEMU writes to the harness's pipe) before executing it, so when
+  the kernel dies the last event names what killed it. The kernel console goes to
+  ``console.log`` as ``harness run``'s does.
+- ``run_steps``: ``harness run`` itself on a project of the caller's (the module, and
+  steps that are repro scripts): the verdict, the splats with their decoded traces and
+  the step that was running come from the same code as any run's.
+
+When kmod-harness gets one pluggable way to get a guest (fresh boot, spare, session),
+this module is what changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from harness import procs, resources
+from harness.errors import PhaseTimeout
+from harness.events import ConsoleLine, Sink
+from harness.guest import contract, fuzzer
+from harness.guest.contract import GUEST_RUN_DIR
+from harness.guest.vng import VmConfig, console_log, vng_argv, vng_env
+from harness.model import RunResult
+from harness.phases import RunRequest
+
+COMMAND = f"python3 {GUEST_RUN_DIR}/fuzzer.py {GUEST_RUN_DIR}/{fuzzer.PLAN_FILE}"
+
+
+@dataclass(frozen=True)
+class FuzzGuest:
+    vng: str
+    config: VmConfig  # its run_dir holds the module build (build/) and gets the plan
+    plan: dict[str, Any]
+    console: Path
+    timeout: float  # boot + fuzzing + shutdown
+
+
+@dataclass(frozen=True)
+class GuestEnd:
+    exit_status: Optional[int]  # virtme-ng's; None when the harness ended it
+    timed_out: bool
+    argv: tuple[str, ...]
+
+
+def install(run_dir: Path) -> None:
+    """The guest fuzzer and what it imports, into the run directory (the guest's /harness)."""
+    for name in fuzzer.GUEST_FILES:
+        shutil.copy(resources.guest_file(name), run_dir / name)
+
+
+def fuzz_guest(req: FuzzGuest, on_event: Callable[[dict[str, Any]], None], sink: Sink) -> GuestEnd:
+    """Boot, fuzz until the plan's duration is over or the guest dies, and power off."""
+    from harness.fuzz.tally import decode_line
+
+    run_dir = req.config.run_dir
+    install(run_dir)
+    (run_dir / fuzzer.PLAN_FILE).write_text(json.dumps(req.plan))
+    argv = vng_argv(req.vng, req.config, COMMAND)
+    run_id = req.plan["run_id"]
+    with console_log(req.console) as console:
+        console.write(f"# {' '.join(argv)}\n")
+
+        heard = []  # once the fuzzer speaks, the console is no longer the news (it stays in console.log)
+
+        def on_line(stream: str, line: str) -> None:
+            if stream == "stdout" or line.startswith(contract.PREFIX):
+                ev = decode_line(line, run_id)
+                if ev is not None:
+                    heard.append(True)
+                    on_event(ev)
+                return
+            console.write(line + "\n")
+            console.flush()
+            if not heard:
+                sink(ConsoleLine(line))
+
+        try:
+            done = procs.run(argv, timeout=req.timeout, what="the fuzz VM", on_line=on_line, env=vng_env(),
+                             keep=False)
+            return GuestEnd(done.returncode, False, tuple(argv))
+        except PhaseTimeout:
+            return GuestEnd(None, True, tuple(argv))
+
+
+def run_steps(req: RunRequest, sink: Sink) -> RunResult:
+    """``harness run`` of ``req.project`` (a project the caller wrote: the module and its steps)."""
+    from harness.run import run
+
+    return run(req, sink)
