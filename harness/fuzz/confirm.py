@@ -40,8 +40,10 @@ class Crash:
     results: Path
 
     def same(self, other: "Crash") -> bool:
-        return self.rule == other.rule and (self.function is None or other.function is None
-                                            or self.function == other.function)
+        """The same bug, as far as can be told: the same function of the module on top of both
+        traces. A crash whose trace does not show the module (the blog's stack overflow, seen by
+        KASAN in a timer interrupt first on the debug kernel) cannot be told apart: it counts."""
+        return self.function is None or other.function is None or self.function == other.function
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Finding:
     minimized_bytes: int = 0
     runs: list[str] = field(default_factory=list)  # the confirmation runs' results
     duplicate_of: Optional[str] = None
+    function: Optional[str] = None  # the module's function on top of the trace
+    consequences: list[str] = field(default_factory=list)  # every splat the confirmation runs saw first
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +112,8 @@ class Confirmer:
     def __init__(self, prep: FuzzPrep, freq: FuzzRequest, out_dir: Path, sink: Sink, phases: list[Phase]):
         self.prep, self.freq, self.out_dir, self.sink, self.phases = prep, freq, out_dir, sink, phases
         self.runs = 0
+        self.first_run = 0  # the current finding's first run
+        self.seen: list[Crash] = []  # the current finding's crashes, in the order they came
 
     def try_cases(self, cases: Sequence[Case], what: str) -> Optional[Crash]:
         """One fresh guest runs the cases in order: the first that crashed the kernel, or None."""
@@ -126,6 +132,8 @@ class Confirmer:
             with phase(self.sink, self.phases, "confirm", f"{what}: {len(cases)} case(s) in a fresh guest"):
                 result = boot.run_steps(req, discard)
         crash = crash_of(result, names, [m.module for m in self.prep.project.modules], results)
+        if crash is not None:
+            self.seen.append(crash)
         self.sink(Note(f"    {what}: " + (f"case {crash.index + 1} crashed the kernel: {crash.text}" if crash
                                           else f"no crash ({result.verdict.value}: {result.reason.splitlines()[0]})")))
         return crash
@@ -143,30 +151,34 @@ class Confirmer:
     def finding(self, suspects: Case, found_at: float, clock: Any, known: Sequence[Finding]) -> Finding:
         """Confirm, minimize, write the repro: the finding (unconfirmed when a fresh guest survived)."""
         kernel = self.freq.run.kernel
+        self.first_run, self.seen = self.runs, []
         case, crash = self.confirm(suspects)
         if case is None or crash is None:
             name = f"unconfirmed-{len(known) + 1}"
             return Finding(name, False, "the fuzz guest died (or reported a splat) on this input, but a fresh "
                            "guest survived it: not reproduced", kernel, found_at, clock(),
                            input_bytes=sum(len(i["data"]) for i in suspects), runs=self._runs())
-        first = crash
-        same = next((f for f in known if f.confirmed and f.rule == crash.rule
-                     and f.trace[:1] == list(crash.splat.get("module_frames") or [])[:1]), None)
+        same = next((f for f in known if f.confirmed and f.function is not None and f.function == crash.function),
+                    None)
         size = sum(len(i["data"]) for i in case)
         if same is None:
             case, crash = self.minimize(case, crash)
-        name = finding_name(self.prep, crash, case)
-        about = [f"consequence: {crash.text}", f"kernel: {kernel}",
+        # What the finding says comes from the crash whose trace showed the module best.
+        best = next((c for c in self.seen if c.splat.get("source")), None) or \
+            next((c for c in self.seen if c.function), crash)
+        name = finding_name(self.prep, best, case)
+        about = [f"consequence: {best.text}", f"kernel: {kernel}",
                  f"minimized from {size} to {sum(len(i['data']) for i in case)} bytes"]
-        d = describe(self.prep, crash if crash.splat else first)
+        d = describe(self.prep, best)
         return Finding(name, True, d["consequence"], kernel, found_at, clock(), rule=d["rule"], where=d["where"],
                        trace=d["trace"], source=d["source"], repro=write_repro(self.prep, name, case, about),
                        step=repro.step_toml(name), input_bytes=size,
                        minimized_bytes=sum(len(i["data"]) for i in case), runs=self._runs(),
-                       duplicate_of=same.name if same is not None else None)
+                       duplicate_of=same.name if same is not None else None, function=best.function,
+                       consequences=sorted({c.text for c in self.seen}))
 
     def _runs(self) -> list[str]:
-        return [str(self.out_dir / f"run-{i + 1}") for i in range(self.runs)]
+        return [str(self.out_dir / f"run-{i + 1}") for i in range(self.first_run, self.runs)]
 
     def minimize(self, case: Case, crash: Crash) -> tuple[Case, Crash]:
         for r in range(self.freq.minimize_rounds):

@@ -12,6 +12,7 @@ boots, fuzzing and confirmations; a confirmation under way is finished past it.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import shutil
@@ -21,7 +22,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 from harness import procs
 from harness.errors import HarnessError, InfraError
@@ -29,7 +30,7 @@ from harness.events import Note, Printer, Progress, Sink, fanout, phase
 from harness.fuzz import boot, report
 from harness.fuzz.confirm import Confirmer, Finding
 from harness.fuzz.prepare import FuzzPrep, FuzzRequest, plan, prepare
-from harness.fuzz.tally import Tally
+from harness.fuzz.tally import Guest, Tally
 from harness.guest import fuzzer
 from harness.model import Phase, Verdict
 from harness.phases import load_rules, vm_config
@@ -107,35 +108,47 @@ def _fuzz(fr: FuzzRun, sink: Sink, run_dir: Path, clock: Any) -> None:
         if prep.corpus.add(key, inp):
             fr.corpus_added += 1
 
-    tally = fr.tally = Tally(clock=clock, targets=prep.targets, on_new=added)
+    fr.tally = Tally(clock=clock, targets=prep.targets, on_new=added)
     confirmer = Confirmer(prep, freq, fr.work / "findings", sink, fr.phases)
-    patterns = [r.regex.pattern for r in load_rules(freq.run.splats)]
-    seed = freq.seed if freq.seed is not None else random.SystemRandom().getrandbits(32)
-    boot_estimate = 120.0
-    while freq.duration - clock() >= MIN_GUEST + boot_estimate or fr.guests == 0:
+    guests = _Guests(fr, prep, sink, run_dir, clock)
+    while freq.duration - clock() >= MIN_GUEST + guests.boot_estimate or fr.guests == 0:
         if freq.max_findings and sum(f.confirmed for f in fr.findings) >= freq.max_findings:
             break
+        g = guests.fuzz()
+        if g.ended_alone() or not g.recent:
+            break
+        _finding(fr, confirmer, g.suspects, clock, sink)
+
+
+class _Guests:
+    """Fuzz guests, one after the other; each one's events go to the tally and to its events file."""
+
+    def __init__(self, fr: FuzzRun, prep: FuzzPrep, sink: Sink, run_dir: Path, clock: Any):
+        self.fr, self.prep, self.sink, self.run_dir, self.clock = fr, prep, sink, run_dir, clock
+        self.patterns = [r.regex.pattern for r in load_rules(fr.freq.run.splats)]
+        self.seed = fr.freq.seed if fr.freq.seed is not None else random.SystemRandom().getrandbits(32)
+        self.boot_estimate = 120.0
+
+    def fuzz(self) -> Guest:
+        fr, prep, sink = self.fr, self.prep, self.sink
+        assert fr.tally is not None
+        tally = fr.tally
         fr.guests += 1
         g = tally.start_guest()
-        remaining = freq.duration - clock()
-        p = plan(prep, freq, secrets.token_hex(8), max(MIN_GUEST, remaining - boot_estimate), seed + fr.guests,
-                 patterns)
-        req = replace(freq.run, console_level=FUZZ_CONSOLE_LEVEL)
-        cfg = vm_config(prep.setup, prep.root, run_dir, req, sink)
-        started = clock()
+        remaining = fr.freq.duration - self.clock()
+        p = plan(prep, fr.freq, secrets.token_hex(8), max(MIN_GUEST, remaining - self.boot_estimate),
+                 self.seed + fr.guests, self.patterns)
+        cfg = vm_config(prep.setup, prep.root, self.run_dir, replace(fr.freq.run, console_level=FUZZ_CONSOLE_LEVEL),
+                        sink)
+        started = self.clock()
         what = f"guest {fr.guests}, {p['duration']:.0f}s after its boot, from {len(p['corpus'])} corpus inputs"
-
-        def heard(ev: dict[str, Any]) -> None:
-            tally.feed(ev)
-            if ev["event"] == fuzzer.STATS:
-                sink(Progress(f"{tally.live_execs()} executions, {len(tally.first_seen)} module PCs, "
-                              f"{fr.corpus_added} inputs added to the corpus"))
-
-        with phase(sink, fr.phases, "fuzz", what):
+        with open(fr.work / f"guest-{fr.guests}.events.jsonl", "w") as kept, phase(sink, fr.phases, "fuzz", what):
             end = boot.fuzz_guest(boot.FuzzGuest(prep.setup.vng, cfg, p, fr.work / f"guest-{fr.guests}.console.log",
-                                                 remaining + 300), heard, sink)
+                                                 remaining + 300), lambda ev: self.heard(ev, kept), sink)
+            for n, inp in g.recent:  # the last inputs announced: a crash is blamed on the last
+                kept.write(json.dumps({"event": fuzzer.EXEC, "n": n, "input": inp}) + "\n")
         if g.t_hello is not None:
-            boot_estimate = g.t_hello - started
+            self.boot_estimate = g.t_hello - started
         executions = g.n
         tally.end_guest()
         if g.error is not None:
@@ -145,9 +158,18 @@ def _fuzz(fr: FuzzRun, sink: Sink, run_dir: Path, clock: Any) -> None:
                              hint=f"see {fr.work / f'guest-{fr.guests}.console.log'}")
         sink(Note(f"    fuzz guest {fr.guests}: {executions} executions, {len(tally.first_seen)} module PCs so far; "
                   + _why(g, end)))
-        if g.ended_alone() or not g.recent:
-            break
-        _finding(fr, confirmer, g.suspects, clock, sink)
+        return g
+
+    def heard(self, ev: dict[str, Any], kept: IO[str]) -> None:
+        tally = self.fr.tally
+        assert tally is not None
+        tally.feed(ev)
+        if ev["event"] != fuzzer.EXEC:  # every input's announcement would be megabytes; the last ones are kept
+            kept.write(json.dumps(ev) + "\n")
+            kept.flush()
+        if ev["event"] == fuzzer.STATS:
+            self.sink(Progress(f"{tally.live_execs()} executions, {len(tally.first_seen)} module PCs, "
+                               f"{self.fr.corpus_added} inputs added to the corpus"))
 
 
 def _finding(fr: FuzzRun, confirmer: Confirmer, suspects: list[dict[str, Any]], clock: Any, sink: Sink) -> None:
@@ -159,7 +181,7 @@ def _finding(fr: FuzzRun, confirmer: Confirmer, suspects: list[dict[str, Any]], 
         sink(Note(line))
 
 
-def _why(g: Any, end: boot.GuestEnd) -> str:
+def _why(g: Guest, end: boot.GuestEnd) -> str:
     if g.splat is not None:
         return f"the kernel reported a splat after input {g.splat.get('n')}"
     if g.hang is not None:

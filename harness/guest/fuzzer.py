@@ -75,9 +75,11 @@ def decode_input(d: Dict[str, Any]) -> Dict[str, Any]:
 class Kmsg:
     """New kernel records after each execution, checked against the splat patterns."""
 
+    PATH = "/dev/kmsg"
+
     def __init__(self, patterns: Sequence[str]):
         self.patterns = [re.compile(p) for p in patterns]
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        self.fd = os.open(self.PATH, os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self.fd, 0, os.SEEK_END)
 
     def drain(self) -> List[str]:
@@ -108,10 +110,11 @@ class Kmsg:
 
 
 def module_sections(module: str) -> Dict[str, int]:
-    """Where each section of the loaded module is (root reads real addresses)."""
+    """Where each section of the loaded module is (root reads real addresses); none when the
+    kernel does not say (no coverage can then be attributed to the module)."""
     d = "/sys/module/%s/sections" % module
     out: Dict[str, int] = {}
-    for name in os.listdir(d):
+    for name in os.listdir(d) if os.path.isdir(d) else []:
         with open(os.path.join(d, name)) as f:
             out[name] = int(f.read().strip(), 16)
     return out

@@ -1,0 +1,93 @@
+"""[fuzz] declarations: the pydantic schema, its errors, and what is inferred from sources."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import tomlload
+from harness.errors import UsageError
+from harness.fuzz import decl
+from harness.guest import fuzzmut
+
+from conftest import REPO
+
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def test_the_three_kinds_become_targets_in_a_fixed_order():
+    d = decl.parse({"file": [{"path": "/proc/x"}], "netlink": [{"protocol": 30}],
+                    "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0xC0084D01}, {"cmd": 0x4D02, "size": 16}]}]},
+                   "h.toml")
+    t = d.targets()
+    assert [x["key"] for x in t] == ["netlink:30", "chardev:/dev/x", "file:/proc/x"]
+    # _IOC_SIZE(0xc0084d01) is 8; an explicit size wins
+    assert t[1]["ioctls"] == [{"cmd": 0xC0084D01, "size": 8}, {"cmd": 0x4D02, "size": 16}]
+
+
+def test_a_template_is_a_well_formed_message_from_the_fuzz_socket():
+    d = decl.parse({"netlink": [{"protocol": 31, "templates": [{"type": 16, "flags": 1, "payload": "hi",
+                                                                 "payload_hex": "00ff"}]}]}, "h.toml")
+    frame = bytes.fromhex(d.targets()[0]["templates"][0])
+    assert frame == fuzzmut.nl_message(b"hi\x00\xff", 16, 1, 0, fuzzmut.PORT)
+    assert int.from_bytes(frame[:4], "little") == 20 and len(frame) == 20
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"netlink": [{"protocol": "30"}]}, ["fuzz.netlink[0].protocol", "valid integer"]),
+    ({"netlink": [{"protocol": 30, "proto": 1}]}, ["fuzz.netlink[0].proto", "Extra inputs"]),
+    ({"netlink": [{"protocol": 32}]}, ["fuzz.netlink[0].protocol", "less than or equal to 31"]),
+    ({"netlink": {"protocol": 30}}, ["fuzz.netlink", "valid list"]),
+    ({"file": [{"path": "/tmp/x"}]}, ["fuzz.file[0].path", "pattern"]),
+    ({"chardev": [{"path": "/dev/x", "ioctls": [{"cmd": -1}]}]}, ["fuzz.chardev[0].ioctls[0].cmd"]),
+    ({"chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 1, "size": 5000}]}]}, ["ioctls[0].size"]),
+    ({}, ["declares no interface"]),
+    ({"socket": []}, ["fuzz.socket", "Extra inputs"]),
+])
+def test_every_bad_value_is_named_with_its_key(data, words):
+    with pytest.raises(UsageError) as e:
+        decl.parse(data, "proj/harness.toml")
+    text = str(e.value)
+    assert text.startswith("proj/harness.toml: [fuzz] is not valid")
+    for w in words:
+        assert w in text
+    assert "README" in e.value.hint
+
+
+def test_the_toml_it_prints_reads_back_as_the_same_declarations():
+    d = decl.parse({"netlink": [{"protocol": 30}], "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0x40046601},
+                   {"cmd": 2, "size": 4}]}], "file": [{"path": "/proc/x"}]}, "h.toml")
+    again = decl.parse(tomlload.loads(d.toml())["fuzz"], "printed")
+    assert again == d
+
+
+def test_the_projects_own_module_is_inferred_as_protocol_30():
+    d, notes = decl.infer(REPO / "kernel_src")
+    assert d is not None and [n.protocol for n in d.netlink] == [30] and not d.chardev and not d.file
+    assert notes == ["netlink_kernel.c: netlink_kernel_create(..., MY_NETLINK, ...) -> [[fuzz.netlink]] protocol = 30"]
+
+
+def test_a_device_its_ioctls_and_a_proc_file_are_inferred():
+    d, notes = decl.infer(FIXTURES / "fuzz_targets" / "module")
+    declared = decl.parse(tomlload.load(FIXTURES / "fuzz_targets" / "harness.toml")["fuzz"], "fixture")
+    assert d == declared  # what the fixture declares by hand is what its sources make obvious
+    assert len(notes) == 3
+
+
+def test_an_ioctl_of_a_type_of_unknown_size_is_left_to_the_user(tmp_path: Path):
+    (tmp_path / "m.c").write_text('#define X_SET _IOW(\'x\', 1, struct x_arg)\n#define X_GO _IO(\'x\', 2)\n'
+                                  'static struct miscdevice md = {\n .name = "xdev",\n};\n')
+    d, notes = decl.infer(tmp_path)
+    assert d is not None and d.chardev[0].path == "/dev/xdev"
+    assert [i.cmd for i in d.chardev[0].ioctls] == [decl.ioc(None, "x", 2, 0)]
+    assert any("struct x_arg" in n and "declare it" in n for n in notes)
+
+
+def test_nothing_to_infer(tmp_path: Path):
+    (tmp_path / "m.c").write_text("int x;\n")
+    assert decl.infer(tmp_path) == (None, [])
+
+
+def test_ioc_matches_the_kernels_encoding():
+    assert decl.ioc("W", "f", 1, 4) == 0x40046601
+    assert decl.ioc("R", "f", 2, 4) == 0x80046602
+    assert decl.ioc("WR", "M", 1, 8) == 0xC0084D01
