@@ -23,7 +23,7 @@ from harness.events import Note, Sink, discard, phase
 from harness.fuzz import boot, minimize, repro
 from harness.fuzz.prepare import FuzzPrep, FuzzRequest, with_debug_info
 from harness.locks import write_atomic
-from harness.model import Phase, RunResult
+from harness.model import Phase, RunResult, Verdict
 
 Case = minimize.Case
 
@@ -135,7 +135,7 @@ class Confirmer:
         if crash is not None:
             self.seen.append(crash)
         self.sink(Note(f"    {what}: " + (f"case {crash.index + 1} crashed the kernel: {crash.text}" if crash
-                                          else f"no crash ({result.verdict.value}: {result.reason.splitlines()[0]})")))
+                                          else _no_crash(result))))
         return crash
 
     def confirm(self, suspects: Case) -> tuple[Optional[Case], Optional[Crash]]:
@@ -190,6 +190,12 @@ class Confirmer:
                 break
             case, crash = cands[found.index], replace(found, index=0)
         return case, crash
+
+
+def _no_crash(result: RunResult) -> str:
+    if result.verdict is Verdict.PASS:
+        return "no crash: every case ran, and the kernel reported nothing"
+    return f"no crash ({result.verdict.value}: {result.reason.splitlines()[0] if result.reason else ''})"
 
 
 def finding_name(prep: FuzzPrep, crash: Crash, case: Case) -> str:

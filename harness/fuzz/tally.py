@@ -104,6 +104,7 @@ class Tally:
             self.first_seen.setdefault((str(sec), int(off)), now)
         inp = ev["input"]
         self.added.append({"t": now, "input": inp, "pcs": len(ev.get("pcs", []))})
+        self.samples.append({"t": now, "execs": self.live_execs(), "pcs": len(self.first_seen)})
         t = int(inp["t"])
         if 0 <= t < len(self.targets):
             self.on_new(self.targets[t]["key"], inp)

@@ -70,3 +70,23 @@ def test_the_tally_of_a_guest_that_died():
     assert t.execs == 11 and t.fuzz_seconds == pytest.approx(11.0)
     assert t.samples[-1] == {"t": 21.0, "execs": 11, "pcs": 2}
     json.dumps(t.samples)
+
+
+def test_the_recorded_magic_run_reached_the_bug_a_byte_at_a_time():
+    """tests/data/fuzz_magic: the fuzz_targets fixture fuzzed with kcov (a real run): each new input
+    on protocol 31 matched one more byte of "KMH!", through comparison hints, then the splat."""
+    from conftest import DATA
+
+    events = [json.loads(line) for line in (DATA / "fuzz_magic" / "guest-1.events.jsonl").read_text().splitlines()]
+    added = []
+    keys = json.loads((DATA / "fuzz_magic" / "fuzz.json").read_text())["targets"]
+    t = Tally(clock=lambda: 0.0, targets=[{"key": k} for k in keys],
+              on_new=lambda key, inp: added.append((key, fuzzer.decode_input(inp)["data"])))
+    t.start_guest()
+    for ev in events:
+        t.feed(ev)
+    payloads = [data[16:20] for key, data in added if key == "netlink:31"]
+    assert [p for p in payloads if p[:1] == b"K"] == [b"Kell", b"KMll", b"KMHl", b"KMH!"]
+    assert {key for key, _ in added} == {"netlink:31", "chardev:/dev/fuzz_targets", "file:/proc/fuzz_targets"}
+    assert t.guest.splat is not None and not t.guest.ended_alone()
+    assert fuzzer.decode_input(t.guest.suspects[-1])["data"][16:21] == b"KMH!o"  # index 'o' = 111 > 15
