@@ -50,7 +50,8 @@ def find_runs(n: int, kernel: str, work: Path) -> list[dict[str, Any]]:
         f = (d.get("findings") or [{}])[0]
         row = {"run": i + 1, "exit": code, "found_at": d.get("first_finding_at"),
                "confirmed_at": d.get("first_finding_confirmed_at"), "execs": d.get("execs"),
-               "consequence": f.get("consequence"), "minimized": f"{f.get('input_bytes')} -> {f.get('minimized_bytes')}",
+               "consequence": f.get("consequence"),
+               "minimized": f"{f.get('input_bytes')} -> {f.get('minimized_bytes')}",
                "wall": round(wall, 1)}
         print(json.dumps(row), flush=True)
         out.append(row)

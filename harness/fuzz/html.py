@@ -72,6 +72,7 @@ def _chart(points: list[dict[str, Any]], w: int = 640, h: int = 200) -> str:
     key = "lines" if points and "lines" in points[-1] else "pcs"
     if not points:
         return "<p>no samples</p>"
+    points = [{"t": 0.0, key: 0}] + list(points)  # nothing is covered before the first guest
     tmax = max(p["t"] for p in points) or 1.0
     ymax = max(p.get(key, 0) for p in points) or 1
     xy = " ".join(f"{40 + (w - 50) * p['t'] / tmax:.1f},{h - 20 - (h - 30) * p.get(key, 0) / ymax:.1f}"

@@ -52,9 +52,12 @@ def test_the_blogs_module_crash_is_found_from_an_empty_corpus_and_its_repro_cras
     assert code == 4, res["reason"]
     (f,) = res["findings"]
     assert f["confirmed"] and res["first_finding_at"] < 600, f
-    assert "stack guard page" in f["consequence"] or f["rule"] in ("kasan", "oops", "bug", "panic"), f
-    assert f["where"] and f["where"].startswith("blog_unsafe.c:"), f
-    assert any("myNetLink_recv_msg" in t for t in f["trace"]), f["trace"]
+    if f["where"] is None:
+        # The debug kernel has no stack guard page (VMAP_STACK needs KASAN_VMALLOC, which debug.config
+        # leaves off): the overflow is seen first by KASAN, in a timer interrupt, with no module frame.
+        assert f["rule"] == "kasan" and f["trace"] == [], f
+    else:
+        assert f["where"].startswith("blog_unsafe.c:") and any("myNetLink_recv_msg" in t for t in f["trace"]), f
     assert f["minimized_bytes"] <= f["input_bytes"] and f["minimized_bytes"] <= 16
     assert res["coverage"]["pcs"] > 0 and res["execs"] >= 1
     repro = project / f["repro"]
@@ -65,7 +68,10 @@ def test_the_blogs_module_crash_is_found_from_an_empty_corpus_and_its_repro_cras
     for kernel in (SPEC, "debian:bookworm"):
         code, rr = run(own_tmp / "run", kernel, toml)
         assert code == 4 and rr["verdict"] == "crash", (kernel, rr["reason"])
-        assert rr["vm"]["running"] == f["name"] or any(s["name"] == f["name"] for s in rr["steps"]), rr["vm"]
+        assert rr["vm"]["running"] == f["name"], rr["vm"]  # the guest died in the repro's step
+    # Debian's stock kernel has the guard page: the report names the module's recursion.
+    assert "stack guard page" in rr["reason"], rr["reason"]
+    assert any("myNetLink_recv_msg" in line for sp in rr["splats"] for line in sp.get("module_frames") or [])
 
 
 def test_a_bug_behind_a_magic_is_found_with_kcovs_feedback_and_not_without(debug_kernel, own_tmp):
