@@ -4,7 +4,6 @@ which runs are made, in which order, what the finding says, and the repro writte
 import json
 import shutil
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 from harness.fuzz import boot, confirm
