@@ -35,7 +35,7 @@ from harness.guest import fuzzer  # noqa: E402
 def replay_project(corpus: Path, where: Path) -> tuple[Path, int]:
     """A project of this repository's module whose one step sends every corpus input in order (its trail,
     in the same throwaway directory, is recorded from the run: the replay's records are not what it checks)."""
-    targets = decl.parse({"netlink": [{"protocol": 30}]}, "bench").targets()
+    targets = decl.FuzzDecl.model_validate({"netlink": [{"protocol": 30}]}).targets()
     case = [fuzzer.decode_input(i) for i in Corpus(corpus).seeds(targets)]
     (where / "replay.py").write_text(repro.script("replay", targets, case, [f"the corpus {corpus}, replayed"]))
     (where / "harness.toml").write_text(

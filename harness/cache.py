@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.errors import UsageError
+
 
 def cache_dir() -> Path:
     """``$HARNESS_CACHE``, else ``$XDG_CACHE_HOME/kmod-harness``, else ``~/.cache/kmod-harness``."""
@@ -15,6 +17,25 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kmod-harness"
     )
     return Path(base)
+
+
+def usable_cache(path: Optional[Path] = None) -> Path:
+    """The cache directory (``cache_dir()`` unless given), made if missing, checked writable: a
+    usage error naming the variable otherwise (a plain file, a read-only directory)."""
+    path = path or cache_dir()
+    what = "HARNESS_CACHE" if os.environ.get("HARNESS_CACHE") else "the cache directory"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is not a directory",
+                         hint="point HARNESS_CACHE at a directory the harness may fill (roots take ~1 GB each)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{what} {path} cannot be written: {e.strerror or e}",
+                         hint="point HARNESS_CACHE at a directory you can write to") from None
+    return path
 
 
 def read_manifest(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:

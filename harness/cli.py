@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -11,9 +12,10 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from harness import __version__, arches, procs, resources
+from harness import __version__, arches, fanout_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
+from harness.fuzz import cli as fuzz_cli
 from harness.kernel import spec
 from harness.model import EXIT_CODES, Timeouts, Verdict
 
@@ -40,13 +42,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
+MAX_SECONDS = 7 * 86400.0  # a week: any longer limit is a typo
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    if not 0 < v <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds more than 0 and at most "
+                                         f"{MAX_SECONDS:.0f}")
     return v
 
 
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check the trail: write the project's trail file from this run's own records "
                    "(when it passes otherwise), with the taint lines of a first load as [[allow]] entries")
     r.add_argument("-v", "--verbose", action="store_true", help="show the kernel console as it boots")
+    fanout_cli.add_repeat_opts(r)
 
     m = sub.add_parser("matrix", help="harness run for every kernel of the matrix, in parallel", epilog=help_end,
                        formatter_class=fmt,
@@ -146,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "failing or new; the exit code then counts only what is new")
     add_kernel_opts(m, many=True)
     add_run_opts(m)
+    fanout_cli.add_repeat_opts(m)
 
     sh = sub.add_parser("shell", help="an interactive shell in a fresh VM with the module built and loaded",
                         description="Boot KERNEL with sshd, build and insmod the module, and open a shell over "
@@ -182,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.kernel import manage
     manage.add_parser(sub, add_kernel_opts)
-    _add_fuzz_parser(sub, help_end)
+    fanout_cli.add_report_parser(sub, help_end)
+    fuzz_cli.add_parser(sub, help_end)
     return p
 
 
@@ -212,6 +221,17 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[IO[str]] = None) ->
     except BrokenPipeError:  # `harness kernels list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the host, not the input: a full disk, a file that went away
+        where = f"{e.filename}: " if e.filename else ""
+        printer.line(f"harness: error: {where}{e.strerror or e}")
+        printer.line("  hint: the host refused a file operation (disk full, permissions?); nothing else went wrong")
+        return EXIT_CODES[Verdict.INFRA]
+    except Exception as e:  # a bug of the harness: one line, the traceback on request
+        if os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        printer.line(f"harness: internal error: {type(e).__name__}: {e}")
+        printer.line("  hint: please report it; HARNESS_DEBUG=1 shows the traceback")
+        return EXIT_CODES[Verdict.INFRA]
 
 
 def _request(args: argparse.Namespace, **more: Any) -> "RunRequest":
@@ -233,10 +253,15 @@ def _cpus_of(args: argparse.Namespace, fallback: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.locks import write_atomic
-    from harness.run import index_html, results_id, run
+    from harness.phases import check_request
+    from harness.repeat import run_repeated
+    from harness.run import index_html, results_id
     from harness.verdict import junit, report
 
-    result = run(_request(args, kernel=args.kernel, record_trail=args.record_trail), printer)
+    req = _request(args, kernel=args.kernel, record_trail=args.record_trail)
+    check_request(req)
+    result = run_repeated(req, printer,
+                          args.repeat, args.retry_infra)
     write_atomic(args.results / "junit.xml", junit.junit_xml([result]))
     write_atomic(args.results / "index.html", index_html([result], [], f"kmod-harness: {result.kernel}"))
     for line in report.summary_lines(result):
@@ -249,7 +274,7 @@ def _cmd_run(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
 
 
 def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness import matrix
+    from harness import matrix, repeat
     from harness.verdict import compare, report
 
     entries = matrix.load_matrix(args.matrix_file)
@@ -264,11 +289,15 @@ def _cmd_matrix(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: give at least 1")
     req = _request(args, cpus=_cpus_of(args, fallback=1))
+    from harness.phases import check_request
+
+    for e in entries:  # each kernel's spec and apt options; the project, trail and environment once
+        check_request(dataclasses.replace(req, kernel=e.spec, apt_options=req.apt_options + e.apt_options))
     jobs = args.jobs or matrix.default_jobs(guest_cpus=req.cpus)
     baseline = matrix.load_baseline(args.baseline) if args.baseline else None
     expected = matrix.expectations(entries, args.project)
     t0 = time.monotonic()
-    results = matrix.run_matrix(entries, req, jobs, printer)
+    results = matrix.run_matrix(entries, req, jobs, printer, repeat.runner(args.repeat, args.retry_infra))
     wall = time.monotonic() - t0
     rows = compare.compare([compare.Outcome.of(r) for r in results], baseline, expected)
     matrix.write_reports(results, rows, args.results, wall)
@@ -289,6 +318,9 @@ def _cmd_shell(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         req = RunRequest(kernel=args.kernel, project=args.project, results=Path(results), accel=args.accel,
                          build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option),
                          refresh=args.refresh, cpus=_cpus_of(args))
+        from harness.phases import check_request
+
+        check_request(dataclasses.replace(req, record_trail=True))  # a shell checks no trail
         with procs.SignalGuard(), Session(req, printer) as s:
             if not args.no_load:
                 r = s.run(f"insmod {s.ko}")
@@ -320,6 +352,9 @@ def _cmd_watch(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
         if r.read_first:
             printer.line(f"read first: {args.results}/{results_id(r.kernel)}/{r.read_first}")
 
+    from harness.phases import check_request
+
+    check_request(req)
     with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp, procs.SignalGuard():
         prep = prepare(req, printer, Path(tmp), [])
         w = Watcher(req, prep, printer, max_age=args.spare_max_age, on_result=show)
@@ -343,69 +378,20 @@ def _cmd_kernels(args: argparse.Namespace, printer: Printer, out: IO[str]) -> in
     return manage.main(args, printer, out)
 
 
-# ---- harness fuzz -------------------------------------------------------------------------
-
-
-def _add_fuzz_parser(sub: Any, help_end: str) -> None:
-    from harness.fuzz.prepare import DEBUG_KERNEL, FuzzRequest
-
-    f = sub.add_parser("fuzz", help="coverage-guided fuzzing of the module's netlink, device and /proc interfaces",
-                       epilog=help_end, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Fuzz the interfaces harness.toml declares ([[fuzz.netlink]], [[fuzz.chardev]], "
-                       "[[fuzz.file]]; inferred from the sources when there are none) in a VM, with kcov coverage "
-                       "of the module. A crash is confirmed in a fresh guest, minimized, and written as "
-                       "repro/NAME.py with the [[step]] that adds it; fuzzing then goes on. Writes DIR/fuzz.json "
-                       "and DIR/index.html. Exit 4 when a crash was found and confirmed, 0 when none was.")
-    add_kernel_opts(f, many=True)
-    f.add_argument("--kernel", "-k", default=DEBUG_KERNEL, metavar="SPEC",
-                   help=f"kernel to fuzz on; it needs CONFIG_KCOV (default {DEBUG_KERNEL}, built from source once)")
-    add_guest_opts(f)
-    g = f.add_argument_group("fuzzing")
-    g.add_argument("--duration", type=_positive, default=FuzzRequest.duration, metavar="S",
-                   help=f"seconds for it all: boots, fuzzing, confirmations (default {FuzzRequest.duration:.0f})")
-    g.add_argument("--corpus", type=Path, default=None, metavar="DIR",
-                   help="where the inputs that reached new module code are kept and read back "
-                   "(default PROJECT/fuzz/corpus/MODULE)")
-    g.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                   help="where fuzz.json, index.html and the evidence go (default ./results)")
-    g.add_argument("--no-coverage", action="store_true",
-                   help="no kcov feedback: mutate the seeds blindly (any kernel; a baseline for the feedback)")
-    g.add_argument("--seed", type=int, default=None, metavar="N", help="the mutations' random seed")
-    g.add_argument("--max-findings", type=int, default=0, metavar="N",
-                   help="stop after N confirmed crashes (default 0: fuzz for the whole duration)")
-    g.add_argument("--exec-timeout", type=_positive, default=FuzzRequest.exec_timeout, metavar="S",
-                   help=f"limit for one input in the guest (default {FuzzRequest.exec_timeout:.0f})")
-    g.add_argument("--execs-per-child", type=int, default=FuzzRequest.execs_per_child, metavar="N",
-                   help="inputs one forked child executes before the next is forked (default 1: a fork per input; "
-                   "forking costs far more than most inputs on the debug kernel under TCG, see docs/PERFORMANCE.md)")
-    g.add_argument("--minimize-rounds", type=int, default=FuzzRequest.minimize_rounds, metavar="N",
-                   help="fresh guests spent shrinking a crash's input, at most "
-                   f"(default {FuzzRequest.minimize_rounds})")
-    f.add_argument("-v", "--verbose", action="store_true", help="show the kernel consoles as they boot")
-
-
-def _cmd_fuzz(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
-    from harness.fuzz.loop import fuzz
-    from harness.fuzz.prepare import FuzzRequest
-    from harness.phases import RunRequest
-
-    if args.max_findings < 0 or args.minimize_rounds < 0 or args.execs_per_child < 1:
-        raise UsageError("--max-findings and --minimize-rounds take 0 or more, --execs-per-child 1 or more")
-    req = RunRequest(kernel=args.kernel, project=args.project, results=args.results, accel=args.accel,
-                     build_in="host", mirror=args.mirror, apt_options=tuple(args.apt_option), refresh=args.refresh,
-                     cpus=_cpus_of(args, fallback=1))
-    fr = fuzz(FuzzRequest(run=req, duration=args.duration, corpus=args.corpus, coverage=not args.no_coverage,
-                          seed=args.seed, max_findings=args.max_findings, exec_timeout=args.exec_timeout,
-                          minimize_rounds=args.minimize_rounds, execs_per_child=args.execs_per_child), printer)
-    d = json.loads((args.results / "fuzz.json").read_text())
-    printer.line(f"fuzzed {d.get('execs', 0)} inputs ({d.get('execs_per_second') or 0}/s), corpus "
-                 f"{(d.get('corpus') or {}).get('size', 0)}, {(d.get('coverage') or {}).get('pcs', 0)} module PCs")
-    printer.verdict(fr.verdict, d["reason"])
-    printer.line(f"report: {args.results / 'fuzz.json'}, {args.results / 'index.html'}")
-    return fr.verdict.exit_code
-
-
 _HANDLERS: dict[Optional[str], Callable[[argparse.Namespace, Printer, IO[str]], int]] = {
     "run": _cmd_run, "matrix": _cmd_matrix, "shell": _cmd_shell, "init": _cmd_init, "kernels": _cmd_kernels,
-    "watch": _cmd_watch, "fuzz": _cmd_fuzz,
+    "watch": _cmd_watch,
 }
+
+
+# ---- harness report, and --repeat for run and matrix (the matrix across machines: fanout_cli.py) ------------
+
+
+def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
+    from harness import report_cmd
+
+    return report_cmd.main(args, printer, out)
+
+
+_HANDLERS["report"] = _cmd_report
+_HANDLERS["fuzz"] = fuzz_cli.main  # harness fuzz: harness/fuzz/cli.py

@@ -50,3 +50,63 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points at or below ``path`` (from /proc/self/mountinfo), deepest first."""
+    base = os.path.realpath(path)
+    found: list[Path] = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].encode().decode("unicode_escape")
+                if point == base or point.startswith(base + "/"):
+                    found.append(Path(point))
+    except OSError:
+        pass
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_tree(path: Path) -> list[str]:
+    """Delete a directory tree of the harness's own (a root, a leftover of a killed run) safely:
+    whatever is mounted in it is unmounted first (lazily), and the walk never crosses into another
+    filesystem, so a mount that could not be undone is left alone, not emptied. Returns what was
+    left, each with why (nothing: all gone)."""
+    import subprocess
+
+    left: list[str] = []
+    for point in mounts_under(path):
+        res = subprocess.run(["umount", "-l", str(point)], capture_output=True, text=True)
+        if res.returncode != 0:
+            left.append(f"{point}: still mounted ({res.stderr.strip() or 'umount failed'})")
+    try:
+        dev = os.lstat(path).st_dev
+    except FileNotFoundError:
+        return left
+    _remove_within(str(path), dev, left)
+    return left
+
+
+def _remove_within(d: str, dev: int, left: list[str]) -> None:
+    try:
+        entries = list(os.scandir(d))
+    except OSError as err:
+        left.append(f"{d}: {err.strerror}")
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                if st.st_dev != dev:
+                    left.append(f"{entry.path}: another filesystem, not entered")
+                    continue
+                _remove_within(entry.path, dev, left)
+            else:
+                os.unlink(entry.path)
+        except OSError as err:
+            left.append(f"{entry.path}: {err.strerror}")
+    try:
+        os.rmdir(d)
+    except OSError as err:
+        if not any(x.startswith(d) for x in left):
+            left.append(f"{d}: {err.strerror}")

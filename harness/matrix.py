@@ -15,18 +15,21 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from harness import procs, resources, tomlload
+from harness import procs, resources, schema, tomlload
 from harness.errors import UsageError
-from harness.events import Event, Finished, PhaseStarted, Printer
+from harness.events import Event, Finished, PhaseStarted, Printer, Sink
+from harness.kernel import apt
 from harness.kernel.spec import parse_spec, with_arch
 from harness.locks import write_atomic
 from harness.model import RunResult, Verdict
+from harness.phases import RunRequest
 from harness.project import load_project
-from harness.run import RunRequest, index_html, results_id, run, writable_dir
-from harness.verdict import compare, junit, report
+from harness.run import index_html, results_id, run, writable_dir
+from harness.verdict import compare, fanin, html, junit, report
 
 GUEST_MEMORY_MB = 1024 + 512  # guest RAM plus QEMU's own overhead
 
@@ -40,27 +43,23 @@ class MatrixEntry:
 
 
 def load_matrix(path: Optional[Path] = None) -> list[MatrixEntry]:
-    """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``)."""
-    path = path or resources.data("kernels.toml")
-    data = tomlload.load(path)
+    """The kernels of a matrix file (default: the packaged ``vm/kernels.toml``), checked against
+    ``schema.MatrixFile``: each spec valid, each apt option one apt accepts, no kernel twice."""
+    doc = tomlload.load_document(path or resources.data("kernels.toml"))
+    m = schema.check(schema.MatrixFile, doc)
     out: list[MatrixEntry] = []
-    for i, k in enumerate(data.get("kernel", [])):
-        if not isinstance(k.get("spec"), str):
-            raise UsageError(f"{path}: [[kernel]] #{i + 1} needs a 'spec' string")
-        text = k["spec"]
-        if "arch" in k:  # folded into the spec's written form: debian:SUITE:ARCH
-            if not isinstance(k["arch"], str):
-                raise UsageError(f"{path}: [[kernel]] {text!r} arch must be a string, e.g. \"arm64\"")
-            try:
-                text = with_arch(text, k["arch"])
-            except UsageError as e:
-                raise UsageError(f"{path}: [[kernel]] {k['spec']!r}: {e}") from None
-        parse_spec(text)  # fail early, naming the spec
-        expect = compare.parse_expected(k["expect"], text, f"{path}: [[kernel]] {text!r} expect") \
-            if "expect" in k else None
-        out.append(MatrixEntry(text, tuple(k.get("apt_options", ())), k.get("note", ""), expect))
-    if not out:
-        raise UsageError(f"{path}: no [[kernel]] entries")
+    for i, k in enumerate(m.kernel):
+        where = f"{doc.where}:{schema.locate(doc.text, ('kernel', i)) or '?'}: kernel[{i + 1}]"
+        try:
+            text = with_arch(k.spec, k.arch)  # folded into the spec's written form: debian:SUITE:ARCH
+            options = tuple(apt.check_option(o, "apt_options") for o in k.apt_options)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e.message}", hint=e.hint) from None
+        if any(o.spec == text for o in out):
+            raise UsageError(f"{where}: kernel {text!r} is listed twice",
+                             hint="each kernel's results go to one directory: list it once")
+        expect = compare.Expected(text, k.expect.verdict, k.expect.why, k.expect.match) if k.expect else None
+        out.append(MatrixEntry(text, options, k.note, expect))
     return out
 
 
@@ -162,9 +161,12 @@ class LiveTable:
         self._stop.set()
 
 
-def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer) -> list[RunResult]:
+def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, printer: Printer,
+               runner: Optional[Callable[[RunRequest, Sink], RunResult]] = None) -> list[RunResult]:
     """Every entry's run, ``jobs`` at a time. An interrupt stops them all; once they have all
-    returned, the interrupt is cleared (a long-lived caller such as pytest can run again)."""
+    returned, the interrupt is cleared (a long-lived caller such as pytest can run again).
+    ``runner`` runs one entry (default ``run``; ``repeat.runner``: its attempts)."""
+    one_run = runner or run
     writable_dir(base.results)
     table = LiveTable(printer, [e.spec for e in entries])
     printer.line(f"matrix: {len(entries)} kernels, {jobs} at a time; per-kernel logs in {base.results}/*/harness.log")
@@ -172,7 +174,7 @@ def run_matrix(entries: Sequence[MatrixEntry], base: RunRequest, jobs: int, prin
     def one(e: MatrixEntry) -> RunResult:
         req = dataclasses.replace(base, kernel=e.spec, apt_options=base.apt_options + e.apt_options)
         track = table.tracker(e.spec)
-        r = run(req, track)
+        r = one_run(req, track)
         track(Finished(r.verdict, r.reason))
         table.done[e.spec] = r
         printer.line(f"    {e.spec}: {r.verdict.value} in {r.seconds:.0f}s")
@@ -241,4 +243,11 @@ def write_reports(results: Sequence[RunResult], rows: Sequence[compare.Row], res
     write_atomic(results_dir / "matrix.json", report.matrix_json(results, wall, rows))
     write_atomic(results_dir / "summary.md", report.summary_markdown(results, wall, rows))
     write_atomic(results_dir / "junit.xml", junit.junit_xml(results))
-    write_atomic(results_dir / "index.html", index_html(results, rows, "kmod-harness matrix", wall))
+    if any(len(r.attempts) > 1 for r in results):  # --repeat: each kernel's attempts, linked to their evidence
+        notes = {r.kernel: escape(fanin.attempts_column(r)) for r in results}
+        sections = {r.kernel: fanin.attempts_html(r, results_id(r.kernel)) for r in results}
+        page = html.page(results, rows, "kmod-harness matrix", lambda r, name: f"{results_id(r.kernel)}/{name}",
+                         wall, notes=notes, sections=sections)
+    else:
+        page = index_html(results, rows, "kmod-harness matrix", wall)
+    write_atomic(results_dir / "index.html", page)

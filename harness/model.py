@@ -135,6 +135,7 @@ class ResolvedKernel:
     # A kernel build tree (local:, debian-src:): booted from its bzImage, modules built
     # against it on the host; the root is then the suite's base root, with no kernel.
     tree: Optional[Path] = None
+    extra_packages: tuple[str, ...] = ()  # a project's [guest] packages, part of packages: a root of their own
 
     @property
     def kernel_id(self) -> str:
@@ -213,7 +214,13 @@ class RunResult:
     evidence: dict[str, str] = field(default_factory=dict)  # what each kept file holds, by file name
     read_first: Optional[str] = None  # the evidence file that explains a non-pass verdict best
     kunit: tuple[dict[str, Any], ...] = ()  # KUnit cases of the [kunit] test modules (kernels with KUnit)
+    kmsg_dropped: int = 0  # records of an endless kernel log left out between the kept head and tail
+    complaints: tuple[dict[str, Any], ...] = ()  # the kernel's complaints about the module, allowed ones with why
     coverage: dict[str, Any] = field(default_factory=dict)  # the module's coverage (kernels with gcov)
+    # --repeat and retries (harness/repeat.py), and results merged from many machines (harness/fanin.py):
+    attempts: tuple[dict[str, Any], ...] = ()  # every attempt: n, verdict, reason, seconds, counted, machine
+    classification: Optional[str] = None  # over the attempts that count: pass, fail or flaky
+    machine: Optional[str] = None  # the host name of the machine that ran it
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -228,7 +235,8 @@ def result_from_json(d: dict[str, Any]) -> RunResult:
     """A RunResult read back from its result.json (a report regenerated from kept results)."""
     known = {f for f in RunResult.__dataclass_fields__}
     plain = {k: v for k, v in d.items() if k in known and k not in ("verdict", "phases", "steps", "kmsg")}
-    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit"):
+    for key in ("trail", "splats", "boot_splats", "kernel_params", "build_warnings", "expected_trail", "kunit",
+                "complaints", "attempts"):
         if key in plain:
             plain[key] = tuple(plain[key])
     records = tuple(KmsgRecord(**{k: v for k, v in r.items() if k != "fields"},

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from harness import accel as accel_mod
 from harness import arches, resources, tomlload
-from harness.cache import cache_dir
+from harness.cache import usable_cache
 from harness.errors import HarnessError, InfraError, UsageError
 from harness.events import Note, Sink, phase
 from harness.guest import contract, plan, vng
@@ -102,19 +102,36 @@ def setup(req: RunRequest) -> Setup:
     return Setup(spec=kspec, project=project, expected=None if req.record_trail else load_trail(project),
                  rules=load_rules(req.splats), accel=chosen, accel_why=why,
                  build_in=_build_in(req.build_in, chosen, kspec), vng=vng.find_vng(),
-                 mirror=apt.Mirror.from_env(req.mirror, req.apt_options), cache=req.cache or cache_dir())
+                 mirror=apt.Mirror.from_env(req.mirror, req.apt_options), cache=usable_cache(req.cache))
+
+
+def check_request(req: RunRequest) -> None:
+    """Every input of a run a user can get wrong, checked at once and cheaply, before anything is
+    written or started: the spec, the project and its trail, the splat rules, the mirrors and apt
+    options, the environment, the cache. Front ends call it first, so that bad input is one
+    usage error (exit 2) and not a run that fails later."""
+    spec.parse_spec(req.kernel)
+    project = load_project(req.project)
+    if not req.record_trail:
+        load_trail(project)
+    load_rules(req.splats)
+    apt.Mirror.from_env(req.mirror, req.apt_options)
+    apt.index_ttl()
+    default_cpus()
+    usable_cache(req.cache)
 
 
 def load_trail(project: Project) -> trail.Trail:
     if not project.trail.is_file():
         raise UsageError(f"{project.where}: [module] trail: {project.trail} does not exist",
                          hint="`harness run --record-trail` writes it from a passing run's own records")
-    return trail.parse_trail(tomlload.load(project.trail), str(project.trail))
+    doc = tomlload.load_document(project.trail)
+    return trail.parse_trail(doc.data, doc.where, doc.text)
 
 
 def load_rules(path: Optional[Path] = None) -> tuple[splat.SplatRule, ...]:
-    path = path or resources.data("splats.toml")
-    return splat.parse_rules(tomlload.load(path), str(path))
+    doc = tomlload.load_document(path or resources.data("splats.toml"))
+    return splat.parse_rules(doc.data, doc.where, doc.text)
 
 
 def _build_in(requested: str, chosen: Accel, kspec: KernelSpec) -> BuildIn:
@@ -160,7 +177,10 @@ def root(s: Setup, kernel: ResolvedKernel, req: RunRequest, sink: Sink, done: Ph
     what = (f"Debian {s.spec.suite} root for {kernel.release}" if kernel.tree is None
             else f"Debian {s.spec.suite} base root (kernel from {kernel.tree})")
     with phase(sink, done, "root", what):
-        r = roots.ensure_root(kernel, s.mirror, sink, req.timeouts.root, s.cache)
+        if s.project.packages:
+            sink(Note(f"    with the project's [guest] packages: {' '.join(s.project.packages)}"))
+        r = roots.ensure_root(roots.with_packages(kernel, s.project.packages), s.mirror, sink, req.timeouts.root,
+                              s.cache)
         if kernel.tree is None:
             return r
         try:
@@ -175,11 +195,11 @@ def root(s: Setup, kernel: ResolvedKernel, req: RunRequest, sink: Sink, done: Ph
 def build(s: Setup, r: roots.Root, run_dir: Path, req: RunRequest, sink: Sink, done: Phases
           ) -> Optional[modbuild.BuildResult]:
     """Copy the source into ``run_dir/build`` and, on the host, build it (None: built in the guest)."""
-    modbuild.prepare_source(s.project.source, run_dir / "build")
+    breq = build_request(s, r, req)
+    modbuild.prepare_source(breq, run_dir / "build")
     resources.install_guest_files(run_dir)
     if s.build_in is BuildIn.GUEST:
         return None
-    breq = build_request(s, r, req)
     names = ", ".join(f"{m}.ko" for m in breq.modules)
     with phase(sink, done, "build", f"{names} with {r.kernel.compiler}") as mark:
         if coverage_on(r):
@@ -206,7 +226,8 @@ def build_request(s: Setup, r: roots.Root, req: RunRequest) -> modbuild.BuildReq
     if coverage_on(r):
         options = replace(options, args=options.args + (modbuild.GCOV_ARG,))
     return modbuild.BuildRequest(r, s.project.source, tuple(m.name for m in s.project.modules) + kunit_modules(s, r),
-                                 options, req.timeouts.build)
+                                 options, req.timeouts.build, within=s.project.bound or s.project.root,
+                                 exclude=(req.results,) + s.project.files)
 
 
 class BuildFailed(HarnessError):
@@ -267,10 +288,10 @@ def guest_plan(s: Setup, r: roots.Root, built: Optional[modbuild.BuildResult], r
                            kunit=kunit_modules(s, r), coverage=coverage_on(r))
 
 
-def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Phases) -> GuestRun:
+def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Phases, name: str = "vm") -> GuestRun:
     what = (f"boot {greq.config.vmlinuz.name} ({greq.config.accel.value}) and run {len(greq.plan.steps)} guest steps"
             f" over {transport.name}")
-    with phase(sink, done, "vm", what) as mark:
+    with phase(sink, done, name, what) as mark:
         g = transport.run(greq, sink)
         # The runner's whole report is what counts; virtme-ng's exit status is 255 also when it ran
         # the runner on the console, having found no port for it (a slow boot), and lost its status.
@@ -282,9 +303,14 @@ def boot_and_run(greq: GuestRequest, transport: Transport, sink: Sink, done: Pha
 def judge_run(s: Setup, p: contract.Plan, g: GuestRun, console: str) -> judge.Judgement:
     ended = g.how_it_ended + (f"; {g.problem}" if g.problem else "")
     ev = judge.Evidence(report=g.report, console=console, timed_out=g.timed_out, ended=ended,
-                        running=g.running, marker=contract.marker_text(p.run_id))
-    return judge.judge(ev, s.expected, s.rules, {st.name: st.expect_rc for st in p.steps},
-                       kunit=plan.kunit_steps(p))
+                        running=g.running, marker=contract.marker_text(p.run_id), overflow=g.overflow)
+    return judge.judge(ev, s.expected, s.rules, p.steps, module_names(s.project), s.project.allow)
+
+
+def module_names(project: Project) -> tuple[str, ...]:
+    """Every name the project's modules go by in kernel records: the .ko's and the kernel's."""
+    names = [m.name for m in project.modules] + [m.module for m in project.modules] + list(project.kunit.modules)
+    return tuple(dict.fromkeys(names + [n.replace("-", "_") for n in project.kunit.modules]))
 
 
 def symbolize_splats(s: Setup, r: roots.Root, j: judge.Judgement, build_dir: Path,

@@ -300,7 +300,7 @@ class _Pump:
 
 def run(argv: Sequence[str], *, timeout: float, what: str, log: Optional[TextLog] = None,
         on_line: Optional[LineSink] = None, env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
-        keep: bool = True) -> Completed:
+        keep: bool = True, on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None) -> Completed:
     """Run to completion, streaming lines to ``log`` and ``on_line``.
 
     Raises PhaseTimeout after ``timeout`` seconds (the group is ended first).
@@ -308,6 +308,8 @@ def run(argv: Sequence[str], *, timeout: float, what: str, log: Optional[TextLog
     """
     t0 = time.monotonic()
     proc = start(argv, env=env, cwd=cwd)
+    if on_start is not None:
+        on_start(proc)  # whoever must be able to end it early (a guard on what the guest writes)
     pump = _Pump(proc, log, on_line, keep)
     try:
         while pump.open:

@@ -49,10 +49,12 @@ Pattern = Union[str, "re.Pattern[str]"]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("kmod-harness", "kernel module tests in VMs (kmod-harness)")
-    g.addoption("--kernel", action="append", dest="harness_kernels", metavar="SPEC",
+    # Every option is the plugin's own word (--harness-...): pytest11 loads the plugin into every
+    # session of an environment where kmod-harness is installed, and --kernel is everyone's.
+    g.addoption("--harness-kernel", action="append", dest="harness_kernels", metavar="SPEC",
                 help="kernel to run guest tests on; repeatable (default debian:bookworm)")
-    g.addoption("--accel", dest="harness_accel", choices=("auto", "kvm", "tcg"), help="accelerator (auto)")
-    g.addoption("--build-in", dest="harness_build_in", choices=("auto", "host", "guest"),
+    g.addoption("--harness-accel", dest="harness_accel", choices=("auto", "kvm", "tcg"), help="accelerator (auto)")
+    g.addoption("--harness-build-in", dest="harness_build_in", choices=("auto", "host", "guest"),
                 help="where the module is built (auto)")
     g.addoption("--harness-results", dest="harness_results", metavar="DIR", help="where guest consoles go")
     g.addoption("--harness-project", dest="harness_project", metavar="DIR", help="directory with harness.toml")
@@ -81,8 +83,12 @@ def _setting(config: pytest.Config, name: str, default: Any) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a real VM (slow under TCG)")
-    # SIGTERM (a CI runner's timeout) would kill pytest without teardown and leave the
-    # session's QEMU running: turn it into the interrupt pytest tears down after.
+
+
+def _catch_sigterm() -> None:
+    """SIGTERM (a CI runner's timeout) would kill pytest without teardown and leave the session's
+    QEMU running: in a session that boots guests, it becomes the interrupt pytest tears down after.
+    Sessions that use none of the plugin's fixtures keep their own SIGTERM."""
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm)
@@ -119,7 +125,8 @@ class GuestVM:
         from harness.events import Printer
         from harness.guest.session import Session
         from harness.model import Timeouts
-        from harness.run import RunRequest, results_id
+        from harness.phases import RunRequest
+        from harness.run import results_id
 
         results = Path(_setting(self.config, "results", self.config.rootpath / "results" / "pytest"))
         req = RunRequest(kernel=self.kernel, project=Path(_setting(self.config, "project", self.config.rootpath)),
@@ -184,6 +191,7 @@ _GUESTS: dict[str, GuestVM] = {}  # the session's guests, by kernel
 
 @pytest.fixture(scope="session")
 def harness_vm(request: pytest.FixtureRequest, harness_kernel: str) -> Iterator[GuestVM]:
+    _catch_sigterm()
     vm = _GUESTS[harness_kernel] = GuestVM(request.config, harness_kernel)
     try:
         yield vm

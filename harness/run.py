@@ -7,18 +7,23 @@ and ``result.json`` is written.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from harness import __version__, coverage, procs
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, Interrupted, UsageError
 from harness.events import Note, Printer, Sink, fanout
 from harness.guest import contract, transport, vng
 from harness.guest.transport import GuestRequest, GuestRun
@@ -40,12 +45,11 @@ from harness.phases import (
 )
 from harness.verdict import compare, html, judge, record, report
 
-__all__ = ["RunRequest", "run", "results_id", "RESULT_FILES", "index_html", "Gathered", "assemble", "keep_channel"]
-
 # What a run leaves in results/<kernel>/, and what each file holds.
 EVIDENCE = {
     "result.json": "the verdict, the phases, every kernel record of the run, the trail matched, the splats",
     "console.log": "the kernel console of the whole boot, first line the virtme-ng command",
+    "console-2.log": "--record-trail's second boot: its kernel console",
     "exec.log": "the guest runner's channel, as it came (exec channel or SSH)",
     "guest-result.json": "the guest runner's report (rebuilt from its events when the guest died)",
     "build.log": "the module build's output",
@@ -57,8 +61,12 @@ RESULT_FILES = tuple(EVIDENCE)
 
 
 def results_id(spec_text: str) -> str:
-    """Directory name for a kernel's results: the spec, filesystem-safe."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", spec_text.strip()).strip("-") or "kernel"
+    """Directory name for a kernel's results: the spec as a slug, one safe path component whatever
+    the text (no separator, no "..", no leading dot, at most 100 characters)."""
+    slug = re.sub(r"\.{2,}", "-", re.sub(r"[^A-Za-z0-9._+-]+", "-", spec_text.strip())).strip("-.") or "kernel"
+    if len(slug) > 100:
+        slug = slug[:80].rstrip("-.") + "-" + hashlib.sha256(spec_text.encode()).hexdigest()[:12]
+    return slug
 
 
 @dataclass
@@ -77,31 +85,80 @@ class Gathered:
 
 
 def writable_dir(path: Path) -> None:
-    """Make ``path`` (and its parents) or say, as a usage error, why results cannot go there."""
+    """Make ``path`` (and its parents) or say, as a usage error, why results cannot go there (a
+    probe of a few KiB: a full disk shows now, not when the report is written)."""
+    probe = path / f".kmod-harness-write-test-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".kmod-harness-write-test"
-        probe.write_text("")
-        probe.unlink()
+        with open(probe, "w") as f:
+            f.write("x" * 16384)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
         raise UsageError(f"cannot write results to {path}: {e.strerror or e}",
-                         hint="give --results a directory you can write to") from None
+                         hint="give --results a directory you can write to, on a disk with room") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
 
 
 def prepare_results(out_dir: Path) -> None:
-    """Make the kernel's results directory and clear a previous run's evidence from it."""
+    """Make the kernel's results directory and clear a previous run's evidence from it: only the
+    files a run writes, inside it; a symbolic link is removed, never followed."""
     writable_dir(out_dir)
     for stale in RESULT_FILES:  # a previous run's evidence must not pass for this one's
         path = out_dir / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        try:
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path)
+        except OSError as e:
+            raise UsageError(f"cannot clear the previous run's {path}: {e.strerror or e}",
+                             hint="remove it by hand, or give --results another directory") from None
+
+
+@contextmanager
+def results_lock(out_dir: Path) -> Iterator[None]:
+    """One run at a time in a results directory: a second one refuses (exit 2), naming the first."""
+    lock = out_dir / ".lock"
+    try:
+        f = open(lock, "a+")
+    except OSError as e:
+        raise UsageError(f"cannot lock {out_dir}: {e.strerror or e}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            other = f.read().strip() or "another harness run"
+            raise UsageError(f"{out_dir} is in use by {other}",
+                             hint="wait for it to end, or give this run another --results directory") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"harness run pid {os.getpid()} (started {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
 
 
 def run(req: RunRequest, sink: Sink) -> RunResult:
+    """One kernel's run, its evidence in ``results/<the spec as a slug>/``. Results that cannot be
+    written, or a results directory another run holds, are a UsageError before anything is written;
+    every other failure (an invalid spec among them) is a result.json with its verdict."""
     out_dir = req.results / results_id(req.kernel)
-    prepare_results(out_dir)
+    writable_dir(out_dir)
+    with results_lock(out_dir):
+        prepare_results(out_dir)
+        return _run(req, sink, out_dir)
+
+
+def _run(req: RunRequest, sink: Sink, out_dir: Path) -> RunResult:
     started, t0 = datetime.now(timezone.utc).isoformat(), time.monotonic()
     phases: list[Phase] = []
     got = Gathered()
@@ -148,16 +205,18 @@ def _pipeline(req: RunRequest, sink: Sink, phases: list[Phase], got: Gathered, o
             keep_channel(out_dir, got.guest)
         console = (out_dir / "console.log").read_text(errors="replace")
         got.judgement = judge_run(s, plan, got.guest, console)
+        if got.guest.interrupted:  # what the guest sent is kept and judged; the verdict is the interrupt's
+            raise Interrupted(got.guest.interrupted)
         keep_modules(run_dir / "build", got.built, out_dir)
         if got.judgement.splats:
             got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
                                           got.built.kos if got.built else None, console)
-        if any(st.name == "coverage" for st in plan.steps):
+        if any(st.kind == contract.COVERAGE for st in plan.steps):
             got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
                                            exclude=[f"{m}.c" for m in s.project.kunit.modules])
             sink(Note("    " + report.coverage_line(got.coverage)))
-    if req.record_trail:
-        got.note = _record_trail(s, got.guest, got.judgement)
+        if req.record_trail:
+            got.note = _record_trail(s, greq, transport.transport(req.transport, s.cache), got, sink, phases)
 
 
 def keep_channel(out_dir: Path, g: Optional[GuestRun]) -> None:
@@ -177,13 +236,47 @@ def keep_modules(build: Path, built: Optional[BuildResult], out_dir: Path) -> No
             shutil.copy(build / rel, out_dir / "modules" / Path(rel).name)
 
 
-def _record_trail(s: Setup, g: GuestRun, j: judge.Judgement) -> str:
-    if j.verdict is not Verdict.PASS or g.report is None:
+def _record_trail(s: Setup, greq: GuestRequest, tr: transport.Transport, got: Gathered, sink: Sink,
+                  phases: list[Phase]) -> str:
+    """The trail from this run and the same run on a second boot: what changed between the two is
+    generalized, so that the trail passes on the next boot too. A trail edited by hand is kept."""
+    g, j = got.guest, got.judgement
+    if g is None or j is None or j.verdict is not Verdict.PASS or g.report is None:
         return "--record-trail: nothing written, the run did not pass"
-    win = judge.the_modules(judge.window(g.report, j.records))
-    existed = s.project.trail.exists()
-    write_atomic(s.project.trail, record.trail_toml(win, f"a run on {s.spec}"))
-    return f"--record-trail: {'replaced' if existed else 'wrote'} {s.project.trail} ({len(win)} records)"
+    sink(Note("--record-trail: the same steps on a second boot, to tell what changes from boot to boot"))
+    plan2 = replace(greq.plan, run_id=secrets.token_hex(8))
+    console2 = greq.console.with_name("console-2.log")
+    g2 = boot_and_run(replace(greq, plan=plan2, console=console2), tr, sink, phases, name="vm-2")
+    j2 = judge_run(s, plan2, g2, console2.read_text(errors="replace"))
+    if g2.interrupted:
+        raise Interrupted(g2.interrupted)
+    if j2.verdict is not Verdict.PASS or g2.report is None:
+        got.judgement, got.guest = j2, g2
+        return ("--record-trail: nothing written: the second boot did not pass (the first did), "
+                "see console-2.log")
+    said: list[str] = []
+    first = judge.the_modules(judge.window(g.report, j.records))
+    second = judge.the_modules(judge.window(g2.report, j2.records))
+    text = record.trail_toml(first, f"two runs on {s.spec}", second=second, said=said)
+    path, notes = s.project.trail, []
+    if path.exists():
+        old = path.read_text(errors="replace")
+        if record.edited_by_hand(old):
+            backup = _free_name(path)
+            write_atomic(backup, old)
+            notes.append(f"the trail had been edited by hand (or not recorded): kept as {backup}")
+    write_atomic(path, text)
+    entries = text.count("[[expect]]")
+    notes.insert(0, f"--record-trail: wrote {path} ({entries} expectations, from two boots)")
+    return "\n".join(notes + [f"  {x}" for x in said])
+
+
+def _free_name(path: Path) -> Path:
+    for i in range(1000):
+        cand = path.with_name(f"{path.name}.bak" + (f".{i}" if i else ""))
+        if not cand.exists():
+            return cand
+    raise UsageError(f"{path}: a thousand backups exist already", hint="remove old *.bak files")
 
 
 def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: Optional[tuple[Verdict, str]],
@@ -194,13 +287,15 @@ def assemble(req: RunRequest, got: Gathered, phases: Sequence[Phase], failure: O
     if j is not None:
         traces = got.traces + (None,) * (len(j.splats) - len(got.traces))
         fields.update(kmsg=j.records, steps=j.steps, marker_seq=j.marker_seq,
-                      kunit=tuple(c.to_json() for c in j.kunit),
+                      kunit=tuple(c.to_json() for c in j.kunit), complaints=tuple(c.to_json() for c in j.complaints),
                       splats=tuple(dict(x.to_json(), **(t or {})) for x, t in zip(j.splats, traces, strict=True)),
                       boot_splats=tuple(x.to_json() for x in j.boot_splats))
         if j.trail is not None:
             fields.update(trail=tuple({"seq": r.seq, "level": r.level, "usec": r.usec, "text": r.text}
                                       for r in j.trail.matched), trail_diff=j.trail.diff())
     if g is not None:
+        if g.report is not None:
+            fields.update(kmsg_dropped=g.report.kmsg_dropped)
         fields.update(boot=boot_breakdown(g, j.records if j else ()),
                       vm={"argv": list(g.argv), "exit_status": g.exit_status, "timed_out": g.timed_out,
                           "ended": g.how_it_ended, "running": g.running})

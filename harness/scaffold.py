@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness import schema, tomlload
 from harness.errors import UsageError
 from harness.locks import write_atomic
+from harness.schema import MODULE_NAME_RE
+from harness.verdict.record import toml_str
 
 KBUILD_FILES = ("Kbuild", "Makefile", "makefile", "GNUmakefile")  # the order kbuild reads them in
 _ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:?]?=\s*(.*?)\s*$")
@@ -52,7 +55,7 @@ def find_modules(directory: Path) -> tuple[Path, list[str]]:
     for name in KBUILD_FILES:
         f = directory / name
         if f.is_file():
-            names = [n for n in obj_m(f.read_text(errors="replace")) if "$" not in n]
+            names = [n for n in obj_m(f.read_text(errors="replace")) if re.fullmatch(MODULE_NAME_RE, n)]
             if names:
                 return f, names
     raise UsageError(f"no obj-m module names in {directory}'s {' or '.join(KBUILD_FILES[:2])}",
@@ -65,15 +68,19 @@ def project_toml(kbuild_file: Path, names: list[str]) -> str:
            "# then edit both files (README.md of kmod-harness, \"Your own module\").", "",
            "[module]", 'source = "."', 'trail = "trail.toml"']
     if len(names) == 1:
-        out += [f'name = "{names[0]}"', '# params = ["key=value"]      # insmod parameters']
+        out += [f"name = {toml_str(names[0])}", '# params = ["key=value"]      # insmod parameters']
     out += ['# requires = ["videodev"]       # the kernel\'s own modules, modprobe\'d first', ""]
     if len(names) > 1:
         out += ["# Loaded in this order, unloaded in reverse: remove the ones a run should not load."]
         for n in names:
-            out += ["[[module.load]]", f'name = "{n}"', '# params = ["key=value"]', ""]
+            out += ["[[module.load]]", f"name = {toml_str(n)}", '# params = ["key=value"]', ""]
     out += ["# [build]", "# w1 = false                     # no W=1, for Makefiles that make warnings errors", "",
-            "# Guest commands while the module is loaded; the project is at /project in the guest.",
-            "# [[step]]", '# name = "smoke"', '# run = ["sh", "-c", "ls /dev"]', "# timeout = 60", ""]
+            "# Guest commands while the module is loaded. The project is at /project (read-only); each step",
+            "# runs in $HARNESS_WORK, a writable directory of the guest; cc and gcc are the kernel's compiler.",
+            "# [[step]]", '# name = "smoke"', '# run = ["sh", "-c", "ls /dev"]', "# timeout = 60",
+            '# env = { MYVAR = "1" }', "",
+            "# Extra Debian packages in the guest (from the kernel's suite), e.g. for a test program:",
+            '# [guest]', '# packages = ["libssl-dev"]', ""]
     return "\n".join(out)
 
 
@@ -87,5 +94,10 @@ def init(directory: Path, force: bool = False) -> tuple[Path, str]:
         raise UsageError(f"{dest} exists; nothing was written", hint="--force replaces it")
     kbuild_file, names = find_modules(directory)
     text = project_toml(kbuild_file, names)
-    write_atomic(dest, text)
+    schema.check(schema.ProjectFile, schema.Document(tomlload.loads(text, str(dest)), text, str(dest)))
+    try:
+        write_atomic(dest, text)
+    except OSError as e:
+        raise UsageError(f"cannot write {dest}: {e.strerror or e}", hint="run harness init in a directory you can "
+                         "write to (or copy the module there)") from None
     return dest, text

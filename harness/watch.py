@@ -39,6 +39,7 @@ from harness.guest.transport import (
     write_plan,
 )
 from harness.kernel import modbuild
+from harness.kernel.sources import BUILD_PRODUCT_RE
 from harness.locks import write_atomic
 from harness.model import Phase, RunResult, Verdict
 from harness.phases import Prepared, RunRequest, build_request, guest_plan, judge_run, vm_config
@@ -209,7 +210,7 @@ def honest(spare: Spare, prep: Prepared) -> Optional[str]:
     if mine:
         return f"it has loaded {sorted(mine)} already"
     records = list(judge.kmsg.parse_records(ln + "\n" for ln in r.stdout.splitlines() if ln[:1].isdigit()))
-    lost = judge.checks_lost(records, splat.find(prep.setup.rules, records))
+    lost = judge.checks_lost(records, splat.find(prep.setup.rules, records), prep.setup.rules)
     return f"its kernel reported a bug while booting, and {lost}" if lost else None
 
 
@@ -254,7 +255,7 @@ class Watcher:
                 here = Path(dirpath)
                 dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"
                                and (here / d).resolve() != results]
-                out.update(here / f for f in filenames if not modbuild.BUILD_PRODUCT_RE.search(f))
+                out.update(here / f for f in filenames if not BUILD_PRODUCT_RE.search(f))
         return sorted(out)
 
     def state(self) -> dict[Path, tuple[int, int]]:
@@ -276,8 +277,8 @@ class Watcher:
         prepare_results(out_dir)
         with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp:
             build = Path(tmp) / "build"
-            modbuild.prepare_source(s.project.source, build)
             breq = build_request(s, self.prep.root, self.req)
+            modbuild.prepare_source(breq, build)
             t_build = time.monotonic()
             got.built = modbuild.build_cached(breq, build, s.cache, self.sink)
             phases.append(Phase("build", round(time.monotonic() - t_build, 3), got.built.ok))

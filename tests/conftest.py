@@ -11,11 +11,15 @@ import pytest
 
 from harness import tomlload
 from harness.cache import cache_dir
+from harness.guest.contract import VERSION as CONTRACT_VERSION
 from harness.guest.contract import GuestReport, StepReport
 from harness.phases import load_rules
 from harness.verdict import trail
 
 DATA = Path(__file__).parent / "data"
+# cli.main turns a bug of the harness into one line and exit 3; tests want its traceback (the
+# bad-input tests, which check there is none, run the CLI with this unset).
+os.environ.setdefault("HARNESS_DEBUG", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,11 +52,13 @@ def load_guest(name: str) -> dict:
 def report_from(g: dict) -> GuestReport:
     """A GuestReport from a recorded report. Recordings made before the contract had a version
     (``"runner": 1``) carry the same fields but no marker: the judge falls back to the first step."""
-    if g.get("version") == 2:
+    if g.get("version") == CONTRACT_VERSION:
         return GuestReport.from_json(json.dumps(g))
+    # Older recordings (v2: no step index or kind; v1 also no marker): read field by field.
     return GuestReport(steps=tuple(StepReport.from_dict(s) for s in g["steps"]), kmsg=tuple(g["kmsg"]),
-                       kmsg_lost=g.get("kmsg_lost", 0), kmsg_error=g.get("kmsg_error"),
-                       uptime_at_start=g.get("uptime_at_start"), seconds=g.get("seconds", 0.0))
+                       marker_seq=g.get("marker_seq"), kmsg_lost=g.get("kmsg_lost", 0), kmsg_error=g.get("kmsg_error"),
+                       uptime_at_start=g.get("uptime_at_start"), seconds=g.get("seconds", 0.0),
+                       complete=g.get("complete", True))
 
 
 def guest_report(name: str) -> GuestReport:
@@ -192,3 +198,23 @@ def foreign_root_or_skip(spec_text: str) -> str:
     if not root.is_dir() or roots.check_root(root, kernel) is not None:
         pytest.skip(f"the root of {spec_text} {SKIP_NO_ARM64_ROOT}")
     return spec_text
+
+
+def _kind(name: str) -> str:
+    from harness.guest import contract
+
+    first = name.split(" ", 1)[0]
+    return {"insmod": contract.LOAD, "rmmod": contract.UNLOAD, "modprobe": contract.MODPROBE, "kunit": contract.KUNIT,
+            "coverage": contract.COVERAGE, "build": contract.BUILD}.get(first, contract.STEP)
+
+
+def plan_of(report: Optional[GuestReport], expect_rc: Optional[dict] = None) -> tuple:
+    """The plan a recorded report's steps came from (recordings keep the report, not the plan):
+    each step's kind told by its name as the harness gave it then, its expected status from
+    ``expect_rc`` by name (0 unless given)."""
+    from harness.guest.contract import PlanStep
+
+    if report is None:
+        return ()
+    return tuple(PlanStep(s.name, tuple(s.argv), expect_rc=(expect_rc or {}).get(s.name, 0), kind=_kind(s.name))
+                 for s in report.steps)

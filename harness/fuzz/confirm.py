@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from harness.events import Note, Sink, discard, phase
 from harness.fuzz import boot, minimize, repro
-from harness.fuzz.prepare import FuzzPrep, FuzzRequest, with_debug_info
+from harness.fuzz.prepare import FuzzPrep, with_debug_info
+from harness.fuzz.request import FuzzRequest
 from harness.locks import write_atomic
 from harness.model import Phase, RunResult, Verdict
 
@@ -71,21 +75,46 @@ class Finding:
         return asdict(self)
 
 
-def toml_project(prep: FuzzPrep, steps: Sequence[str]) -> str:
-    """A project of the module as ``prep``'s builds and loads it, with ``steps`` (script names) to run."""
+CONFIRM_PREFIX = ".kmod-harness-confirm-"  # the throwaway projects, beside the project's description
+
+
+def toml_project(prep: FuzzPrep, case_dir: str, steps: Sequence[str]) -> str:
+    """A project of the module as ``prep``'s builds and loads it, with ``steps`` (scripts in ``case_dir``,
+    relative to the project's directory) to run. It lies in the project's directory, so that its source
+    is the project's own, relative as every project's is."""
     p = prep.project
     q = json.dumps
-    out = ["[module]", f"source = {q(str(p.source))}", 'trail = "trail.toml"', f"requires = {q(list(p.requires))}"]
+    out = ["[module]", f"source = {q(os.path.relpath(p.source, p.root))}", f"trail = {q(case_dir + '/trail.toml')}",
+           f"requires = {q(list(p.requires))}"]
     for m in p.modules:
         out += ["[[module.load]]", f"name = {q(m.name)}", f"params = {q(list(m.params))}"]
     args = list(with_debug_info(prep.root, p.build.args))  # a crash's frames resolve to lines
     out += ["", "[build]", f"w1 = {q(p.build.w1)}", f"args = {q(args)}"]
     if p.build.command is not None:
         out.append(f"command = {q(list(p.build.command))}")
+    out += ["", "[guest]", f"packages = {q(list(p.packages))}"]
     for s in steps:
-        out += ["", "[[step]]", f"name = {q(s)}", f'run = ["python3", "/project/{s}.py"]',
+        out += ["", "[[step]]", f"name = {q(s)}", f"run = {q(['python3', f'/project/{case_dir}/{s}.py'])}",
                 f"timeout = {repro.STEP_TIMEOUT}"]
     return "\n".join(out) + "\n"
+
+
+@contextmanager
+def throwaway_project(prep: FuzzPrep, cases: Sequence[Case], what: str) -> Iterator[tuple[Path, list[str]]]:
+    """The module and one step per case (``case-N.py``, a repro script), as a project file in the
+    project's directory (``.kmod-harness-confirm-*.toml``, its scripts in the directory of that name):
+    removed when done."""
+    names = [f"case-{i + 1}" for i in range(len(cases))]
+    d = Path(tempfile.mkdtemp(prefix=CONFIRM_PREFIX, dir=prep.project.root))
+    toml = d.with_name(d.name + ".toml")
+    try:
+        for name, case in zip(names, cases, strict=True):
+            (d / f"{name}.py").write_text(repro.script(name, prep.targets, case, [what]))
+        toml.write_text(toml_project(prep, d.name, names))
+        yield toml, names
+    finally:
+        toml.unlink(missing_ok=True)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def crash_of(result: RunResult, names: Sequence[str], modules: Sequence[str], results: Path) -> Optional[Crash]:
@@ -119,14 +148,9 @@ class Confirmer:
         """One fresh guest runs the cases in order: the first that crashed the kernel, or None."""
         self.runs += 1
         results = self.out_dir / f"run-{self.runs}"
-        names = [f"case-{i + 1}" for i in range(len(cases))]
-        with tempfile.TemporaryDirectory(prefix="kmod-harness-confirm-") as tmp:
-            d = Path(tmp)
-            for name, case in zip(names, cases, strict=True):
-                (d / f"{name}.py").write_text(repro.script(name, self.prep.targets, case, [what]))
-            (d / "harness.toml").write_text(toml_project(self.prep, names))
+        with throwaway_project(self.prep, cases, what) as (toml, names):
             guest = max(self.freq.run.timeouts.guest, 300 + (repro.STEP_TIMEOUT + 10) * len(cases))
-            req = replace(self.freq.run, project=d / "harness.toml", results=results, record_trail=True,
+            req = replace(self.freq.run, project=toml, results=results, record_trail=True,
                           console_level=7, timeouts=replace(self.freq.run.timeouts, guest=guest))
             # Each run keeps its progress in its own harness.log; here, a phase per run.
             with phase(self.sink, self.phases, "confirm", f"{what}: {len(cases)} case(s) in a fresh guest"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,13 +38,19 @@ class Corpus:
     def __init__(self, path: Path):
         self.path = path
 
-    def check(self) -> None:
-        """A corpus directory that cannot be made or written is a usage error, before anything boots."""
+    def check_writable(self) -> None:
+        """A corpus directory that could not be made or written is a usage error, found without
+        making anything (bad input leaves nothing behind)."""
+        at = self.path
+        while not at.exists() and at != at.parent:
+            at = at.parent
+        if not at.is_dir() or not os.access(at, os.W_OK | os.X_OK):
+            what = "is not a directory" if at == self.path else f"cannot be made: {at} is not a writable directory"
+            raise UsageError(f"corpus {self.path} {what}", hint="give --corpus a directory you can write to")
+
+    def make(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
         except OSError as e:
             raise UsageError(f"cannot keep the corpus in {self.path}: {e.strerror or e}",
                              hint="give --corpus a directory you can write to") from None

@@ -10,8 +10,11 @@
     [[fuzz.file]]
     path = "/proc/mymod"                # written, then read back
 
-Pydantic v2 models (strict: ``protocol = "30"`` is an error, as is a key nobody knows);
-``parse`` turns their errors into one usage error naming the file and each bad key.
+The pydantic models are part of ``schema.ProjectFile`` (its ``fuzz`` key): harness.toml is
+checked in one place, with the same strictness, errors and docs/REFERENCE.md as every other
+key. Pure, and importing nothing of the harness but the guest's netlink framing, so that
+the schema can import it.
+
 A project without ``[fuzz]`` gets declarations inferred from its sources where the module
 makes them obvious (``infer``): a netlink protocol handed to ``netlink_kernel_create``, a
 misc device's name, a ``/proc`` entry, ioctl numbers built with ``_IO``/``_IOR``/``_IOW``/``_IOWR``.
@@ -19,32 +22,32 @@ misc device's name, a ``/proc`` entry, ioctl numbers built with ``_IO``/``_IOR``
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.errors import UsageError
 from harness.guest import fuzzmut
 
 IOC_SIZE_SHIFT, IOC_SIZE_BITS = 16, 14  # include/uapi/asm-generic/ioctl.h
 MAX_ARG = 4096
 
 
-class _Strict(BaseModel):
+class _Strict(BaseModel):  # schema.Strict's configuration (schema imports this module, not the reverse)
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class NetlinkTemplate(_Strict):
-    """One message to start from (the fuzzer also starts from a well-formed hello of its own)."""
+    """A message to start from (the fuzzer also starts from well-formed hellos of its own)."""
 
     type: int = Field(default=0, ge=0, le=0xFFFF, description="nlmsg_type")
     flags: int = Field(default=0, ge=0, le=0xFFFF, description="nlmsg_flags, e.g. 1 for NLM_F_REQUEST")
     seq: int = Field(default=0, ge=0, le=0xFFFFFFFF, description="nlmsg_seq")
     payload: str = Field(default="", max_length=fuzzmut.MAX_DATA, description="the payload, as text (UTF-8)")
     payload_hex: str = Field(default="", pattern=r"^([0-9a-fA-F]{2})*$", max_length=2 * fuzzmut.MAX_DATA,
-                             description="the payload as hex bytes, appended to payload")
+                             description="payload bytes as hex digits, appended to payload")
 
     def frame(self) -> bytes:
         """The whole message, its nlmsg_pid the fuzz socket's own port."""
@@ -53,46 +56,55 @@ class NetlinkTemplate(_Strict):
 
 
 class Netlink(_Strict):
-    """``[[fuzz.netlink]]``: a netlink protocol the module opens (its kernel socket's input callback)."""
+    """`[[fuzz.netlink]]`: a netlink protocol the module opens; inputs go to its kernel socket's input callback."""
 
-    protocol: int = Field(ge=0, le=31, description="the protocol number given to netlink_kernel_create "
-                          "(0-31: MAX_LINKS is 32)")
-    templates: list[NetlinkTemplate] = Field(default_factory=list, max_length=64, description="messages to start from")
+    protocol: int = Field(ge=0, le=31, description="the protocol number the module gives netlink_kernel_create "
+                          "(MAX_LINKS is 32)")
+    templates: list[NetlinkTemplate] = Field(default=[], max_length=64, description="messages to start from")
 
 
 class Ioctl(_Strict):
+    """One ioctl of a `[[fuzz.chardev]]`."""
+
     cmd: int = Field(ge=0, le=0xFFFFFFFF, description="the ioctl request number, as the module defines it")
-    size: Optional[int] = Field(default=None, ge=0, le=MAX_ARG, description="bytes of the argument buffer; default "
-                                "_IOC_SIZE(cmd); 0 passes an integer argument")
+    size: Optional[int] = Field(default=None, ge=0, le=MAX_ARG, description="bytes of the argument buffer "
+                                "(default _IOC_SIZE(cmd)); 0 passes an integer argument")
 
     def arg_size(self) -> int:
         return self.size if self.size is not None else (self.cmd >> IOC_SIZE_SHIFT) & ((1 << IOC_SIZE_BITS) - 1)
 
 
 class Chardev(_Strict):
-    """``[[fuzz.chardev]]``: a device node: its ioctls, and writes and reads."""
+    """`[[fuzz.chardev]]`: a device node the module creates: its ioctls, writes and reads."""
 
-    path: str = Field(pattern=r"^/dev/\S+$", description="the device node in the guest, e.g. /dev/mydev")
-    ioctls: list[Ioctl] = Field(default_factory=list, max_length=256, description="the ioctls to call")
+    path: str = Field(pattern=r"^/dev/\S+$", max_length=256, description="the device node in the guest, "
+                      "e.g. /dev/mydev")
+    ioctls: list[Ioctl] = Field(default=[], max_length=256, description="the ioctls to call")
 
 
 class File(_Strict):
-    """``[[fuzz.file]]``: a file the module creates (/proc, /sys, debugfs): written, then read back."""
+    """`[[fuzz.file]]`: a file the module creates (/proc, /sys): written, then read back."""
 
-    path: str = Field(pattern=r"^/(proc|sys)/\S+$", description="the file in the guest, e.g. /proc/mymod")
+    path: str = Field(pattern=r"^/(proc|sys)/\S+$", max_length=256, description="the file in the guest, "
+                      "e.g. /proc/mymod")
 
 
 class FuzzDecl(_Strict):
-    """``[fuzz]``: every interface to fuzz; at least one."""
+    """`[fuzz]`: the interfaces `harness fuzz` sends inputs to (README: Fuzzing); at least one. Without it,
+    `harness fuzz` infers them from the module's sources."""
 
-    netlink: list[Netlink] = Field(default_factory=list, description="[[fuzz.netlink]] protocols")
-    chardev: list[Chardev] = Field(default_factory=list, description="[[fuzz.chardev]] device nodes")
-    file: list[File] = Field(default_factory=list, description="[[fuzz.file]] files written then read")
+    netlink: list[Netlink] = Field(default=[], max_length=32, description="netlink protocols")
+    chardev: list[Chardev] = Field(default=[], max_length=64, description="device nodes")
+    file: list[File] = Field(default=[], max_length=64, description="files written, then read")
 
     @model_validator(mode="after")
     def _some(self) -> "FuzzDecl":
         if not (self.netlink or self.chardev or self.file):
             raise ValueError("declares no interface: add [[fuzz.netlink]], [[fuzz.chardev]] or [[fuzz.file]]")
+        keys = [t["key"] for t in self.targets()]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"declares {', '.join(twice)} twice")
         return self
 
     def targets(self) -> list[dict[str, Any]]:
@@ -114,31 +126,15 @@ class FuzzDecl(_Strict):
         for n in self.netlink:
             out += ["[[fuzz.netlink]]", f"protocol = {n.protocol}", ""]
         for c in self.chardev:
-            out += ["[[fuzz.chardev]]", f'path = "{c.path}"']
+            out += ["[[fuzz.chardev]]", f"path = {json.dumps(c.path)}"]
             if c.ioctls:
                 out.append("ioctls = [" + ", ".join(f"{{cmd = {i.cmd:#x}}}" if i.size is None
                                                     else f"{{cmd = {i.cmd:#x}, size = {i.size}}}"
                                                     for i in c.ioctls) + "]")
             out.append("")
         for f in self.file:
-            out += ["[[fuzz.file]]", f'path = "{f.path}"', ""]
+            out += ["[[fuzz.file]]", f"path = {json.dumps(f.path)}", ""]
         return "\n".join(out)
-
-
-def parse(data: Any, where: str) -> FuzzDecl:
-    """``[fuzz]``'s table, validated; every problem named in one usage error."""
-    try:
-        return FuzzDecl.model_validate(data)
-    except ValidationError as e:
-        problems = [f"  {_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise UsageError(f"{where}: [fuzz] is not valid:\n" + "\n".join(problems),
-                         hint="see README.md, \"Fuzzing\": [[fuzz.netlink]] protocol = N, [[fuzz.chardev]] path "
-                         "and ioctls, [[fuzz.file]] path") from None
-
-
-def _loc(loc: tuple[Any, ...]) -> str:
-    """fuzz.netlink[0].protocol: the key as the TOML file spells it."""
-    return "fuzz" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
 # ---- inference from the module's sources -------------------------------------------------

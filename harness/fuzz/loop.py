@@ -29,7 +29,8 @@ from harness.errors import HarnessError, InfraError
 from harness.events import Note, Printer, Progress, Sink, fanout, phase
 from harness.fuzz import boot, report
 from harness.fuzz.confirm import Confirmer, Finding
-from harness.fuzz.prepare import FuzzPrep, FuzzRequest, plan, prepare
+from harness.fuzz.prepare import FuzzPrep, plan, prepare
+from harness.fuzz.request import FuzzRequest
 from harness.fuzz.tally import Guest, Tally
 from harness.guest import fuzzer
 from harness.model import Phase, Verdict

@@ -13,41 +13,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from harness import resources, tomlload
+from harness import resources
 from harness.errors import UsageError
 from harness.events import Note, Sink, phase
 from harness.fuzz import decl, elfko
 from harness.fuzz.corpus import Corpus, default_dir
+from harness.fuzz.decl import FuzzDecl
+from harness.fuzz.request import DEBUG_KERNEL, FuzzRequest
 from harness.kernel import modbuild, roots
 from harness.model import Phase
-from harness.phases import RunRequest, Setup, build_request, resolve, root, setup
-from harness.project import Project
+from harness.phases import BuildFailed, Setup, build_request, check_request, resolve, root, setup
+from harness.project import Project, load_project
 
 KCOV_ARG = "KCOV_INSTRUMENT=y"  # kbuild: instrument the module's objects for kcov (kernels with CONFIG_KCOV)
 TEXT_LINK = 0xFFFFFFFF81000000  # x86_64's _text at link time with the default PHYSICAL_START
-DEBUG_KERNEL = "debian-src:trixie+debug"
-
-
-@dataclass(frozen=True)
-class FuzzRequest:
-    run: RunRequest  # kernel, project, results, accel, cpus, timeouts: as for harness run
-    duration: float = 600.0  # the whole command: boots, fuzzing, confirmations
-    corpus: Optional[Path] = None  # default: PROJECT/fuzz/corpus/MODULE
-    coverage: bool = True  # kcov feedback; off: inputs are mutations of the seeds only
-    seed: Optional[int] = None
-    max_findings: int = 0  # stop after this many findings (0: fuzz for the whole duration)
-    exec_timeout: float = 5.0  # one execution in the guest (under TCG)
-    execs_per_child: int = 1  # inputs a forked child executes before the next is forked
-    minimize_rounds: int = 3  # boots spent shrinking a crash's input, at most
 
 
 @dataclass(frozen=True)
 class FuzzPrep:
     setup: Setup
     root: roots.Root
-    decl: decl.FuzzDecl
+    decl: FuzzDecl
     declared: bool  # False: inferred from the sources
     targets: list[dict[str, Any]]
     run_dir: Path  # build/ holds the instrumented module
@@ -62,19 +50,26 @@ class FuzzPrep:
         return self.setup.project
 
 
-def project_data(project: Project) -> dict[str, Any]:
-    """The project file's whole table (``[fuzz]`` is read here until project.py's schema holds it)."""
-    where = project.where
-    if where.endswith(" [tool.harness]"):
-        return tomlload.load(Path(where[: -len(" [tool.harness]")])).get("tool", {}).get("harness", {})
-    return tomlload.load(Path(where))
+def check(freq: FuzzRequest) -> FuzzDecl:
+    """Every input of ``harness fuzz`` a user can get wrong, before anything is written or started
+    (``phases.check_request``, then what fuzzing adds): the declarations (or what can be inferred),
+    the corpus directory, the numbers. Returns the declarations."""
+    req = replace(freq.run, record_trail=True)  # the trail is not checked by fuzzing
+    check_request(req)
+    for name, value, least in (("--max-findings", freq.max_findings, 0), ("--minimize-rounds", freq.minimize_rounds, 0),
+                               ("--execs-per-child", freq.execs_per_child, 1)):
+        if value < least:
+            raise UsageError(f"{name} {value}: give {least} or more")
+    if freq.corpus is not None:
+        Corpus(freq.corpus).check_writable()
+    d, _, _ = declarations(load_project(req.project))
+    return d
 
 
-def declarations(project: Project) -> tuple[decl.FuzzDecl, bool, list[str]]:
+def declarations(project: Project) -> tuple[FuzzDecl, bool, list[str]]:
     """``[fuzz]`` as declared, else as inferred from the sources (with what it was inferred from)."""
-    data = project_data(project)
-    if "fuzz" in data:
-        return decl.parse(data["fuzz"], project.where), True, []
+    if project.fuzz is not None:
+        return project.fuzz, True, []
     found, notes = decl.infer(project.source)
     if found is None:
         raise UsageError(f"{project.where}: no [fuzz] declarations, and none could be inferred from "
@@ -110,15 +105,15 @@ def prepare(freq: FuzzRequest, sink: Sink, run_dir: Path, done: list[Phase]) -> 
     s = setup(req)
     d, declared, notes = declarations(s.project)
     corpus = Corpus(freq.corpus or default_dir(s.project.root, s.project.module))
-    corpus.check()
+    corpus.make()
     r = root(s, resolve(s, req, sink, done), req, sink, done)
     if freq.coverage and not r.has("KCOV"):
         raise UsageError(f"kernel {s.spec} has no kcov (CONFIG_KCOV): coverage-guided fuzzing needs it",
                          hint=f"--kernel {DEBUG_KERNEL} (built from source once), or --no-coverage for "
                          "blind fuzzing of the seeds")
-    modbuild.prepare_source(s.project.source, run_dir / "build")
-    resources.install_guest_files(run_dir)
     breq = build_request(s, r, req)
+    modbuild.prepare_source(breq, run_dir / "build")
+    resources.install_guest_files(run_dir)
     args = with_debug_info(r, breq.options.args) + ((KCOV_ARG,) if freq.coverage else ())
     breq = replace(breq, options=replace(breq.options, args=args))
     first = s.project.modules[0].name
@@ -128,8 +123,6 @@ def prepare(freq: FuzzRequest, sink: Sink, run_dir: Path, done: list[Phase]) -> 
         mark.ok = built.ok
         mark.detail = "\n".join(built.errors[-20:])
     if not built.ok:
-        from harness.phases import BuildFailed
-
         raise BuildFailed(built)
     info = elfko.read_ko(run_dir / "build" / built.kos[first])
     if freq.coverage and not info.instrumented:

@@ -17,10 +17,11 @@ dying.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
-VERSION = 2  # bump on any change to the plan, the events or the report
+VERSION = 3  # bump on any change to the plan, the events or the report (3: steps have index, kind, env, cwd)
 PREFIX = "@kmod-harness@ "
 GUEST_RUN_DIR = "/harness"  # the host's run directory, shared read-write
 PLAN_FILE = "plan.json"
@@ -32,13 +33,54 @@ CONTRACT_FILE = "contract.py"
 HELLO = "hello"  # {version}: the runner started and speaks VERSION
 KMSG = "kmsg"  # {raw}: one /dev/kmsg record, as read
 MARKER = "marker"  # {seq}: the runner's own record, written just before the first step
-STEP_START = "step-start"  # {name}
+STEP_START = "step-start"  # {name, index}
 STEP_END = "step-end"  # {step: StepReport}
 REPORT = "report"  # {path}: the whole GuestReport is written at path
 EVENTS = (HELLO, KMSG, MARKER, STEP_START, STEP_END, REPORT)
 
 # When a project step runs, relative to the module's insmod and rmmod.
 WHEN = ("before", "loaded", "after")
+
+# What a step is: the judge goes by a step's kind and index, never by its name (a user step
+# may be called anything, twice if a file says so, and never makes another step's result).
+BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE = "build", "modprobe", "load", "step", "kunit", "unload", \
+    "coverage"
+KINDS = (BUILD, MODPROBE, LOAD, STEP, KUNIT, UNLOAD, COVERAGE)
+WORK_DIR = "/tmp/harness-work"  # the steps' writable directory in the guest (guest RAM), $HARNESS_WORK
+
+
+# What a report keeps of the kernel log: a kernel that logs without end (a thread printing in a
+# loop) must fill neither the guest's memory nor the host's disk. The first KMSG_HEAD records and
+# the last KMSG_TAIL are kept; how many were left out between them is said (kmsg_dropped).
+KMSG_HEAD = 20000
+KMSG_TAIL = 20000
+
+
+class HeadTail:
+    """A list that keeps its first ``head`` items and its last ``tail``, counting what it dropped."""
+
+    def __init__(self, head: int = KMSG_HEAD, tail: int = KMSG_TAIL) -> None:
+        self.head: List[str] = []
+        self.tail: "deque[str]" = deque(maxlen=tail)
+        self.limit = head
+        self.dropped = 0
+
+    def append(self, item: str) -> None:
+        if len(self.head) < self.limit:
+            self.head.append(item)
+            return
+        if self.tail.maxlen is not None and len(self.tail) == self.tail.maxlen:
+            self.dropped += 1
+        self.tail.append(item)
+
+    def items(self) -> Tuple[str, ...]:
+        return tuple(self.head) + tuple(self.tail)
+
+    def last(self) -> Optional[str]:
+        return self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
 
 
 class ContractError(ValueError):
@@ -53,6 +95,9 @@ class PlanStep:
     expect_rc: int = 0
     required: bool = False  # when it fails, later steps are skipped (but not ``always`` ones)
     always: bool = False  # runs even after a required step failed (rmmod)
+    kind: str = STEP  # one of KINDS
+    env: Tuple[Tuple[str, str], ...] = ()  # added to the plan's environment for this step
+    cwd: Optional[str] = None  # None: WORK_DIR
 
 
 @dataclass(frozen=True)
@@ -71,7 +116,8 @@ class Plan:
     def from_json(cls, text: str) -> "Plan":
         d = _load(text, "plan")
         try:
-            steps = tuple(PlanStep(**dict(s, argv=tuple(s["argv"]))) for s in d["steps"])
+            steps = tuple(PlanStep(**dict(s, argv=tuple(s["argv"]), env=tuple(tuple(e) for e in s.get("env", ()))))
+                          for s in d["steps"])
             return cls(steps=steps, run_id=d["run_id"], env=tuple(sorted(d.get("env", {}).items())))
         except (KeyError, TypeError) as e:
             raise ContractError(f"plan: malformed ({e})") from None
@@ -90,6 +136,10 @@ class StepReport:
     reason: str = ""  # why it was skipped
     kmsg_seq_before: Optional[int] = None  # the runner's record before the step started (or an earlier one)
     kmsg_seq_after: Optional[int] = None  # the runner's record after it ended: the step's records lie between
+    note: str = ""  # what else the runner saw (a child that kept the step's output open)
+    index: Optional[int] = None  # the step's place in the plan (0-based); None in reports older than version 3
+    kind: str = STEP
+    expect_rc: int = 0  # what the plan expected of it
 
     @property
     def ran(self) -> bool:
@@ -113,6 +163,7 @@ class GuestReport:
     kmsg: Tuple[str, ...]  # raw /dev/kmsg records, every one read since the runner started
     marker_seq: Optional[int] = None  # the run's marker record; records after it are the run's
     kmsg_lost: int = 0  # records overwritten before they were read (EPIPE)
+    kmsg_dropped: int = 0  # records read but left out of ``kmsg`` (the middle of an endless log: KMSG_HEAD/TAIL)
     kmsg_error: Optional[str] = None
     uptime_at_start: Optional[float] = None  # guest uptime when the runner started
     seconds: float = 0.0  # the runner's own duration
@@ -131,6 +182,7 @@ class GuestReport:
             return cls(
                 steps=tuple(StepReport.from_dict(s) for s in d["steps"]), kmsg=tuple(d["kmsg"]),
                 marker_seq=d.get("marker_seq"), kmsg_lost=d.get("kmsg_lost", 0), kmsg_error=d.get("kmsg_error"),
+                kmsg_dropped=d.get("kmsg_dropped", 0),
                 uptime_at_start=d.get("uptime_at_start"), seconds=d.get("seconds", 0.0),
                 complete=d.get("complete", True),
             )
@@ -201,10 +253,11 @@ class EventLog:
 
     run_id: str = ""  # events of another run (or forged ones, without it) are ignored
     version: Optional[int] = None
-    records: List[str] = field(default_factory=list)
+    records: HeadTail = field(default_factory=HeadTail)
     marker_seq: Optional[int] = None
     steps: List[StepReport] = field(default_factory=list)
     running: Optional[str] = None  # the step that started and has not ended
+    running_index: Optional[int] = None
     report_path: Optional[str] = None
 
     def feed(self, event: Dict[str, Any]) -> None:
@@ -219,6 +272,8 @@ class EventLog:
             self.marker_seq = event.get("seq")
         elif kind == STEP_START:
             self.running = str(event.get("name"))
+            index = event.get("index")
+            self.running_index = index if isinstance(index, int) else None
         elif kind == STEP_END:
             self.steps.append(StepReport.from_dict(event["step"]))
             self.running = None
@@ -228,6 +283,8 @@ class EventLog:
     def partial_report(self) -> GuestReport:
         steps = list(self.steps)
         if self.running is not None:  # it never ended: the guest died (or hung) inside it
-            steps.append(StepReport(name=self.running, argv=(), reason="the guest stopped while it ran"))
-        return GuestReport(steps=tuple(steps), kmsg=tuple(self.records), marker_seq=self.marker_seq,
+            steps.append(StepReport(name=self.running, argv=(), index=self.running_index,
+                                    reason="the guest stopped while it ran"))
+        return GuestReport(steps=tuple(steps), kmsg=self.records.items(), marker_seq=self.marker_seq,
+                           kmsg_dropped=self.records.dropped,
                            complete=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Mapping, Optional, Sequence
 
+from harness.guest import contract
 from harness.guest.contract import GUEST_RUN_DIR, Plan, PlanStep
 from harness.project import Project
 
@@ -46,29 +47,32 @@ def build_plan(project: Project, kos: Mapping[str, str], module_timeout: float,
     steps: list[PlanStep] = []
     if guest_build is not None:
         argv, timeout = guest_build
-        steps.append(PlanStep("build", tuple(argv), timeout, required=True))
+        steps.append(PlanStep("build", tuple(argv), timeout, required=True, kind=contract.BUILD))
     steps += _project_steps(project, "before")
-    steps += [PlanStep(f"modprobe {dep}", ("modprobe", dep), module_timeout, required=True)
+    steps += [PlanStep(f"modprobe {dep}", ("modprobe", dep), module_timeout, required=True, kind=contract.MODPROBE)
               for dep in project.requires]
     steps += [PlanStep("insmod" if one else f"insmod {m.name}", ("insmod", kos[m.name], *m.params),
-                       module_timeout, required=True) for m in project.modules]
+                       module_timeout, required=True, kind=contract.LOAD) for m in project.modules]
     steps += _project_steps(project, "loaded")
     for name in kunit:
-        steps += [PlanStep(f"{KUNIT_STEP}{name}", ("insmod", kos[name]), project.kunit.timeout),
-                  PlanStep(f"rmmod {name}", ("rmmod", name.replace("-", "_")), module_timeout, always=True)]
-    steps += [PlanStep("rmmod" if one else f"rmmod {m.name}", ("rmmod", m.module), module_timeout, always=True)
-              for m in reversed(project.modules)]
+        steps += [PlanStep(f"{KUNIT_STEP}{name}", ("insmod", kos[name]), project.kunit.timeout, kind=contract.KUNIT),
+                  PlanStep(f"rmmod {name}", ("rmmod", name.replace("-", "_")), module_timeout, always=True,
+                           kind=contract.UNLOAD)]
+    steps += [PlanStep("rmmod" if one else f"rmmod {m.name}", ("rmmod", m.module), module_timeout, always=True,
+                       kind=contract.UNLOAD) for m in reversed(project.modules)]
     steps += _project_steps(project, "after")
     if coverage:
-        steps.append(PlanStep("coverage", ("sh", "-c", COVERAGE_SCRIPT), module_timeout, always=True))
+        steps.append(PlanStep("coverage", ("sh", "-c", COVERAGE_SCRIPT), module_timeout, always=True,
+                              kind=contract.COVERAGE))
     return Plan(steps=tuple(steps), run_id=run_id or secrets.token_hex(8),
                 env=(("PYTHONDONTWRITEBYTECODE", "1"),))
 
 
 def _project_steps(project: Project, when: str) -> list[PlanStep]:
-    return [PlanStep(s.name, s.argv, s.timeout, s.expect_rc) for s in project.steps if s.when == when]
+    return [PlanStep(s.name, s.argv, s.timeout, s.expect_rc, kind=contract.STEP, env=s.env, cwd=s.cwd)
+            for s in project.steps if s.when == when]
 
 
-def kunit_steps(plan: Plan) -> tuple[str, ...]:
-    """The steps whose kernel records are a KUnit test module's KTAP."""
-    return tuple(s.name for s in plan.steps if s.name.startswith(KUNIT_STEP) and s.argv[:1] == ("insmod",))
+def kunit_steps(plan: Plan) -> tuple[int, ...]:
+    """The steps (by index) whose kernel records are a KUnit test module's KTAP."""
+    return tuple(i for i, s in enumerate(plan.steps) if s.kind == contract.KUNIT)

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Dict, Optional
 
 if TYPE_CHECKING:
     from harness.guest import contract
@@ -69,7 +69,7 @@ class KmsgStream(threading.Thread):
     def __init__(self, channel: Channel) -> None:
         super().__init__(daemon=True)
         self.channel = channel
-        self.records: list[str] = []
+        self.records = contract.HeadTail()
         self.lost = 0  # records overwritten before they were read (EPIPE)
         self.error: Optional[str] = None
         self.until: Optional[int] = None  # once stopping: the last record that must be read
@@ -81,7 +81,8 @@ class KmsgStream(threading.Thread):
         would otherwise keep the reader, and the runner, going)."""
         if not self._stop_evt.is_set():
             return False
-        return self.until is None or bool(self.records) and record_seq(self.records[-1]) >= self.until
+        last = self.records.last()
+        return self.until is None or last is not None and record_seq(last) >= self.until
 
     def _drain(self) -> None:
         while not self._done():
@@ -119,34 +120,101 @@ class KmsgStream(threading.Thread):
         os.close(self.fd)
 
 
+PIPE_GRACE = 2.0  # seconds to wait for a step's output to end once its own process has exited
+MAX_OUTPUT = 1 << 20  # bytes of a step's stdout (and of its stderr) kept: the head and the tail
+
+
+class _Reader(threading.Thread):
+    """Reads one pipe to its end, keeping the first and the last MAX_OUTPUT // 2 bytes."""
+
+    def __init__(self, pipe: Any) -> None:  # a BufferedReader: read1 returns what one read gave
+        super().__init__(daemon=True)
+        self.pipe, self.head, self.tail, self.dropped = pipe, bytearray(), bytearray(), 0
+
+    def run(self) -> None:
+        half = MAX_OUTPUT // 2
+        try:
+            for chunk in iter(lambda: self.pipe.read1(65536), b""):
+                room = half - len(self.head)
+                self.head += chunk[:max(room, 0)]
+                self.tail += chunk[max(room, 0):]
+                if len(self.tail) > half:
+                    self.dropped += len(self.tail) - half
+                    del self.tail[:len(self.tail) - half]
+        except (OSError, ValueError):
+            pass
+
+    def text(self) -> str:
+        """What was read so far (a reader still running, for a child holding the pipe, is not waited for)."""
+        cut = b"\n[kmod-harness: %d bytes left out here]\n" % self.dropped if self.dropped else b""
+        return bytes(self.head + cut + self.tail).decode("utf-8", "backslashreplace")
+
+
 def run_step(step: contract.PlanStep, env: dict[str, str]) -> dict[str, Any]:
-    """Run one step in its own process group; on timeout the whole group is killed."""
+    """Run one step in its own process group; on timeout the whole group is killed. Once the step's
+    own process has ended, its output is read for PIPE_GRACE seconds more: a background child it
+    left holding stdout or stderr does not keep the step running (the report says so)."""
     start = time.monotonic()
-    out: dict[str, Any] = {"name": step.name, "argv": list(step.argv), "returncode": None, "stdout": b"", "stderr": b"",
-           "timed_out": False}
+    out: dict[str, Any] = {"name": step.name, "argv": list(step.argv), "returncode": None, "stdout": "",
+                           "stderr": "", "timed_out": False, "note": ""}
     try:
         proc = subprocess.Popen(list(step.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+                                stderr=subprocess.PIPE, env=dict(env, **dict(step.env)),
+                                cwd=step.cwd or contract.WORK_DIR, start_new_session=True)
     except OSError as e:
-        out.update(returncode=127, stderr=("cannot run %s: %s" % (step.argv[0], e)).encode())
-    else:
-        try:
-            out["stdout"], out["stderr"] = proc.communicate(timeout=step.timeout)
-            out["returncode"] = proc.returncode
-        except subprocess.TimeoutExpired:
-            out["timed_out"] = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                out["stdout"], out["stderr"] = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass  # something outside the group holds the pipes: keep what we have
-    for key in ("stdout", "stderr"):
-        out[key] = out[key].decode("utf-8", "backslashreplace")
+        out.update(returncode=127, stderr="cannot run %s: %s" % (step.argv[0], e))
+        out["seconds"] = round(time.monotonic() - start, 3)
+        return out
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [_Reader(proc.stdout), _Reader(proc.stderr)]
+    for r in readers:
+        r.start()
+    try:
+        out["returncode"] = proc.wait(timeout=step.timeout)
+    except subprocess.TimeoutExpired:
+        out["timed_out"] = True
+        _kill_group(proc.pid)
+        proc.wait()
+    deadline = time.monotonic() + PIPE_GRACE
+    for r in readers:
+        r.join(max(0.0, deadline - time.monotonic()))
+    held = [("stdout", "stderr")[k] for k, r in enumerate(readers) if r.is_alive()]
+    if held:  # their readers are left to end with the child (closing a pipe a thread reads would block)
+        out["note"] = ("the step's process ended, but a process it started kept its %s open: not waited for"
+                       % " and ".join(held))
+    out["stdout"], out["stderr"] = readers[0].text(), readers[1].text()
     out["seconds"] = round(time.monotonic() - start, 3)
     return out
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def prepare_guest(env: dict[str, str]) -> None:
+    """The steps' writable work directory, and ``cc``/``gcc`` where the root has only ``gcc-N``
+    (Debian's roots install the versioned compiler the kernel's headers want)."""
+    os.makedirs(contract.WORK_DIR, exist_ok=True)
+    env["HARNESS_WORK"] = contract.WORK_DIR
+    path = env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    have = [d for d in path.split(":") if d and os.path.exists(os.path.join(d, "cc"))]
+    if have:
+        env["PATH"] = path
+        return
+    versioned = sorted((f for f in os.listdir("/usr/bin") if f.startswith("gcc-") and f[4:].isdigit()),
+                       key=lambda f: int(f[4:]))
+    if not versioned:
+        return
+    shims = os.path.join(contract.WORK_DIR, ".bin")
+    os.makedirs(shims, exist_ok=True)
+    for name in ("cc", "gcc"):
+        link = os.path.join(shims, name)
+        if not os.path.lexists(link):
+            os.symlink("/usr/bin/" + versioned[-1], link)
+    env["PATH"] = shims + ":" + path
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -218,23 +286,25 @@ def run_plan(plan: contract.Plan, channel: Channel
     logged while a step ran lies between them, whatever the streaming thread has read so far."""
     env = dict(os.environ)
     env.update(dict(plan.env))
+    prepare_guest(env)
     stream = KmsgStream(channel)
     stream.start()
     marker = before = None
     steps: list[contract.StepReport] = []
     failed_required: Optional[str] = None
     for i, step in enumerate(plan.steps):
+        ident: Dict[str, Any] = {"index": i, "kind": step.kind, "expect_rc": step.expect_rc}
         if failed_required is not None and not step.always:
             report = contract.StepReport(name=step.name, argv=step.argv, skipped=True,
-                                         reason="required step %r failed" % failed_required)
+                                         reason="required step %r failed" % failed_required, **ident)
         else:
             if marker is None:
                 marker = before = mark(contract.marker_text(plan.run_id))
                 channel.send(contract.MARKER, seq=marker)
-            channel.send(contract.STEP_START, name=step.name)
+            channel.send(contract.STEP_START, name=step.name, index=i)
             res = run_step(step, env)
             after = mark(contract.step_end_text(plan.run_id, i))
-            report = contract.StepReport.from_dict(dict(res, kmsg_seq_before=before, kmsg_seq_after=after))
+            report = contract.StepReport.from_dict(dict(res, kmsg_seq_before=before, kmsg_seq_after=after, **ident))
             before = after
             if step.required and failed_required is None and (
                     report.timed_out or report.returncode != step.expect_rc):
@@ -264,7 +334,8 @@ def main(argv: list[str]) -> int:
         uptime = float(f.read().split()[0])
     steps, stream, marker, failed_required = run_plan(plan, channel)
     report = contract.GuestReport(
-        steps=tuple(steps), kmsg=tuple(stream.records), marker_seq=marker, kmsg_lost=stream.lost,
+        steps=tuple(steps), kmsg=stream.records.items(), marker_seq=marker, kmsg_lost=stream.lost,
+        kmsg_dropped=stream.records.dropped,
         kmsg_error=stream.error, uptime_at_start=uptime, seconds=round(time.monotonic() - t0, 3))
     path = os.path.join(os.path.dirname(os.path.abspath(argv[1])), contract.REPORT_FILE)
     write_atomic(path, report.to_json())

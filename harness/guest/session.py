@@ -72,7 +72,7 @@ class Session:
         assert self.setup is not None
         boot = self.kmsg_after(-1)
         found = splat.find(self.setup.rules, boot)
-        lost = judge.checks_lost(boot, found)
+        lost = judge.checks_lost(boot, found, self.setup.rules)
         if lost:
             where = self.console_path or "the guest's console"
             raise InfraError(f"the kernel reported a bug while booting ({found[0].text}), and {lost}: "

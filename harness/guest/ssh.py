@@ -193,16 +193,6 @@ class GuestSsh:
         chan = self._open(command)
         return _pump(chan, command, t0, timeout, stdin, on_out)
 
-    def put(self, local: Path, remote: str) -> None:
-        assert self.client is not None
-        with self.client.open_sftp() as sftp:
-            sftp.put(str(local), remote)
-
-    def get(self, remote: str, local: Path) -> None:
-        assert self.client is not None
-        with self.client.open_sftp() as sftp:
-            sftp.get(remote, str(local))
-
     def poweroff(self) -> None:
         """Ask the guest to power off at once (a throwaway VM needs no clean shutdown)."""
         transport = self.client.get_transport() if self.client is not None else None

@@ -12,6 +12,8 @@ A guest that dies mid-run still yields a report, rebuilt from the events it sent
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
 from harness import procs
-from harness.errors import InfraError, PhaseTimeout
+from harness.cache import disk_usage
+from harness.errors import InfraError, Interrupted, PhaseTimeout
 from harness.events import ConsoleLine, GuestStep, Note, Sink
 from harness.guest import contract, ssh
 from harness.guest.vng import SSH_GUEST_COMMAND, VmConfig, console_log, vng_argv, vng_env
@@ -54,9 +57,15 @@ class GuestRun:
     running: Optional[str] = None  # the step that had started and not ended
     problem: str = ""  # why the runner's report could not be used, if it could not
     limit: float = 0.0  # the time limit it had
+    interrupted: str = ""  # SIGINT or SIGTERM stopped it: why (what the guest had sent is kept)
+    overflow: str = ""  # the guest wrote more into the run directory than it may: it was stopped (RunDirGuard)
 
     @property
     def how_it_ended(self) -> str:
+        if self.overflow:
+            return f"ended by the harness: {self.overflow}"
+        if self.interrupted:
+            return f"ended by the harness: {self.interrupted}"
         if self.timed_out:
             return f"the harness ended it at its time limit ({self.limit:.0f}s)"
         return f"virtme-ng exited {self.exit_status}" if self.exit_status is not None else "ended by the harness"
@@ -77,7 +86,8 @@ class Listener:
     def __init__(self, sink: Sink, console: procs.TextLog, run_id: str):
         self.sink, self.log = sink, console
         self.events = contract.EventLog(run_id=run_id)
-        self.transcript: list[str] = []
+        # exec.log: the channel as it came, capped like the kernel log (its head and its tail)
+        self.transcript = contract.HeadTail(contract.KMSG_HEAD * 2, contract.KMSG_TAIL * 2)
         self.marks: dict[str, float] = {"start": time.monotonic()}
 
     def console(self, line: str) -> None:
@@ -104,29 +114,42 @@ class Listener:
         elif event["event"] == contract.REPORT:
             self.marks.setdefault("result", time.monotonic())
 
+    def _transcript(self) -> tuple[str, ...]:
+        t = self.transcript
+        if not t.dropped:
+            return t.items()
+        return tuple(t.head) + (f"[kmod-harness: {t.dropped} channel lines left out here]",) + tuple(t.tail)
+
     def on_line(self, stream: str, line: str) -> None:
         (self.channel if stream == "stdout" else self.console)(line)
 
     def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
-               timed_out: bool, why: str = "") -> GuestRun:
+               timed_out: bool, why: str = "", interrupted: str = "", overflow: str = "") -> GuestRun:
         """``why``: what the transport knows of how the guest ended (an SSH server that never answered)."""
         self.marks["end"] = time.monotonic()
         report, problem = read_report(run_dir, self.events)
         problem = "; ".join(p for p in (why, problem) if p)
         return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
-                        timed_out=timed_out, transcript=tuple(self.transcript), marks=dict(self.marks),
-                        running=self.events.running, problem=problem, limit=limit)
+                        timed_out=timed_out, transcript=self._transcript(), marks=dict(self.marks),
+                        running=self.events.running, problem=problem, limit=limit, interrupted=interrupted,
+                        overflow=overflow)
+
+
+def interruption(e: BaseException) -> str:
+    return "interrupted by SIGINT (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e)
 
 
 def read_report(run_dir: Path, events: contract.EventLog) -> tuple[Optional[contract.GuestReport], str]:
     """The runner's report file when it finished, else one rebuilt from its events, else None.
 
+    The file counts only when the runner said it wrote it (its last event): a step can write into
+    the run directory too, and a guest that died before the runner's report leaves no file of its.
     A runner of another contract version is an error of the installation, never a verdict.
     """
     if events.version is not None and events.version != contract.VERSION:
         contract.check_version(events.version, "the guest runner")  # raises ContractError
     path = run_dir / contract.REPORT_FILE
-    if path.is_file():
+    if events.report_path is not None and path.is_file():
         try:
             return contract.GuestReport.from_json(path.read_text()), ""
         except contract.ContractError as e:
@@ -135,6 +158,43 @@ def read_report(run_dir: Path, events: contract.EventLog) -> tuple[Optional[cont
     if events.version is None:
         return None, ""
     return events.partial_report(), ""
+
+
+MAX_RUN_DIR = 1 << 30  # what a guest may write to the host through /harness: more fills the host's disk
+
+
+class RunDirGuard:
+    """Watches the run directory the guest shares read-write (/harness) while a guest runs: a step
+    that writes past ``limit`` bytes there has its VM ended, and the run says so (the host's /tmp
+    would otherwise fill). Polled every ``every`` seconds, on a thread of its own."""
+
+    def __init__(self, run_dir: Path, limit: int = MAX_RUN_DIR, every: float = 1.0):
+        self.run_dir, self.limit, self.every = run_dir, limit, every
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.exceeded = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            size = disk_usage(self.run_dir)
+            if size > self.limit:
+                self.exceeded = (f"the guest wrote {size >> 20} MiB into /harness (the host's run directory), over "
+                                 f"the {self.limit >> 20} MiB a run may: it was stopped")
+                if self.proc is not None:
+                    procs.kill_group(self.proc, grace=0.5)
+                return
+
+    def __enter__(self) -> "RunDirGuard":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def write_plan(run_dir: Path, plan: contract.Plan) -> None:
@@ -148,17 +208,21 @@ class ExecTransport:
     def run(self, req: GuestRequest, sink: Sink) -> GuestRun:
         write_plan(req.config.run_dir, req.plan)
         argv = vng_argv(req.vng, req.config, RUNNER_COMMAND)
-        exit_status, timed_out = None, False
+        exit_status, timed_out, stopped = None, False, ""
         with console_log(req.console) as console:
             console.write(f"# {' '.join(argv)}\n")
             listen = Listener(sink, console, req.plan.run_id)
-            try:
-                done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line, env=vng_env(),
-                                 keep=False)
-                exit_status = done.returncode
-            except PhaseTimeout:
-                timed_out = True
-            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out)
+            with RunDirGuard(req.config.run_dir) as guard:
+                try:
+                    done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line,
+                                     env=vng_env(), keep=False, on_start=guard.attach)
+                    exit_status = done.returncode
+                except PhaseTimeout:
+                    timed_out = True
+                except (KeyboardInterrupt, Interrupted) as e:
+                    stopped = interruption(e)
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out,
+                                 interrupted=stopped, overflow=guard.exceeded)
 
 
 @dataclass
@@ -218,18 +282,28 @@ class SshTransport:
         """``exit_status`` is the runner's, as sshd reported it (255: the connection was lost)."""
         write_plan(req.config.run_dir, req.plan)
         deadline = time.monotonic() + req.timeout
-        timed_out, exit_status, argv, why = False, None, [], ""
+        timed_out, exit_status, argv, why, stopped = False, None, [], "", ""
         with console_log(req.console) as console:
             listen = Listener(sink, console, req.plan.run_id)
+            guard = RunDirGuard(req.config.run_dir)
             try:
-                with self.boot(req, sink, console, on_line=listen.on_line) as live:
+                with self.boot(req, sink, console, on_line=listen.on_line) as live, guard:
                     argv = live.bg.argv
+                    if live.bg.proc is not None:
+                        guard.attach(live.bg.proc)
                     res = live.ssh.stream(RUNNER_COMMAND, timeout=max(1.0, deadline - time.monotonic()),
                                           on_line=listen.channel)
                     exit_status = res.status
             except PhaseTimeout as e:
                 timed_out, why = True, str(e)
-            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why)
+            except (KeyboardInterrupt, Interrupted) as e:
+                stopped = interruption(e)
+            except InfraError as e:  # the SSH link broke: the guard may have ended the guest
+                if not guard.exceeded:
+                    raise
+                why = str(e)
+            return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why,
+                                 interrupted=stopped, overflow=guard.exceeded)
 
 
 def transport(name: str, cache: Path) -> Transport:

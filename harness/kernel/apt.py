@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness import procs
-from harness.errors import InfraError, PhaseTimeout
+from harness.errors import InfraError, PhaseTimeout, UsageError
 from harness.kernel.spec import DEFAULT_RELEASE, SUITES
 from harness.locks import locked, write_atomic
 from harness.model import KernelSpec, ResolvedKernel, Timeouts
@@ -28,7 +28,58 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 def index_ttl() -> float:
     """How long a downloaded package index counts as current (HARNESS_INDEX_TTL, seconds; --refresh: 0)."""
-    return float(os.environ.get("HARNESS_INDEX_TTL", "3600"))
+    text = os.environ.get("HARNESS_INDEX_TTL", "").strip() or "3600"
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = -1.0
+    if not (0 <= ttl <= 365 * 86400):  # also false for nan
+        raise UsageError(f"HARNESS_INDEX_TTL={text!r}: give a number of seconds from 0 to 31536000",
+                         hint="e.g. HARNESS_INDEX_TTL=3600 (an hour); 0 downloads the index every run")
+    return ttl
+
+
+_URL = re.compile(r"(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+:@-]*)?|file:/[A-Za-z0-9._~%/+-]*)")
+_OPTION_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9:_.+-]*")
+# apt options that would weaken what the harness promises (signatures always checked, nothing run
+# or written outside its own state), refused by name (apt's keys are case-insensitive), each with why.
+REFUSED_OPTIONS = (
+    ("acquire::allowinsecurerepositories", "it lets apt use repositories without a valid signature"),
+    ("acquire::allowdowngradetoinsecurerepositories", "it lets a signed repository become unsigned"),
+    ("acquire::allowweakrepositories", "it lets apt accept weak signatures"),
+    ("apt::get::allowunauthenticated", "it lets apt install packages it cannot authenticate"),
+    ("acquire::gpgv", "it changes how signatures are checked"),
+    ("apt::key", "it changes which keys are trusted"),
+    ("acquire::https::verify-", "it turns TLS verification off"),
+    ("dir", "it moves apt's files (keyrings, state, sources) out of the harness's own directory"),
+    ("dpkg::", "it runs commands or changes how packages are installed"),
+    ("apt::update::", "it runs commands around apt-get update"),
+    ("aptlistbugs", "it runs commands"),
+)
+
+
+def check_mirror(url: str, what: str = "--mirror") -> str:
+    """A mirror is an http, https or file URL, one line, no spaces: it goes into a sources line."""
+    if not _URL.fullmatch(url):
+        raise UsageError(f"{what} {url[:200]!r} is not a mirror URL",
+                         hint="give http://HOST/PATH, https://HOST/PATH or file:/PATH (no spaces or quotes)")
+    return url.rstrip("/")
+
+
+def check_option(opt: str, what: str = "--apt-option") -> str:
+    """KEY=VALUE, with nothing in it that could break out of an apt.conf line, and not one of the
+    options that weaken verification (REFUSED_OPTIONS)."""
+    key, eq, value = opt.partition("=")
+    if not eq or not _OPTION_KEY.fullmatch(key):
+        raise UsageError(f"{what} {opt[:200]!r}: give KEY=VALUE, e.g. Acquire::Check-Valid-Until=false")
+    if any(c in value for c in "\"'{};\n\r\x00") or any(ord(c) < 32 for c in value) or len(opt) > 512:
+        raise UsageError(f"{what} {opt[:200]!r}: the value may not hold quotes, braces, ';' or control characters")
+    low = key.lower()
+    for prefix, why in REFUSED_OPTIONS:
+        if low == prefix or low.startswith(prefix if prefix.endswith(("::", "-")) else prefix + "::"):
+            raise UsageError(f"{what} {key}: refused: {why}",
+                             hint="the harness checks every package's signature against Debian's keyring, always")
+    return opt
 
 
 @dataclass(frozen=True)
@@ -41,11 +92,16 @@ class Mirror:
 
     @classmethod
     def from_env(cls, debian: Optional[str] = None, apt_options: tuple[str, ...] = ()) -> "Mirror":
-        env_opts = tuple(o for o in os.environ.get("HARNESS_APT_OPTIONS", "").split() if o)
+        """The mirrors and apt options of the command line and the environment, each one checked."""
+        env_opts = tuple(check_option(o, "HARNESS_APT_OPTIONS:") for o in
+                         os.environ.get("HARNESS_APT_OPTIONS", "").split() if o)
+        env_mirror = os.environ.get("HARNESS_MIRROR")
+        security = os.environ.get("HARNESS_SECURITY_MIRROR")
         return cls(
-            debian=debian or os.environ.get("HARNESS_MIRROR") or DEFAULT_MIRROR,
-            security=os.environ.get("HARNESS_SECURITY_MIRROR") or DEFAULT_SECURITY_MIRROR,
-            apt_options=env_opts + tuple(apt_options),
+            debian=check_mirror(debian) if debian else (check_mirror(env_mirror, "HARNESS_MIRROR") if env_mirror
+                                                        else DEFAULT_MIRROR),
+            security=check_mirror(security, "HARNESS_SECURITY_MIRROR") if security else DEFAULT_SECURITY_MIRROR,
+            apt_options=env_opts + tuple(check_option(o) for o in apt_options),
         )
 
     def sources(self, suite: str) -> list[str]:

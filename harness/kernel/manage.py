@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
 from harness import resources
-from harness.cache import cache_dir, disk_usage
+from harness.cache import cache_dir, disk_usage, usable_cache
 from harness.errors import UsageError
 from harness.events import Printer, phase
 from harness.kernel import apt, roots, spec, trees
+from harness.locks import remove_tree
 from harness.model import Phase, ResolvedKernel, Timeouts
 
 
@@ -66,7 +66,7 @@ def _list(out: IO[str]) -> int:
 def _fetch_or_resolve(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int:
     from harness.phases import resolve_spec
 
-    cache = cache_dir()
+    cache = usable_cache()
     kspec = spec.parse_spec(args.kernel)
     extra = tuple(args.apt_option)
     if args.matrix_options:
@@ -109,10 +109,10 @@ def _prune_stale(args: argparse.Namespace, out: IO[str]) -> int:
     freed = 0
     for d, why in roots.stale_roots(cache_dir() / "roots"):
         size = disk_usage(d)
-        if not args.dry_run:
-            roots.remove_root(d)
+        left = [] if args.dry_run else roots.remove_root(d)
         freed += size
         out.write(f"{'would remove' if args.dry_run else 'removed'} {d} ({size / 2**20:.0f} MiB): {why}\n")
+        out.writelines(f"  left: {x}\n" for x in left[:5])
     out.write(f"{'would free' if args.dry_run else 'freed'} {freed / 2**30:.1f} GiB\n")
     return 0
 
@@ -124,7 +124,7 @@ def _prune(args: argparse.Namespace, out: IO[str]) -> int:
         if args.dry_run:
             out.write(f"would remove {d}\n")
             continue
-        if d.is_dir():
-            shutil.rmtree(d)
+        left = remove_tree(d) if d.is_dir() else []
         out.write(f"removed {d}\n")
+        out.writelines(f"  left: {x}\n" for x in left[:5])
     return 0

@@ -14,22 +14,24 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from harness import procs
 from harness.events import Note, Progress, Sink
 from harness.kernel import trees
 from harness.kernel.roots import Root
 from harness.kernel.sandbox import sandbox_argv
+from harness.kernel.sources import copy_sources, source_files
 from harness.locks import atomic_dir
 from harness.project import BuildOptions
 
 _WARNING = re.compile(r"(\bwarning: |^WARNING: )")
 _IGNORE = ("Skipping BTF generation",)  # headers-only builds have no vmlinux for BTF: not the module's fault
+# What says why a build failed: gcc's and ld's errors, modpost's (an undefined symbol), make's.
+_ERROR = re.compile(r"\berror\b|^ERROR: |No such file or directory|undefined!|\bError \d|cannot find|"
+                    r"not found|No rule to make target", re.I)
 GCOV_ARG = "GCOV_PROFILE=y"  # kbuild: compile the module for gcov (kernels with CONFIG_GCOV_KERNEL)
 CACHE_FORMAT = 2  # bump when what a build cache entry holds changes (2: several modules, built.json)
-BUILD_PRODUCT_RE = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.a|^Module\.symvers|^modules\.order|^\..*\.cmd)$")
-BUILD_PRODUCTS = shutil.ignore_patterns("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "Module.symvers",
-                                        "modules.order", ".tmp_versions", "*.a")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class BuildRequest:
     modules: tuple[str, ...]  # the .ko files wanted, by name
     options: BuildOptions = BuildOptions()
     timeout: float = 600
+    within: Optional[Path] = None  # the project directory the sources may not leave (default: source)
+    exclude: tuple[Path, ...] = ()  # not build input: the results directory, the project's own files
+
+    def files(self) -> list[tuple[str, Path]]:
+        return source_files(self.source, self.within or self.source, self.exclude)
 
 
 @dataclass(frozen=True)
@@ -68,17 +75,16 @@ def _fill(arg: str, values: dict[str, str]) -> str:
     return arg
 
 
-def prepare_source(source: Path, dest: Path) -> None:
-    """Copy the module source without build products (the user's tree is never written)."""
-    shutil.copytree(source, dest, ignore=BUILD_PRODUCTS, symlinks=True)
+def prepare_source(req: BuildRequest, dest: Path) -> None:
+    """Copy the build input (``sources.source_files``) into ``dest``: the user's tree is never written."""
+    copy_sources(req.files(), dest)
 
 
 def source_key(req: BuildRequest) -> str:
     """What the built modules depend on: every source file, the kernel and its compiler, the command."""
     h = hashlib.sha256()
-    for p in sorted(req.source.rglob("*")):
-        if p.is_file() and not BUILD_PRODUCT_RE.search(p.name):
-            h.update(str(p.relative_to(req.source)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for rel, real in req.files():
+        h.update(rel.encode() + b"\0" + real.read_bytes() + b"\0")
     root, tree = req.root, req.root.kernel.tree
     h.update(json.dumps([CACHE_FORMAT, list(req.modules), root.path.name, root.kernel.release,
                          root.kernel.package_version, root.kernel.compiler, make_argv(root, "/tmp/build", req.options),
@@ -149,7 +155,7 @@ def find_kos(build: Path, modules: tuple[str, ...]) -> dict[str, str]:
 def summarize(ok: bool, log: str, build: Path, modules: tuple[str, ...]) -> BuildResult:
     lines = log.splitlines()
     warnings = tuple(ln for ln in lines if _WARNING.search(ln) and not ln.startswith(_IGNORE))
-    errors = [ln for ln in lines if re.search(r"\berror\b|\bError \d", ln)]
+    errors = [ln for ln in lines if _ERROR.search(ln)]
     kos = find_kos(build, modules) if ok else {}
     missing = [m for m in modules if m not in kos]
     if ok and missing:

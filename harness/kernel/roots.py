@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Optional
 
 from harness import arches, procs
 from harness.cache import cache_dir, read_manifest, sha256_file
-from harness.errors import InfraError
+from harness.errors import InfraError, UsageError
 from harness.events import Note, Progress, Sink
 from harness.kernel import pvh
 from harness.kernel.apt import Mirror
@@ -36,7 +35,7 @@ from harness.kernel.cuts import (
     install_udev_shim,
 )
 from harness.kernel.spec import DEFAULT_RELEASE
-from harness.locks import atomic_dir, locked
+from harness.locks import atomic_dir, locked, remove_tree
 from harness.model import ResolvedKernel
 
 # What every root gets besides the kernel packages and the suite's compiler.
@@ -103,8 +102,8 @@ def find_vmlinuz(root: Path, release: str) -> Path:
 
 
 def root_packages(kernel: ResolvedKernel) -> list[str]:
-    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's
-        return sorted(BASE_PACKAGES)
+    if kernel.tree is not None:  # a base root: the kernel and the compiler are the host's (packages: extras only)
+        return sorted(set(BASE_PACKAGES) | set(kernel.packages))
     base = set(BASE_PACKAGES)
     if foreign_root(kernel):  # virtme-ng's initramfs takes the root's busybox, which must be static
         base = base - {"busybox"} | {"busybox-static"}
@@ -118,7 +117,7 @@ def foreign_root(kernel: ResolvedKernel) -> bool:
 
 # A foreign root's update-initramfs is diverted to `true` before the kernel is installed:
 # virtme-ng boots with an initramfs of its own, and under qemu-user making Debian's took
-# over 25 minutes (../shared/ENVIRONMENT.md). INITRD=No alone does not reach every hook.
+# over 25 minutes (docs/PERFORMANCE.md, arm64). INITRD=No alone does not reach every hook.
 FOREIGN_ROOT_VERSION = 2  # 2: the udev shim
 DIVERT_INITRAMFS = (
     'chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.kmod-harness '
@@ -132,15 +131,26 @@ def mount_points(kernel: ResolvedKernel) -> tuple[str, ...]:
     return GUEST_MOUNTS + (BASE_MOUNTS if kernel.tree is not None else ())
 
 
+def with_packages(kernel: ResolvedKernel, extra: tuple[str, ...]) -> ResolvedKernel:
+    """The kernel with a project's extra guest packages (``[guest] packages``): its root is a root of
+    its own, made once per package list; the kernel's plain root is never touched."""
+    if not extra:
+        return kernel
+    return replace(kernel, packages=kernel.packages + tuple(sorted(set(extra) - set(kernel.packages))),
+                   extra_packages=tuple(sorted(set(extra))))
+
+
 def root_key(kernel: ResolvedKernel) -> str:
+    layer = ("+" + hashlib.sha256(" ".join(kernel.extra_packages).encode()).hexdigest()[:8]
+             if kernel.extra_packages else "")
     if kernel.tree is not None:  # every tree kernel of a suite shares that suite's base root
         h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), UNUSED_MODULES, BASE_MOUNTS,
                                        UDEV_SHIM_VERSION]).encode())
-        return f"base-{kernel.spec.suite}-{h.hexdigest()[:10]}"
+        return f"base-{kernel.spec.suite}{layer}-{h.hexdigest()[:10]}"
     h = hashlib.sha256(json.dumps([ROOT_FORMAT, root_packages(kernel), kernel.package_version, UNUSED_MODULES]
                                   + ([kernel.spec.arch, FOREIGN_ROOT_VERSION] if foreign_root(kernel) else [])
                                   ).encode())
-    return f"{kernel.kernel_id}-{h.hexdigest()[:10]}"
+    return f"{kernel.kernel_id}{layer}-{h.hexdigest()[:10]}"
 
 
 def _essentials(root: Path, kernel: ResolvedKernel) -> dict[str, tuple[Path, ...]]:
@@ -216,6 +226,7 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
     key = root_key(kernel)
     dest = roots / key
     with locked(roots / f"{key}.lock"):
+        _remove_leftovers(roots, key, sink)
         if dest.exists():
             _remove_stale_init_scripts(dest)
             problem = check_root(dest, kernel)
@@ -223,7 +234,10 @@ def ensure_root(kernel: ResolvedKernel, mirror: Mirror, sink: Sink, timeout: flo
                 sink(Note(f"using cached root {dest}", verbose=True))
                 return with_boot_image(Root(dest, kernel), sink)
             sink(Note(f"    cached root {dest} is damaged: {problem}; rebuilding it"))
-            shutil.rmtree(dest)
+            left = remove_tree(dest)
+            if left:
+                raise InfraError(f"cannot remove the damaged root {dest}: {'; '.join(left[:3])}",
+                                 hint="unmount what is mounted in it, then remove it by hand")
         make_root(kernel, mirror, dest, sink, timeout)
         return with_boot_image(Root(dest, kernel), sink)
 
@@ -280,13 +294,27 @@ def _last_used(roots: Path, d: Path) -> float:
     return lock.stat().st_mtime if lock.exists() else (d / MANIFEST).stat().st_mtime
 
 
-def remove_root(d: Path) -> None:
-    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile)."""
-    lock = d.parent / f"{d.name}.lock"
+def remove_root(d: Path) -> list[str]:
+    """Delete a root with its log and lock (under its lock, so no run is making it meanwhile);
+    returns what could not be deleted (see locks.remove_tree: mounts are undone, never entered)."""
+    key = d.name[len(".tmp-"):].rsplit("-", 1)[0] if d.name.startswith(".tmp-") else d.name  # .tmp-KEY-XXXX
+    lock = d.parent / f"{key}.lock"
     with locked(lock):
-        shutil.rmtree(d, ignore_errors=True)
-        (d.parent / f"{d.name}.log").unlink(missing_ok=True)
-    lock.unlink(missing_ok=True)
+        left = remove_tree(d)
+        if not d.name.startswith(".tmp-"):
+            (d.parent / f"{d.name}.log").unlink(missing_ok=True)
+    if not d.name.startswith(".tmp-"):
+        lock.unlink(missing_ok=True)
+    return left
+
+
+def _remove_leftovers(roots: Path, key: str, sink: Sink) -> None:
+    """An earlier run making this root was killed: its temporary directory goes (the key's lock is
+    held, so no run is making it now). A harness killed while mmdebstrap ran leaves no mounts (it runs
+    in a mount namespace of its own), but an older one may have: they are undone, never entered."""
+    for tmp in roots.glob(f".tmp-{key}-*"):
+        left = remove_tree(tmp)
+        sink(Note(f"    removed {tmp}, left by an interrupted run" + (f" (but: {'; '.join(left)})" if left else "")))
 
 
 def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
@@ -305,6 +333,7 @@ def _remove_stale_init_scripts(root: Path, age: float = 3600) -> None:
 
 def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, timeout: float) -> None:
     mmdebstrap = procs.require_tool("mmdebstrap", "mmdebstrap")
+    procs.require_tool("unshare", "util-linux")
     if foreign_root(kernel):
         arches.check_binfmt(arches.get(kernel.spec.arch))
         procs.require_tool("arch-test", "arch-test")  # mmdebstrap asks it whether the host runs the arch
@@ -316,6 +345,10 @@ def make_root(kernel: ResolvedKernel, mirror: Mirror, dest: Path, sink: Sink, ti
         with open(log_path, "w") as log:
             res = procs.run(mmdebstrap_argv(mmdebstrap, kernel, mirror, tmp), timeout=timeout, what="mmdebstrap",
                             log=log, env=env, on_line=lambda _n, line: sink(Progress(line)))
+        missing = _missing_extra(res.stderr, kernel) if res.returncode != 0 else None
+        if missing:
+            raise UsageError(f"[guest] packages: {missing!r} is not a package of {kernel.spec.suite} at "
+                             f"{mirror.debian}", hint=f"check its name at packages.debian.org ({kernel.spec.suite})")
         if res.returncode != 0:
             raise InfraError(
                 f"mmdebstrap failed (exit {res.returncode}) making the root for {kernel.release}; "
@@ -337,6 +370,9 @@ def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, tar
     hooks = [f'mkdir -p "$1/{d}"' for d in mount_points(kernel)]
     foreign = foreign_root(kernel)
     return [
+        # A mount namespace of its own: the proc, sys and dev mounts mmdebstrap makes in the root
+        # vanish with its processes, even when the harness is killed (SIGKILL) while it works.
+        "unshare", "--mount", "--propagation", "private", "--",
         mmdebstrap, "--variant=apt", "--mode=root",
         *([f"--architectures={kernel.spec.arch}", f"--essential-hook={DIVERT_INITRAMFS}"] if foreign else []),
         "--include=" + ",".join(root_packages(kernel)),
@@ -351,6 +387,14 @@ def mmdebstrap_argv(mmdebstrap: str, kernel: ResolvedKernel, mirror: Mirror, tar
           if kernel.spec.suite in DEFAULT_RELEASE else []),
         kernel.spec.suite, str(target), *mirror.sources(kernel.spec.suite),
     ]
+
+
+def _missing_extra(stderr: str, kernel: ResolvedKernel) -> Optional[str]:
+    for name in kernel.extra_packages:
+        if re.search(rf"(Unable to locate package {re.escape(name)}\b|Package '?{re.escape(name)}'? has no "
+                     r"installation candidate)", stderr):
+            return name
+    return None
 
 
 def _mmdebstrap_hint(stderr: str) -> str:

@@ -44,17 +44,24 @@ _FLAVOUR = r"[a-z0-9][a-z0-9_-]*"
 _SRC_SPEC = re.compile(rf"^debian-src:(?P<suite>[a-z][a-z0-9-]*)\+(?P<flavour>{_FLAVOUR}(?:\+{_FLAVOUR})*)$")
 
 
+MAX_SPEC = 1024
+
+
 def parse_spec(text: str) -> KernelSpec:
     text = text.strip()
+    if len(text) > MAX_SPEC or any(ord(c) < 32 for c in text):
+        shown = text[:60].encode("unicode_escape").decode() + ("..." if len(text) > 60 else "")
+        raise UsageError(f"invalid kernel spec {shown!r} ({len(text)} characters): a spec is one short line",
+                         hint=f"valid forms:\n{SPEC_FORMS}")
     if text.startswith("local:"):
         return _parse_local(text)
     if text.startswith("debian-src:"):
         return _parse_source(text)
     m = _SPEC.match(text)
     if not m:
-        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"invalid kernel spec {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     if m["source"] != "debian":
-        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"unknown kernel source {m['source']!r} in {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
     arch = arches.get(m["arch"], f"architecture in {text!r}:").name if m["arch"] else arches.host().name
     return KernelSpec(source=m["source"], suite=m["suite"], pin=m["pin"], arch=arch)
@@ -79,7 +86,7 @@ def with_arch(text: str, arch: Optional[str]) -> str:
 def _parse_source(text: str) -> KernelSpec:
     m = _SRC_SPEC.match(text)
     if not m:
-        raise UsageError(f"invalid kernel spec {text!r}; valid forms:\n{SPEC_FORMS}")
+        raise UsageError(f"invalid kernel spec {text!r}", hint=f"valid forms:\n{SPEC_FORMS}")
     _check_suite(m["suite"], text)
     known = resources.flavours()
     parts = m["flavour"].split("+")
@@ -102,7 +109,11 @@ def _parse_local(text: str) -> KernelSpec:
     if not raw:
         raise UsageError(f"invalid kernel spec {text!r}: local: needs the path of a kernel build tree")
     path = Path(raw).expanduser()
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as e:
+        raise UsageError(f"{text!r}: {e.strerror or e}") from None
+    if not is_dir:
         raise UsageError(f"{text!r}: {path} is not a directory",
                          hint="local:PATH takes a kernel source tree you have built (make, or vng --build)")
     return KernelSpec(source="local", suite=LOCAL_ROOT_SUITE, path=str(path.resolve()))

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from harness.errors import UsageError
 from harness.model import RunResult, Verdict, worst
 
 
@@ -28,6 +27,14 @@ class Outcome:
     splat: Optional[str] = None  # the first splat's text
     kernel_release: Optional[str] = None
     package_version: Optional[str] = None
+    classification: Optional[str] = None  # pass, fail or flaky over its attempts (verdict/flaky.py)
+
+    @property
+    def state(self) -> str:
+        """pass, fail or flaky: what the baseline diff compares (a result without attempts: its verdict)."""
+        if self.classification in ("pass", "fail", "flaky"):
+            return self.classification
+        return "pass" if self.verdict == Verdict.PASS.value else "fail"
 
     @classmethod
     def of(cls, r: RunResult) -> "Outcome":
@@ -35,14 +42,16 @@ class Outcome:
                    failed_phase=next((p.name for p in r.phases if not p.ok), None),
                    trail_problem=r.trail_diff.split("\n")[0] if r.trail_diff else None,
                    splat=r.splats[0]["text"] if r.splats else None,
-                   kernel_release=r.kernel_release, package_version=r.package_version)
+                   kernel_release=r.kernel_release, package_version=r.package_version,
+                   classification=r.classification)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Outcome":
         """From a matrix.json entry (older files lack some keys: they read as unknown)."""
         return cls(kernel=d["kernel"], verdict=d["verdict"], reason=d.get("reason", ""),
                    failed_phase=d.get("failed_phase"), trail_problem=d.get("trail_problem"), splat=d.get("splat"),
-                   kernel_release=d.get("kernel_release"), package_version=d.get("package_version"))
+                   kernel_release=d.get("kernel_release"), package_version=d.get("package_version"),
+                   classification=d.get("classification"))
 
 
 @dataclass(frozen=True)
@@ -74,12 +83,14 @@ class Row:
                 "verdict": self.new.verdict if self.new else None}
 
 
-STATUSES = ("new failure", "failing", "failed otherwise", "new kernel", "still failing", "expected failure",
-            "unexpected pass", "fixed", "pass", "gone")
+STATUSES = ("new failure", "newly flaky", "failing", "flaky", "failed otherwise", "new kernel", "still failing",
+            "still flaky", "flaky, was failing", "expected failure", "unexpected pass", "fixed", "pass", "gone")
 
 
 def changes(old: Outcome, new: Outcome) -> tuple[str, ...]:
     out = []
+    if "flaky" in (old.state, new.state) and old.state != new.state:
+        out.append(f"attempts: {old.state} -> {new.state}")
     for what, a, b in (("verdict", old.verdict, new.verdict), ("phase", old.failed_phase, new.failed_phase),
                        ("trail", old.trail_problem, new.trail_problem), ("splat", old.splat, new.splat),
                        ("package", old.package_version, new.package_version)):
@@ -98,8 +109,19 @@ def compare(new: Sequence[Outcome], old: Optional[Sequence[Outcome]] = None,
     return rows
 
 
+# (state before, state now) -> (status, whether it counts). A flaky cell is a state of its own: it counts when it
+# is new (it passed before) or got worse (it now fails every attempt); flaky again, or flaky after failing, does not.
+_AGAINST_BASELINE = {
+    ("pass", "pass"): ("pass", False), ("pass", "fail"): ("new failure", True),
+    ("pass", "flaky"): ("newly flaky", True), ("fail", "pass"): ("fixed", False),
+    ("fail", "fail"): ("still failing", False), ("fail", "flaky"): ("flaky, was failing", False),
+    ("flaky", "pass"): ("fixed", False), ("flaky", "fail"): ("new failure", True),
+    ("flaky", "flaky"): ("still flaky", False),
+}
+
+
 def _row(o: Outcome, prev: Optional[Outcome], have_baseline: bool, exp: Optional[Expected]) -> Row:
-    passed = o.verdict == Verdict.PASS.value
+    passed = o.state == "pass"
     if exp is not None:
         if exp.holds(o):
             return Row(o.kernel, "expected failure", o, prev, why=exp.why)
@@ -108,15 +130,11 @@ def _row(o: Outcome, prev: Optional[Outcome], have_baseline: bool, exp: Optional
         return Row(o.kernel, "failed otherwise", o, prev, (f"expected {exp.verdict}, got {o.verdict}: {o.reason}",),
                    counts=True, why=exp.why)
     if not have_baseline:
-        return Row(o.kernel, "pass" if passed else "failing", o, counts=not passed)
+        return Row(o.kernel, {"pass": "pass", "fail": "failing", "flaky": "flaky"}[o.state], o, counts=not passed)
     if prev is None:
         return Row(o.kernel, "new kernel", o, counts=not passed)
-    was_passing = prev.verdict == Verdict.PASS.value
-    if passed:
-        return Row(o.kernel, "pass" if was_passing else "fixed", o, prev, () if was_passing else changes(prev, o))
-    if was_passing:
-        return Row(o.kernel, "new failure", o, prev, changes(prev, o), counts=True)
-    return Row(o.kernel, "still failing", o, prev, changes(prev, o))
+    status, counted = _AGAINST_BASELINE[(prev.state, o.state)]
+    return Row(o.kernel, status, o, prev, () if status == "pass" else changes(prev, o), counts=counted)
 
 
 def exit_code(rows: Sequence[Row]) -> int:
@@ -138,19 +156,3 @@ def markdown(rows: Sequence[Row]) -> list[str]:
         out.append(f"| `{r.kernel}` | {'**' + r.status + '**' if r.counts else r.status} | {verdict} | "
                    f"{said.replace('|', '/')} |")
     return out
-
-
-def parse_expected(d: Any, kernel: str, where: str) -> Expected:
-    """``{ verdict = "fail", why = "...", match = "regex" }``: a failure known on ``kernel``."""
-    verdicts = [v.value for v in Verdict if v is not Verdict.PASS]
-    if not isinstance(d, dict) or d.get("verdict") not in verdicts or not isinstance(d.get("why"), str):
-        raise UsageError(f"{where}: needs verdict (one of {', '.join(verdicts)}) and why (a string), got {d!r}")
-    match = d.get("match")
-    try:
-        re.compile(match or "")
-    except (re.error, TypeError):
-        raise UsageError(f"{where}: match must be a regular expression, got {match!r}") from None
-    unknown = set(d) - {"verdict", "why", "match"}
-    if unknown:
-        raise UsageError(f"{where}: unknown keys {sorted(unknown)}; known: verdict, why, match")
-    return Expected(kernel, d["verdict"], d["why"], match)

@@ -8,10 +8,10 @@ decoded frames and source lines, and links to the evidence files.
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from harness.model import RunResult, Verdict
-from harness.verdict import compare
+from harness.verdict import compare, output
 from harness.verdict.report import PHASES
 
 _CSS = """
@@ -29,12 +29,16 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 
 
 def page(results: Sequence[RunResult], rows: Sequence[compare.Row], title: str,
-         link: Callable[[RunResult, str], str], wall: float = 0.0) -> str:
-    """The page; ``link(result, file)`` is the href of one of a result's evidence files."""
+         link: Callable[[RunResult, str], str], wall: float = 0.0, notes: Optional[Mapping[str, str]] = None,
+         sections: Optional[Mapping[str, str]] = None, css: str = "") -> str:
+    """The page; ``link(result, file)`` is the href of one of a result's evidence files. ``notes``: per
+    kernel, HTML for a last column of the grid; ``sections``: per kernel, HTML at the end of its section
+    (harness report: attempts and history)."""
     status = {r.kernel: r for r in rows}
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body>", f"<h1>{escape(title)}</h1>", _grid(results, status, wall)]
-    parts += [_kernel(r, link) for r in results]
+             f"<style>{_CSS}{css}</style></head><body>", f"<h1>{escape(title)}</h1>",
+             _grid(results, status, wall, notes or {})]
+    parts += [_kernel(r, link) + (sections or {}).get(r.kernel, "") for r in results]
     return "\n".join(parts) + "\n</body></html>\n"
 
 
@@ -42,9 +46,11 @@ def _verdict(v: str) -> str:
     return f'<span class="v {escape(v)}">{escape(v)}</span>'
 
 
-def _grid(results: Sequence[RunResult], status: dict[str, compare.Row], wall: float) -> str:
+def _grid(results: Sequence[RunResult], status: dict[str, compare.Row], wall: float,
+          notes: Mapping[str, str]) -> str:
     head = ("<table id=grid><tr><th>kernel</th><th>release</th><th>package version</th><th>verdict</th>"
-            "<th>against what was known</th><th>seconds</th></tr>")
+            "<th>against what was known</th><th>seconds</th>" + ("<th>attempts, history</th>" if notes else "")
+            + "</tr>")
     rows = []
     for r in results:
         row = status.get(r.kernel)
@@ -52,7 +58,8 @@ def _grid(results: Sequence[RunResult], status: dict[str, compare.Row], wall: fl
             if row is not None else ""
         rows.append(f'<tr class="{r.verdict.value}"><td><a href="#{_anchor(r)}">{escape(r.kernel)}</a></td>'
                     f"<td>{escape(r.kernel_release or '-')}</td><td>{escape(r.package_version or '-')}</td>"
-                    f"<td>{_verdict(r.verdict.value)}</td><td>{known}</td><td>{r.seconds:.0f}</td></tr>")
+                    f"<td>{_verdict(r.verdict.value)}</td><td>{known}</td><td>{r.seconds:.0f}</td>"
+                    + (f"<td>{notes.get(r.kernel, '')}</td>" if notes else "") + "</tr>")
     total = f"<p class=muted>{len(results)} kernels" + (f", {wall:.0f} s" if wall else "") + \
         (f", kmod-harness {escape(results[0].harness_version)}" if results else "") + "</p>"
     return head + "".join(rows) + "</table>" + total
@@ -75,6 +82,7 @@ def _kernel(r: RunResult, link: Callable[[RunResult, str], str]) -> str:
            f" {escape(r.transport or '')}</p>"]
     if r.verdict is not Verdict.PASS:
         out.append(f"<pre>{escape(r.reason)}</pre>")
+        out.append(_failed_step(r))
     phases = [(p.name, p.seconds) for p in r.phases if p.name in PHASES or p.name == "kernel"]
     if phases:
         out += ["<h3>phases</h3>", _bar(phases)]
@@ -85,6 +93,22 @@ def _kernel(r: RunResult, link: Callable[[RunResult, str], str]) -> str:
     files = [f'<a href="{escape(link(r, name))}">{escape(name)}</a>' for name in r.evidence]
     out.append(f"<p>evidence: {' · '.join(files)}" + (f" (read {escape(r.read_first)} first)" if r.read_first
                                                        else "") + "</p>")
+    return "\n".join(out)
+
+
+def _failed_step(r: RunResult) -> str:
+    st = output.failing_step(r.steps)
+    if st is None:
+        return ""
+    first = output.first_failure(st)
+    out = [f"<h3>guest step {escape(st.name)}: exit {st.returncode}" + (" (timed out)" if st.timed_out else "")
+           + f", expected {st.expect_rc}</h3>"]
+    if first:
+        out.append(f"<p>first failing line:</p><pre class=miss>{escape(first)}</pre>")
+    for name, text in (("stderr", st.stderr), ("stdout", st.stdout)):
+        lines = output.tail(text)
+        if lines:
+            out.append(f"<p>{name} (last {len(lines)} lines):</p><pre>{escape(chr(10).join(lines))}</pre>")
     return "\n".join(out)
 
 

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from typing import Sequence
 
 from harness.model import RunResult, Verdict
+from harness.verdict import output
 from harness.verdict.report import splat_lines
 
 
@@ -27,9 +28,17 @@ def junit_xml(results: Sequence[RunResult]) -> str:
             failures += 1
             tag = "failure" if r.verdict is Verdict.FAIL else "error"
             decoded = "\n".join(line for sp in r.splats for line in splat_lines(sp))
-            ET.SubElement(case, tag, message=f"{r.verdict.value}: {r.reason.splitlines()[0] if r.reason else ''}",
+            flaky = "flaky, " if r.classification == "flaky" else ""  # some attempts passed (--repeat, harness report)
+            first = r.reason.splitlines()[0] if r.reason else ""
+            ET.SubElement(case, tag, message=f"{flaky}{r.verdict.value}: {first}",
                           type=r.verdict.value).text = r.reason + (f"\n\n{decoded}" if decoded else "")
-        if r.trail_diff:
+        failed = output.failing_step(r.steps) if r.verdict is not Verdict.PASS else None
+        if failed is not None:  # the failing step's own words, the line that failed first
+            failing = output.first_failure(failed)
+            ET.SubElement(case, "system-out").text = "\n".join(
+                ([f"first failing line: {failing}"] if failing else []) + output.tail(failed.stdout))
+            ET.SubElement(case, "system-err").text = "\n".join(output.tail(failed.stderr))
+        elif r.trail_diff:
             ET.SubElement(case, "system-out").text = r.trail_diff
         failures += _kunit_cases(suite, r)
         suite.set("tests", str(len(r.phases) + 1 + len(r.kunit)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from harness.model import RunResult, Verdict, worst
 from harness.verdict import compare
@@ -30,6 +30,11 @@ def summary_lines(result: RunResult) -> list[str]:
         out += [f"    seq {s['seq']}: {s['text']}" for s in result.boot_splats[:5]]
     for sp in result.splats[:3]:
         out += splat_lines(sp)
+    allowed = [c for c in result.complaints if c.get("allowed_by")]
+    if allowed:
+        out.append(f"  kernel complaints allowed: {len(allowed)}")
+        for c in allowed[:10]:
+            out += [f"    seq {c['seq']} <{c['level']}> {c['text']}", f"      allowed: {c['allowed_by']}"]
     if result.kunit:
         out += kunit_lines(result.kunit)
     if result.coverage:
@@ -89,16 +94,20 @@ def _phase_seconds(r: RunResult) -> dict[str, float]:
     return {p.name: p.seconds for p in r.phases}
 
 
-def matrix_json(results: Sequence[RunResult], wall: float, rows: Sequence[compare.Row] = ()) -> str:
+def matrix_json(results: Sequence[RunResult], wall: float, rows: Sequence[compare.Row] = (),
+                extra: Optional[dict[str, Any]] = None) -> str:
+    """matrix.json; ``extra``: more top-level keys (harness report: the run, the sources, the history)."""
     return json.dumps({
         "schema": "kmod-harness/matrix/v2",
         "verdict": worst([r.verdict for r in results]).value,
         "exit_code": compare.exit_code(rows) if rows else worst([r.verdict for r in results]).exit_code,
         "wall_seconds": round(wall, 3),
         "kernels": [dict(asdict(compare.Outcome.of(r)), exit_code=r.verdict.exit_code,
-                         build_warnings=len(r.build_warnings), phases=_phase_seconds(r), seconds=r.seconds)
+                         build_warnings=len(r.build_warnings), phases=_phase_seconds(r), seconds=r.seconds,
+                         **({"attempts": list(r.attempts)} if r.attempts else {}))
                     for r in results],
         "compared": [row.to_json() for row in rows],
+        **(extra or {}),
     }, indent=1) + "\n"
 
 
@@ -115,6 +124,10 @@ def summary_markdown(results: Sequence[RunResult], wall: float, rows: Sequence[c
         ph = _phase_seconds(r)
         version = (r.package_version or "-") + (f" ({r.kernel_release})" if r.kernel_release else "")
         mark = "pass" if r.verdict is Verdict.PASS else f"**{r.verdict.value}**"
+        if r.classification == "flaky":
+            counted = [a for a in r.attempts if a.get("counted", True)]
+            mark = f"**flaky** ({r.verdict.value} in {sum(a.get('verdict') != 'pass' for a in counted)} of " \
+                f"{len(counted)} attempts)"
         cells = [f"`{r.kernel}`", version, mark, str(len(r.build_warnings))]
         cells += [f"{ph[p]:.1f}" if p in ph else "-" for p in PHASES]
         cells.append(f"{r.seconds:.1f}")

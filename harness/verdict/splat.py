@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
-from harness.errors import UsageError
+from harness import schema
 from harness.model import KmsgRecord
+from harness.verdict.kmsg import unescape
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class SplatRule:
     name: str
     regex: re.Pattern[str]
     reason: str
+    scope: str = "always"  # "module": only when the module's frames are in the trace (or it names the module)
+    source: str = ""  # where the kernel prints it
+    once_unless: Optional[str] = None  # printed once per boot unless the kernel was booted with this parameter
 
 
 @dataclass(frozen=True)
@@ -32,19 +36,11 @@ class Splat:
         return {"rule": self.rule, "reason": self.reason, "text": self.text, "seq": self.seq}
 
 
-def parse_rules(data: dict[str, Any], where: str) -> tuple[SplatRule, ...]:
+def parse_rules(data: dict[str, Any], where: str, text: str = "") -> tuple[SplatRule, ...]:
     """Rules from a parsed splats file (``vm/splats.toml``); ``where`` names it in errors."""
-    rules = []
-    for i, d in enumerate(data.get("splat", [])):
-        try:
-            rules.append(SplatRule(d["name"], re.compile(d["pattern"]), d["reason"]))
-        except KeyError as e:
-            raise UsageError(f"{where}: [[splat]] #{i + 1} lacks {e}") from None
-        except re.error as e:
-            raise UsageError(f"{where}: [[splat]] #{i + 1} bad pattern: {e}") from None
-    if not rules:
-        raise UsageError(f"{where}: no [[splat]] rules")
-    return tuple(rules)
+    m = schema.check(schema.SplatRulesFile, schema.Document(data, text, where))
+    return tuple(SplatRule(r.name, re.compile(r.pattern), r.reason, r.scope, r.source, r.once_unless)
+                 for r in m.splat)
 
 
 KERNEL_FACILITY = 0  # what the kernel's own printk records carry; userspace writes get LOG_USER or more
@@ -55,16 +51,36 @@ def classify(rules: Iterable[SplatRule], text: str) -> Optional[SplatRule]:
     return next((rule for rule in rules if rule.regex.match(text)), None)
 
 
-def find(rules: Iterable[SplatRule], records: Iterable[KmsgRecord]) -> list[Splat]:
+def find(rules: Iterable[SplatRule], records: Sequence[KmsgRecord], modules: Sequence[str] = ()) -> list[Splat]:
+    """Splats in kernel records (facility 0). A rule of scope "module" counts only when the record
+    or the report that follows it (its call trace) names one of ``modules``."""
     rules = tuple(rules)
     out = []
-    for r in records:
+    for i, r in enumerate(records):
         if r.facility != KERNEL_FACILITY:
             continue
         rule = classify(rules, r.text)
-        if rule is not None:
-            out.append(Splat(rule.name, rule.reason, r.text, r.seq))
+        if rule is None or (rule.scope == "module" and not _about(records, i, modules)):
+            continue
+        out.append(Splat(rule.name, rule.reason, r.text, r.seq))
     return out
+
+
+REPORT_SPAN = 80  # records a report runs to after its first line (its trace), at most
+
+
+def _about(records: Sequence[KmsgRecord], i: int, modules: Sequence[str]) -> bool:
+    """Whether the report starting at ``records[i]`` names a module of ``modules`` (``[name]`` in a
+    frame, or the name as a word) before the next report or the end of its trace."""
+    if not modules:
+        return False
+    words = re.compile(r"(?<![A-Za-z0-9_-])(" + "|".join(re.escape(m) for m in modules) + r")(?![A-Za-z0-9_-])")
+    for r in records[i:i + REPORT_SPAN]:
+        if r.facility == KERNEL_FACILITY and words.search(r.text):
+            return True
+        if r is not records[i] and (r.text.startswith("---[ end trace") or r.text.startswith("=====")):
+            break
+    return False
 
 
 # What the kernel puts before a record's text on the console: the time stamp, and with
@@ -79,6 +95,11 @@ def console_text(line: str) -> Optional[str]:
 
 
 _CONSOLE_STAMP = re.compile(r"^\[\s*(\d+)\.(\d{6})\]")
+
+
+def _stamp(line: str) -> int:
+    m = _CONSOLE_STAMP.match(line)
+    return int(m.group(1)) * 1_000_000 + int(m.group(2)) if m else -1
 
 
 def console_after(console: str, usec: int) -> list[str]:
@@ -107,14 +128,30 @@ def split_console(console: str, marker: Optional[str]) -> tuple[list[str], list[
 
 
 def find_in_console(rules: Iterable[SplatRule], console: str, marker: Optional[str] = None,
-                    context: int = 30) -> tuple[list[Splat], str]:
+                    streamed: Sequence[KmsgRecord] = (), context: int = 30) -> tuple[list[Splat], str]:
     """Splats in the console lines of the run (after ``marker``; all lines when it is None). Only
     used when the guest died before its runner could send the records (a panic is only there).
+
+    The console prints what userspace writes into /dev/kmsg like a kernel record, and a record
+    whose text holds an escaped newline as two lines: a line that is the text of a ``streamed``
+    userspace record, or a second line of a streamed record's own text, is never a splat.
 
     Returns the splats and an excerpt: from the first splat line, ``context`` lines on.
     """
     _, lines = split_console(console, marker)
-    return _scan(tuple(rules), lines, context)
+    return _scan(tuple(rules), lines, context, not_kernel(streamed))
+
+
+def not_kernel(records: Sequence[KmsgRecord]) -> set[tuple[int, str]]:
+    """(time stamp, line) of every console line the ``records`` account for that is not the head
+    of a kernel record: userspace records, and the lines after the first of any record's text."""
+    out: set[tuple[int, str]] = set()
+    for r in records:
+        lines = unescape(r.text).split("\n")
+        for k, line in enumerate(lines):
+            if k or r.facility != KERNEL_FACILITY:
+                out.add((r.usec, line))
+    return out
 
 
 def boot_splats_in_console(rules: Iterable[SplatRule], console: str, marker: Optional[str]) -> list[Splat]:
@@ -122,11 +159,14 @@ def boot_splats_in_console(rules: Iterable[SplatRule], console: str, marker: Opt
     return _scan(tuple(rules), boot, 0)[0]
 
 
-def _scan(rules: tuple[SplatRule, ...], lines: list[str], context: int) -> tuple[list[Splat], str]:
+def _scan(rules: tuple[SplatRule, ...], lines: list[str], context: int,
+          skip: Optional[set[tuple[int, str]]] = None) -> tuple[list[Splat], str]:
     out = []
     first = None
     for i, line in enumerate(lines):
         text = console_text(line)
+        if text is not None and skip and (_stamp(line), text) in skip:
+            continue
         rule = classify(rules, text) if text is not None else None
         if rule is not None and text is not None:
             out.append(Splat(rule.name, rule.reason, text))

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from harness.errors import UsageError
+from harness import schema
 from harness.model import KmsgRecord
 
 
@@ -56,39 +56,17 @@ class TrailMatch:
         return "\n".join(self.problems)
 
 
-def _entry(d: dict[str, Any], where: str) -> Expectation:
-    if ("text" in d) == ("pattern" in d):
-        raise UsageError(f"{where}: give exactly one of 'text' or 'pattern'")
-    try:
-        regex = re.compile(re.escape(d["text"]) if "text" in d else d["pattern"])
-    except re.error as e:
-        raise UsageError(f"{where}: bad pattern {d['pattern']!r}: {e}") from None
-    level = d.get("level")
-    if level is not None and (not isinstance(level, int) or not 0 <= level <= 7):
-        raise UsageError(f"{where}: level must be 0-7, got {level!r}")
-    count = d.get("count", 1)
-    if not isinstance(count, int) or count < 1:
-        raise UsageError(f"{where}: count must be a positive integer, got {count!r}")
-    unknown = set(d) - {"text", "pattern", "level", "count"}
-    if unknown:
-        raise UsageError(f"{where}: unknown keys {sorted(unknown)}")
-    return Expectation(regex=regex, source=str(d["text"] if "text" in d else d["pattern"]), level=level, count=count)
+def parse_trail(data: dict[str, Any], name: str = "trail", text: str = "") -> Trail:
+    """A trail from a parsed trail file (``text``, the file's own, gives errors their line)."""
+    return from_model(schema.check(schema.TrailFile, schema.Document(data, text, name)))
 
 
-def parse_trail(data: dict[str, Any], name: str = "trail") -> Trail:
-    expects = data.get("expect")
-    if not isinstance(expects, list) or not expects:
-        raise UsageError(f"{name}: needs at least one [[expect]] entry")
-    allow = []
-    for i, a in enumerate(data.get("allow", [])):
-        if "pattern" not in a or "reason" not in a:
-            raise UsageError(f"{name}: [[allow]] #{i + 1} needs 'pattern' and 'reason'")
-        allow.append(Allowance(re.compile(a["pattern"]), a["reason"]))
-    return Trail(
-        expect=tuple(_entry(e, f"{name}: [[expect]] #{i + 1}") for i, e in enumerate(expects)),
-        allow=tuple(allow),
-        strict=bool(data.get("strict", False)),
-    )
+def from_model(m: schema.TrailFile) -> Trail:
+    expect = tuple(Expectation(regex=re.compile(re.escape(e.text) if e.text is not None else str(e.pattern)),
+                               source=e.text if e.text is not None else str(e.pattern), level=e.level, count=e.count)
+                   for e in m.expect)
+    return Trail(expect=expect, allow=tuple(Allowance(re.compile(a.pattern), a.reason) for a in m.allow),
+                 strict=m.strict)
 
 
 def match(trail: Trail, records: Sequence[KmsgRecord]) -> TrailMatch:

@@ -143,7 +143,7 @@ def test_matrix_entries_take_an_arch(tmp_path):
     assert [e.spec for e in matrix.load_matrix(p)] == ["debian:bookworm", "debian:bookworm:arm64"]
     assert [e.spec for e in matrix.for_arch(matrix.load_matrix(p), "arm64")] == ["debian:bookworm:arm64"]
     p.write_text('[[kernel]]\nspec = "debian:bookworm"\narch = "sparc"\n')
-    with pytest.raises(UsageError, match=r"k\.toml: \[\[kernel\]\] 'debian:bookworm': .*'sparc'"):
+    with pytest.raises(UsageError, match=r"k\.toml:1: kernel\[1\]: .*'sparc'"):
         matrix.load_matrix(p)
 
 

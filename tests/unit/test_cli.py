@@ -1,5 +1,4 @@
 import io
-import json
 import os
 import re
 import subprocess
@@ -53,7 +52,10 @@ def test_version_prints_the_package_version(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["run", "--kernel", "debian:bookwurm"], "unknown Debian suite 'bookwurm'"),
     (["run", "--kernel", "bookworm"], "valid forms"),
-    (["run", "--timeout", "-3"], "must be more than 0"),
+    (["run", "--timeout", "-3"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "nan"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "inf"], "give a number of seconds more than 0"),
+    (["run", "--timeout", "1e12"], "at most 604800"),
     (["run", "--accel", "xen"], "invalid choice: 'xen'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "--project", "/nonexistent-project"], "project /nonexistent-project does not exist"),
@@ -68,12 +70,12 @@ def test_usage_errors_exit_2_and_say_what_was_wrong(argv, words, capsys, tmp_pat
     assert words in err
 
 
-def test_usage_error_writes_a_result_saying_so(capsys, tmp_path):
-    code, _, _ = run_cli(["run", "--kernel", "debian:bookwurm", "--results", str(tmp_path)], capsys)
+def test_a_usage_error_is_one_line_before_anything_is_written(capsys, tmp_path):
+    code, _, err = run_cli(["run", "--kernel", "debian:bookwurm", "--results", str(tmp_path / "r")], capsys)
     assert code == 2
-    res = json.loads((tmp_path / "debian-bookwurm" / "result.json").read_text())
-    assert res["verdict"] == "error" and res["exit_code"] == 2
-    assert (tmp_path / "junit.xml").is_file()
+    assert err.splitlines()[0] == ("harness: error: unknown Debian suite 'bookwurm' in 'debian:bookwurm'; known "
+                                   "suites: bullseye, bookworm, trixie, sid, experimental")
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_qemu_exits_3_naming_the_package(capsys, tmp_path, monkeypatch):

@@ -78,13 +78,40 @@ def test_outcomes_from_a_recorded_result_and_an_older_matrix_json():
 
 
 @pytest.mark.parametrize("bad, words", [
-    ({"verdict": "pass", "why": "x"}, "needs verdict"), ({"verdict": "fail"}, "needs verdict"),
-    ({"verdict": "fail", "why": "x", "match": "("}, "match must be a regular expression"),
-    ({"verdict": "fail", "why": "x", "reason": "y"}, "unknown keys"),
+    ({"verdict": "pass", "why": "x"}, r"kernel\[1\].expect.verdict: .*'fail', 'error'.* \(got 'pass'\)"),
+    ({"verdict": "fail"}, r"kernel\[1\].expect.why: required, and missing"),
+    ({"verdict": "fail", "why": "x", "match": "("}, r"kernel\[1\].expect.match: not a valid regular expression"),
+    ({"verdict": "fail", "why": "x", "reason": "y"}, r"kernel\[1\].expect.reason: unknown key; known keys here: "
+                                                     r"match, verdict, why"),
 ])
 def test_bad_expectations_name_the_file_and_key(tmp_path, bad, words):
     body = ", ".join(f'{k} = "{v}"' for k, v in bad.items())
     (tmp_path / "k.toml").write_text(f'[[kernel]]\nspec = "debian:sid"\nexpect = {{ {body} }}\n')
     with pytest.raises(UsageError, match=words) as e:
         matrix.load_matrix(tmp_path / "k.toml")
-    assert "k.toml: [[kernel]] 'debian:sid' expect" in str(e.value)
+    assert str(e.value).startswith(f"{tmp_path / 'k.toml'}:3: kernel[1].expect")
+
+
+@pytest.mark.parametrize("before, now, status, counts", [
+    ("pass", "flaky", "newly flaky", True),
+    ("flaky", "flaky", "still flaky", False),
+    ("flaky", "pass", "fixed", False),
+    ("flaky", "fail", "new failure", True),
+    ("fail", "flaky", "flaky, was failing", False),
+    ("fail", "fail", "still failing", False),
+    (None, "flaky", "flaky", True),  # no baseline: a flaky module is a finding
+])
+def test_flaky_is_a_state_of_its_own_against_the_baseline(before, now, status, counts):
+    def outcome(state):
+        return compare.Outcome("debian:bookworm", "pass" if state == "pass" else "crash", classification=state)
+    old = [outcome(before)] if before else None
+    [row] = compare.compare([outcome(now)], old)
+    assert (row.status, row.counts) == (status, counts)
+    if before and "flaky" in (before, now) and before != now:
+        assert f"attempts: {before} -> {now}" in row.changes
+    assert compare.exit_code([row]) == (4 if counts else 0)
+
+
+def test_a_result_without_attempts_is_read_by_its_verdict():
+    assert compare.Outcome.from_json({"kernel": "k", "verdict": "fail"}).state == "fail"
+    assert compare.Outcome.from_json({"kernel": "k", "verdict": "pass", "classification": "bogus"}).state == "pass"

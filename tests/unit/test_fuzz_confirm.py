@@ -7,7 +7,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 from harness.fuzz import boot, confirm
-from harness.fuzz.prepare import FuzzRequest
+from harness.fuzz.request import FuzzRequest
 from harness.guest import fuzzmut
 from harness.model import Verdict, result_from_json
 from harness.phases import RunRequest
@@ -28,9 +28,11 @@ def _confirmer(tmp_path, monkeypatch, outcomes):
     seen = []
 
     def fake_run(req, sink):
-        steps = load_project(req.project).steps
-        seen.append([(req.project.parent / f"{s.name}.py").read_text() for s in steps])
-        return outcomes.pop(0)(steps)
+        p = load_project(req.project)  # a valid project, beside the fixture's description
+        assert req.project.parent == project and req.project.name.startswith(confirm.CONFIRM_PREFIX)
+        assert p.source == prep.project.source and [m.name for m in p.modules] == ["blog_unsafe"]
+        seen.append([(project / s.argv[1].removeprefix("/project/")).read_text() for s in p.steps])
+        return outcomes.pop(0)(p.steps)
 
     monkeypatch.setattr(boot, "run_steps", fake_run)
     return confirm.Confirmer(prep, freq, tmp_path / "findings", lambda ev: None, []), project, seen
@@ -57,6 +59,7 @@ def test_a_crash_is_confirmed_shrunk_and_written_as_a_repro(tmp_path, monkeypatc
     text = (project / f.repro).read_text()
     assert f.repro == f"repro/{f.name}.py" and big[:16].hex() in text
     assert f.step == f'[[step]]\nname = "{f.name}"\nrun = ["python3", "/project/repro/{f.name}.py"]\ntimeout = 60\n'
+    assert not list(project.glob(confirm.CONFIRM_PREFIX + "*"))  # the throwaway projects are gone
 
 
 def test_a_crash_a_fresh_guest_survives_is_unconfirmed(tmp_path, monkeypatch):

@@ -27,10 +27,16 @@ def test_inputs_are_kept_once_by_content_and_read_back_by_target_key(tmp_path):
     assert c.seeds(list(reversed(TARGETS)))[0]["t"] == 0  # by key, not by position
 
 
-def test_a_corpus_that_cannot_be_written_is_a_usage_error(tmp_path):
+def test_a_corpus_that_cannot_be_made_is_a_usage_error_found_without_making_anything(tmp_path):
     (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot be made"):
+        Corpus(tmp_path / "file" / "corpus").check_writable()
+    with pytest.raises(UsageError, match="is not a directory"):
+        Corpus(tmp_path / "file").check_writable()
+    Corpus(tmp_path / "a" / "b").check_writable()
+    assert not (tmp_path / "a").exists()
     with pytest.raises(UsageError, match="cannot keep the corpus"):
-        Corpus(tmp_path / "file" / "corpus").check()
+        Corpus(tmp_path / "file" / "corpus").make()
 
 
 def test_the_default_corpus_is_in_the_project(tmp_path):

@@ -1,10 +1,10 @@
-"""[fuzz] declarations: the pydantic schema, its errors, and what is inferred from sources."""
+"""[fuzz] declarations: part of harness.toml's schema, its errors, and what is inferred from sources."""
 
 from pathlib import Path
 
 import pytest
 
-from harness import tomlload
+from harness import schema, tomlload
 from harness.errors import UsageError
 from harness.fuzz import decl
 from harness.guest import fuzzmut
@@ -12,12 +12,22 @@ from harness.guest import fuzzmut
 from conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
+MODULE = '[module]\nname = "m"\nsource = "src"\ntrail = "trail.toml"\n\n'
+
+
+def parse(data: dict) -> decl.FuzzDecl:
+    return decl.FuzzDecl.model_validate(data)
+
+
+def check(fuzz_toml: str) -> schema.ProjectFile:
+    """A harness.toml with these [fuzz] tables, checked as every harness.toml is."""
+    text = MODULE + fuzz_toml
+    return schema.check(schema.ProjectFile, schema.Document(tomlload.loads(text), text, "h.toml"))
 
 
 def test_the_three_kinds_become_targets_in_a_fixed_order():
-    d = decl.parse({"file": [{"path": "/proc/x"}], "netlink": [{"protocol": 30}],
-                    "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0xC0084D01}, {"cmd": 0x4D02, "size": 16}]}]},
-                   "h.toml")
+    d = parse({"file": [{"path": "/proc/x"}], "netlink": [{"protocol": 30}],
+               "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0xC0084D01}, {"cmd": 0x4D02, "size": 16}]}]})
     t = d.targets()
     assert [x["key"] for x in t] == ["netlink:30", "chardev:/dev/x", "file:/proc/x"]
     # _IOC_SIZE(0xc0084d01) is 8; an explicit size wins
@@ -25,39 +35,45 @@ def test_the_three_kinds_become_targets_in_a_fixed_order():
 
 
 def test_a_template_is_a_well_formed_message_from_the_fuzz_socket():
-    d = decl.parse({"netlink": [{"protocol": 31, "templates": [{"type": 16, "flags": 1, "payload": "hi",
-                                                                 "payload_hex": "00ff"}]}]}, "h.toml")
+    d = parse({"netlink": [{"protocol": 31, "templates": [{"type": 16, "flags": 1, "payload": "hi",
+                                                            "payload_hex": "00ff"}]}]})
     frame = bytes.fromhex(d.targets()[0]["templates"][0])
     assert frame == fuzzmut.nl_message(b"hi\x00\xff", 16, 1, 0, fuzzmut.PORT)
     assert int.from_bytes(frame[:4], "little") == 20 and len(frame) == 20
 
 
-@pytest.mark.parametrize("data, words", [
-    ({"netlink": [{"protocol": "30"}]}, ["fuzz.netlink[0].protocol", "valid integer"]),
-    ({"netlink": [{"protocol": 30, "proto": 1}]}, ["fuzz.netlink[0].proto", "Extra inputs"]),
-    ({"netlink": [{"protocol": 32}]}, ["fuzz.netlink[0].protocol", "less than or equal to 31"]),
-    ({"netlink": {"protocol": 30}}, ["fuzz.netlink", "valid list"]),
-    ({"file": [{"path": "/tmp/x"}]}, ["fuzz.file[0].path", "pattern"]),
-    ({"chardev": [{"path": "/dev/x", "ioctls": [{"cmd": -1}]}]}, ["fuzz.chardev[0].ioctls[0].cmd"]),
-    ({"chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 1, "size": 5000}]}]}, ["ioctls[0].size"]),
-    ({}, ["declares no interface"]),
-    ({"socket": []}, ["fuzz.socket", "Extra inputs"]),
+@pytest.mark.parametrize("fuzz, words", [
+    ('[[fuzz.netlink]]\nprotocol = "30"\n', ["h.toml:7: fuzz.netlink[1].protocol: must be an integer"]),
+    ("[[fuzz.netlink]]\nprotocol = 30\nproto = 1\n",
+     ["h.toml:8: fuzz.netlink[1].proto: unknown key; did you mean 'protocol'?"]),
+    ("[[fuzz.netlink]]\nprotocol = 32\n", ["h.toml:7: fuzz.netlink[1].protocol", "less than or equal to 31 (got 32)"]),
+    ("[fuzz.netlink]\nprotocol = 30\n", ["fuzz.netlink: must be an array"]),
+    ('[[fuzz.file]]\npath = "/tmp/x"\n', ["h.toml:7: fuzz.file[1].path: must be the file in the guest"]),
+    ('[[fuzz.chardev]]\npath = "/dev/x"\nioctls = [{cmd = -1}]\n', ["h.toml:8: fuzz.chardev[1].ioctls[1].cmd"]),
+    ('[[fuzz.chardev]]\npath = "/dev/x"\nioctls = [{cmd = 1, size = 5000}]\n', ["ioctls[1].size"]),
+    ("[fuzz]\n", ["h.toml:6: fuzz: declares no interface"]),
+    ("[[fuzz.netlink]]\nprotocol = 30\n[[fuzz.netlink]]\nprotocol = 30\n", ["declares netlink:30 twice"]),
+    ("[[fuzz.socket]]\nport = 1\n",
+     ["fuzz.socket: unknown table; known keys here: chardev, file, netlink"]),
 ])
-def test_every_bad_value_is_named_with_its_key(data, words):
+def test_every_bad_value_is_named_with_its_file_line_and_key(fuzz, words):
     with pytest.raises(UsageError) as e:
-        decl.parse(data, "proj/harness.toml")
-    text = str(e.value)
-    assert text.startswith("proj/harness.toml: [fuzz] is not valid")
+        check(fuzz)
     for w in words:
-        assert w in text
-    assert "README" in e.value.hint
+        assert w in str(e.value)
+    assert "REFERENCE.md" in e.value.hint
+
+
+def test_a_good_declaration_is_part_of_the_project():
+    m = check("[[fuzz.netlink]]\nprotocol = 30\n")
+    assert m.fuzz is not None and [n.protocol for n in m.fuzz.netlink] == [30]
+    assert check("").fuzz is None
 
 
 def test_the_toml_it_prints_reads_back_as_the_same_declarations():
-    d = decl.parse({"netlink": [{"protocol": 30}], "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0x40046601},
-                   {"cmd": 2, "size": 4}]}], "file": [{"path": "/proc/x"}]}, "h.toml")
-    again = decl.parse(tomlload.loads(d.toml())["fuzz"], "printed")
-    assert again == d
+    d = parse({"netlink": [{"protocol": 30}], "chardev": [{"path": "/dev/x", "ioctls": [{"cmd": 0x40046601},
+               {"cmd": 2, "size": 4}]}], "file": [{"path": "/proc/x"}]})
+    assert check(d.toml()).fuzz == d
 
 
 def test_the_projects_own_module_is_inferred_as_protocol_30():
@@ -68,7 +84,7 @@ def test_the_projects_own_module_is_inferred_as_protocol_30():
 
 def test_a_device_its_ioctls_and_a_proc_file_are_inferred():
     d, notes = decl.infer(FIXTURES / "fuzz_targets" / "module")
-    declared = decl.parse(tomlload.load(FIXTURES / "fuzz_targets" / "harness.toml")["fuzz"], "fixture")
+    declared = parse(tomlload.load(FIXTURES / "fuzz_targets" / "harness.toml")["fuzz"])
     assert d == declared  # what the fixture declares by hand is what its sources make obvious
     assert len(notes) == 3
 

@@ -5,6 +5,7 @@ tests/data/fuzz_blog is a real `harness fuzz` of the blog's module on debian-src
 (see tests/data/README.md)."""
 
 import json
+import shutil
 from pathlib import Path
 
 from harness.fuzz import confirm, elfko, html, lines, report
@@ -72,20 +73,28 @@ def test_crashes_are_the_same_bug_when_the_module_frames_agree_or_are_unknown():
     assert c("f").same(c("f")) and c(None).same(c("f")) and not c("f").same(c("g"))
 
 
-def test_the_throwaway_project_of_a_confirmation_is_a_valid_project(tmp_path):
-    class Prep:  # what toml_project reads of a FuzzPrep
-        project = load_project(REPO / "tests/fixtures/netlink/blog_fuzz.toml")
+def test_the_throwaway_project_of_a_confirmation_is_a_valid_project_beside_the_description(tmp_path):
+    shutil.copytree(REPO / "tests/fixtures/netlink", tmp_path / "netlink")
+
+    class Prep:  # what throwaway_project reads of a FuzzPrep
+        project = load_project(tmp_path / "netlink" / "blog_fuzz.toml")
+        targets = [{"kind": "netlink", "protocol": 30, "key": "netlink:30"}]
 
         class root:
             @staticmethod
             def has(option):
                 return False  # a kernel without DEBUG_INFO: the module gets -g
 
-    (tmp_path / "harness.toml").write_text(confirm.toml_project(Prep(), ["case-1", "case-2"]))
-    p = load_project(tmp_path / "harness.toml")
-    assert [m.name for m in p.modules] == ["blog_unsafe"] and p.source == Prep.project.source
-    assert [s.argv for s in p.steps] == [("python3", "/project/case-1.py"), ("python3", "/project/case-2.py")]
-    assert p.build.args == ("KCFLAGS=-g",)
+    case = [{"t": 0, "op": "send", "cmd": 0, "data": b"\0" * 16}]
+    with confirm.throwaway_project(Prep(), [case, case], "test") as (toml, names):
+        p = load_project(toml)
+        d = toml.with_suffix("").name
+        assert toml.parent == Prep.project.root and names == ["case-1", "case-2"]
+        assert [m.name for m in p.modules] == ["blog_unsafe"] and p.source == Prep.project.source
+        assert [s.argv for s in p.steps] == [("python3", f"/project/{d}/{n}.py") for n in names]
+        assert (toml.parent / d / "case-2.py").is_file() and p.build.args == ("KCFLAGS=-g",)
+    assert sorted(x.name for x in (tmp_path / "netlink").iterdir()) == sorted(
+        x.name for x in (REPO / "tests/fixtures/netlink").iterdir())  # nothing left behind
 
 
 def test_fuzz_json_and_the_page_say_the_same():

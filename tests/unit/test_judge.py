@@ -8,7 +8,7 @@ from harness.verdict import judge as judge_mod
 from harness.verdict import splat, trail
 from harness.verdict.judge import Evidence
 
-from conftest import DATA, REPO, RULES, guest_report, load_guest, load_trail, report_from
+from conftest import DATA, REPO, RULES, guest_report, load_guest, load_trail, plan_of, report_from
 
 DEFAULT_TRAIL = load_trail(REPO / "vm" / "trail.toml")
 
@@ -20,7 +20,8 @@ def fixture_trail(name: str) -> trail.Trail:
 
 
 def verdict_of(report, expected, expect_rc=None, console="", **kw) -> judge_mod.Judgement:
-    return judge_mod.judge(Evidence(report=report, console=console, **kw), expected, RULES, expect_rc or {})
+    return judge_mod.judge(Evidence(report=report, console=console, **kw), expected, RULES,
+                           plan_of(report, expect_rc))
 
 
 def judge(name: str, expected: trail.Trail, guest=True, **kw) -> judge_mod.Judgement:
@@ -69,7 +70,7 @@ def test_guest_that_panicked_is_a_crash_with_the_consoles_panic():
     assert not report.complete
     marker = next(ln.split("] ", 1)[1] for ln in console.splitlines() if "first guest step starts" in ln)
     j = judge_mod.judge(Evidence(report, console, running="hello-pid0", marker=marker), fixture_trail("blog_unsafe"),
-                        RULES, {})
+                        RULES, plan_of(report))
     assert j.verdict is Verdict.CRASH and j.splats[0].rule == "bug"
     assert "stack guard page was hit" in j.reason
     assert "Kernel panic - not syncing" in j.console_excerpt
@@ -170,7 +171,7 @@ def test_a_guest_whose_sshd_never_answered_is_a_timeout_that_says_so():
     d = DATA / "ssh_no_banner"
     console = (d / "console.log").read_text()
     why = "the harness ended it at its time limit (600s); no SSH answer from the guest on 127.0.0.1:38677 within 598s"
-    j = judge_mod.judge(Evidence(report=None, console=console, timed_out=True, ended=why), None, RULES, {})
+    j = judge_mod.judge(Evidence(report=None, console=console, timed_out=True, ended=why), None, RULES, ())
     assert j.verdict is Verdict.TIMEOUT
     assert "no SSH answer from the guest" in j.reason and "during boot" in j.reason
     assert "kmod-harness: eth0 configured statically" in j.console_excerpt
@@ -232,13 +233,13 @@ def test_what_a_boot_report_cost_in_so_many_words():
     records = list(judge_mod.kmsg.parse_records(guest_report("kasan_boot_report").kmsg))
     j = judge("kasan_boot_report", LEAKCHECK_TRAIL)
     before = judge_mod.boot_records(guest_report("kasan_boot_report"), records)
-    assert judge_mod.checks_lost(before, j.boot_splats) == (
-        "lock debugging (lockdep) was switched off and KASAN, booted without kasan_multi_shot, reports no"
-        " further error")
+    assert judge_mod.checks_lost(before, j.boot_splats, RULES) == (
+        "lock debugging (lockdep) was switched off and the kernel, booted without kasan_multi_shot, reports no"
+        " further KASAN memory error")
     # a boot whose command line was not logged still counts as one without kasan_multi_shot
     no_cmdline = [r for r in before if not r.text.startswith("Command line:")]
-    assert judge_mod.checks_lost(no_cmdline, j.boot_splats).endswith("reports no further error")
-    assert judge_mod.checks_lost(before, ()) is None
+    assert judge_mod.checks_lost(no_cmdline, j.boot_splats, RULES).endswith("reports no further KASAN memory error")
+    assert judge_mod.checks_lost(before, (), RULES) is None
 
 
 def test_a_guest_that_never_reported_and_crashed_is_judged_on_its_console():

@@ -10,7 +10,7 @@ from harness.model import Verdict
 from harness.verdict import judge
 from harness.verdict.judge import Evidence
 
-from conftest import REPO, RULES, guest_report, load_trail
+from conftest import REPO, RULES, guest_report, load_trail, plan_of
 
 TRAIL = load_trail(REPO / "vm" / "trail.toml")
 BASE = guest_report("pass_bookworm")  # steps: insmod 515->519, client 519->521, rmmod 521->522; records 0..522
@@ -28,7 +28,8 @@ def with_step(report: GuestReport, name: str, **changes) -> GuestReport:
 
 
 def verdict(report, console="", expect_rc=None, **kw):
-    return judge.judge(Evidence(report=report, console=console, marker=MARKER, **kw), TRAIL, RULES, expect_rc or {})
+    return judge.judge(Evidence(report=report, console=console, marker=MARKER, **kw), TRAIL, RULES,
+                       plan_of(report, expect_rc))
 
 
 def test_the_recording_passes():
@@ -46,7 +47,7 @@ def test_a_step_timeout_outranks_a_failing_step_and_a_failing_step_a_trail_misma
     r = with_step(with_step(BASE, "insmod", returncode=1), "client", timed_out=True, returncode=None)
     assert verdict(r).verdict is Verdict.TIMEOUT
     r = with_step(BASE, "client", returncode=2, stderr="no reply")
-    j = judge.judge(Evidence(report=r), load_trail(REPO / "tests" / "hostile" / "trail.toml"), RULES, {})
+    j = judge.judge(Evidence(report=r), load_trail(REPO / "tests" / "hostile" / "trail.toml"), RULES, plan_of(r))
     assert j.verdict is Verdict.FAIL and "'client' exited 2" in j.reason and j.trail is None
 
 

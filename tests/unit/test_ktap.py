@@ -6,10 +6,11 @@ import re
 
 import pytest
 
+from harness.guest import contract
 from harness.model import Verdict
 from harness.verdict import judge, kmsg, ktap, splat
 
-from conftest import DATA, REPO, RULES, guest_report, load_trail
+from conftest import DATA, REPO, RULES, guest_report, load_trail, plan_of
 
 
 def step_texts(name: str, step: str) -> list[str]:
@@ -162,6 +163,12 @@ def test_a_plan_that_promised_more_than_came():
     assert found[-1].failed and found[-1].diagnostics == ("their results never came",)
 
 
+def as_kunit(rep, names):
+    """The recorded report's plan with exactly the steps ``names`` KUnit steps."""
+    return tuple(dataclasses.replace(p, kind=contract.KUNIT if p.name in names else
+                                     (contract.STEP if p.kind == contract.KUNIT else p.kind)) for p in plan_of(rep))
+
+
 def test_a_suite_that_failed_with_every_case_passing_is_a_failing_case_itself():
     texts = [t.replace("ok 1 netlink_kernel", "not ok 1 netlink_kernel") if t.startswith("ok 1") else t for t in PASS]
     found = ktap.cases(ktap.parse(texts))
@@ -171,21 +178,23 @@ def test_a_suite_that_failed_with_every_case_passing_is_a_failing_case_itself():
 
 def test_the_judge_lists_each_case_and_fails_the_run_on_a_failing_one():
     j = judge.judge(judge.Evidence(report=guest_report("kunit_pass")),
-                    load_trail(REPO / "vm" / "trail.toml"), RULES, {}, kunit=("kunit netlink_kernel_test",))
+                    load_trail(REPO / "vm" / "trail.toml"), RULES, plan_of(guest_report("kunit_pass")))
     assert j.verdict is Verdict.PASS, j.reason
     assert [c.name for c in j.kunit] == declared("kernel_src/netlink_kernel_test.c")
-    f = judge.judge(judge.Evidence(report=guest_report("kunit_fails")),
-                    load_trail(REPO / "tests" / "fixtures" / "kunit_fails" / "trail.toml"), RULES, {},
-                    kunit=("kunit kunit_target_test",))
+    fails = guest_report("kunit_fails")
+    f = judge.judge(judge.Evidence(report=fails),
+                    load_trail(REPO / "tests" / "fixtures" / "kunit_fails" / "trail.toml"), RULES, plan_of(fails))
     assert f.verdict is Verdict.FAIL
     lines = f.reason.split("\n")
     assert lines[0] == "KUnit: 2 of 6 cases failed (3 passed, 2 failed, 1 skipped):"
     assert lines[1] == "  fail kunit_target.adds_three"
     assert lines[2].startswith("    # adds_three: EXPECTATION FAILED at ") and lines[5] == "    2 + 3 from the module"
     assert lines[6] == "  fail kunit_target.adds_each.4+3"
-    # without the kunit step named, the same run is judged on its steps and trail: a pass
-    assert judge.judge(judge.Evidence(report=guest_report("kunit_fails")),
-                       load_trail(REPO / "tests" / "fixtures" / "kunit_fails" / "trail.toml"), RULES, {}
+    # with the test module's insmod a plain step of the plan, the same run is judged on its steps and
+    # trail: a pass (the judge goes by a step's kind, not its name)
+    plain = tuple(dataclasses.replace(p, kind=contract.STEP) for p in plan_of(fails))
+    assert judge.judge(judge.Evidence(report=fails),
+                       load_trail(REPO / "tests" / "fixtures" / "kunit_fails" / "trail.toml"), RULES, plain
                        ).verdict is Verdict.PASS
 
 
@@ -193,8 +202,7 @@ def test_a_test_module_that_printed_no_ktap_is_a_crashed_case():
     rep = guest_report("kunit_pass")
     # the same run, with the KTAP taken out of its records
     kept = tuple(r for r in rep.kmsg if "KTAP" not in r and " ok " not in r and "# Subtest" not in r)
-    j = judge.judge(judge.Evidence(report=dataclasses.replace(rep, kmsg=kept)), None, RULES, {},
-                    kunit=("kunit netlink_kernel_test",))
+    j = judge.judge(judge.Evidence(report=dataclasses.replace(rep, kmsg=kept)), None, RULES, plan_of(rep))
     assert [(c.suite, c.name, c.status) for c in j.kunit] == [("netlink_kernel_test", "(no KTAP)", ktap.CRASHED)]
     assert j.verdict is Verdict.FAIL and "printed no KTAP" in j.reason
 
@@ -203,7 +211,7 @@ def test_the_judge_reads_the_ktap_of_the_step_the_guest_died_in():
     rep = guest_report("kunit_crash")
     console = (DATA / "kunit_crash" / "console.log").read_text()
     ev = judge.Evidence(report=rep, console=console, running="kunit kunit_crash_test")
-    j = judge.judge(ev, None, RULES, {}, kunit=("kunit kunit_crash_test",))
+    j = judge.judge(ev, None, RULES, plan_of(rep))
     assert j.verdict is Verdict.CRASH and "kunit kunit_crash_test" in j.reason
     assert [(c.full_name, c.status) for c in j.kunit] == [("kunit_crash.adds_before_the_crash", ktap.PASS),
                                                           ("kunit_crash", ktap.CRASHED)]
@@ -216,16 +224,15 @@ def test_ktap_the_runner_never_sent_is_read_from_the_console():
     rep = guest_report("kunit_crash_unsent")
     assert not any("adds_before_the_crash" in r for r in rep.kmsg)
     console = (DATA / "kunit_crash_unsent" / "console.log").read_text()
-    names = ("kunit kunit_crash_test",)
     ev = judge.Evidence(report=rep, console=console, running="kunit kunit_crash_test")
-    j = judge.judge(ev, None, RULES, {}, kunit=names)
+    j = judge.judge(ev, None, RULES, plan_of(rep))
     assert j.verdict is Verdict.CRASH
     assert [(c.full_name, c.status, c.reason) for c in j.kunit] == [
         ("kunit_crash.adds_before_the_crash", ktap.PASS, ""),
         ("kunit_crash", ktap.CRASHED, "2 of its results never came")]
     assert any("NULL pointer dereference" in d for d in j.kunit[-1].diagnostics)
     # without the console, all that is known is that the suite began
-    alone = judge.judge(dataclasses.replace(ev, console=""), None, RULES, {}, kunit=names)
+    alone = judge.judge(dataclasses.replace(ev, console=""), None, RULES, plan_of(rep))
     assert [(c.full_name, c.status) for c in alone.kunit] == [("kunit_crash", ktap.CRASHED)]
 
 
@@ -233,8 +240,8 @@ def test_a_step_that_ended_takes_nothing_from_the_console():
     rep = guest_report("kunit_fails")
     console = (DATA / "kunit_crash_unsent" / "console.log").read_text()
     records = list(kmsg.parse_records(rep.kmsg))
-    names = ("kunit kunit_target_test",)
-    assert judge.kunit_cases(rep, records, names, console) == judge.kunit_cases(rep, records, names)
+    plan = as_kunit(rep, ("kunit kunit_target_test",))
+    assert judge.kunit_cases(rep, records, plan, console) == judge.kunit_cases(rep, records, plan)
 
 
 def test_console_after_starts_past_the_last_record_and_its_continuation_lines():
@@ -272,7 +279,8 @@ def test_only_the_records_of_the_test_modules_own_step_are_its_ktap():
     def cases_with(**window):
         steps = tuple(dataclasses.replace(s, **window) if s.name == st.name else s for s in rep.steps)
         return [(c.full_name, c.status) for c in judge.kunit_cases(dataclasses.replace(rep, steps=steps),
-                                                                     list(kmsg.parse_records(rep.kmsg)), names)]
+                                                                     list(kmsg.parse_records(rep.kmsg)),
+                                                                     as_kunit(rep, names))]
 
     whole = cases_with()
     assert len(whole) == 6
@@ -285,14 +293,14 @@ def test_only_the_records_of_the_test_modules_own_step_are_its_ktap():
     # built-in suites print KTAP at boot: before the step, not the module's
     boot = (raw(5, "KTAP version 1"), raw(6, "1..1"), raw(7, "not ok 1 builtin_suite"))
     booted = dataclasses.replace(rep, kmsg=boot + rep.kmsg)
-    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)), names)
+    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)), as_kunit(booted, names))
     assert [c.full_name for c in got] == [c for c, _ in whole]
 
 
 def test_every_kunit_step_is_read_in_order_and_one_without_ktap_says_so():
     rep = guest_report("kunit_fails")
     records = list(kmsg.parse_records(rep.kmsg))
-    got = judge.kunit_cases(rep, records, ("insmod", "kunit kunit_target_test"))
+    got = judge.kunit_cases(rep, records, as_kunit(rep, ("insmod", "kunit kunit_target_test")))
     assert [(c.full_name, c.status) for c in got][:2] == [("insmod.(no KTAP)", ktap.CRASHED),
                                                          ("kunit_target.adds_small_numbers", ktap.PASS)]
     assert got[0].reason.startswith("loaded, but its suites printed no KTAP: is it a KUnit test module")
@@ -306,7 +314,8 @@ def test_the_step_the_guest_died_in_starts_where_the_last_ended_step_did():
     early = (raw(3, "KTAP version 1"), raw(4, "1..1"), raw(5, "ok 1 builtin_suite"))
     assert all(int(r.split(",")[1]) < insmod_end for r in early)
     booted = dataclasses.replace(rep, kmsg=early + rep.kmsg)
-    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)), ("kunit kunit_crash_test",))
+    got = judge.kunit_cases(booted, list(kmsg.parse_records(booted.kmsg)),
+                            as_kunit(booted, ("kunit kunit_crash_test",)))
     assert [(c.full_name, c.status) for c in got] == [("kunit_crash.adds_before_the_crash", ktap.PASS),
                                                       ("kunit_crash", ktap.CRASHED)]
 

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import signal
@@ -63,8 +64,23 @@ def test_matrix_file_errors_name_the_file(tmp_path):
     with pytest.raises(UsageError, match="bookwurm"):
         matrix.load_matrix(p)
     p.write_text("")
-    with pytest.raises(UsageError, match="no \\[\\[kernel\\]\\] entries"):
+    with pytest.raises(UsageError, match="k.toml: kernel: required, and missing"):
         matrix.load_matrix(p)
+    for text, words in (("[kernel]\nspec = 'debian:sid'\n", r"k.toml:1: kernel: must be an array"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = 5\n", r"k.toml:3: kernel\[1\].apt_options: "
+                         r"must be an array"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = 'A::B=1'\n", "must be an array"),
+                        ("[[kernel]]\nspec = 1\n", r"kernel\[1\].spec: must be a string"),
+                        ("kernel = [1, 2]\n", r"kernel\[1\]: must be a table"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = ['Acquire::AllowInsecureRepositories=1']\n",
+                         "refused: it lets apt use repositories without a valid signature"),
+                        ("[[kernel]]\nspec = 'debian:sid'\napt_options = ['nokey']\n", "give KEY=VALUE"),
+                        ("[[kernel]]\nspec = 'debian:sid'\n[[kernel]]\nspec = 'debian:sid'\n",
+                         r"k.toml:3: kernel\[2\]: kernel 'debian:sid' is listed twice"),
+                        ("[[kernels]]\nspec = 'debian:sid'\n", "kernels: unknown table; did you mean 'kernel'")):
+        p.write_text(text)
+        with pytest.raises(UsageError, match=words):
+            matrix.load_matrix(p)
 
 
 def result(kernel, verdict, warnings=0, seconds=42.0):
@@ -115,6 +131,19 @@ def test_matrix_json_and_junit_have_one_entry_per_kernel():
 def test_write_reports_writes_the_three_files(tmp_path):
     matrix.write_reports([result("debian:bookworm", Verdict.PASS)], [], tmp_path, 10.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "junit.xml", "matrix.json", "summary.md"]
+
+
+def test_a_repeated_matrix_shows_each_kernels_attempts(tmp_path):
+    attempts = ({"n": 1, "verdict": "pass", "dir": "attempts/1"}, {"n": 2, "verdict": "crash", "dir": "attempts/2"})
+    flaky = dataclasses.replace(result("debian:bookworm", Verdict.CRASH), attempts=attempts, classification="flaky")
+    rs = [flaky, result("debian:trixie", Verdict.PASS)]
+    matrix.write_reports(rs, compare.compare([compare.Outcome.of(r) for r in rs]), tmp_path, 10.0)
+    page = (tmp_path / "index.html").read_text()
+    assert "flaky: 1 of 2 attempts failed (crash)" in page and 'href="debian-bookworm/attempts/2/result.json"' in page
+    assert "**flaky** (crash in 1 of 2 attempts)" in (tmp_path / "summary.md").read_text()
+    doc = json.loads((tmp_path / "matrix.json").read_text())
+    assert doc["kernels"][0]["classification"] == "flaky" and doc["compared"][0]["status"] == "flaky"
+    assert 'message="flaky, crash: crash because"' in (tmp_path / "junit.xml").read_text()
 
 
 def row(table: matrix.LiveTable, spec: str) -> list[str]:

@@ -13,7 +13,9 @@ from conftest import DATA
 
 # Fields every result.json holds since schema v2 (harness/run.py assemble fills them).
 V2_FIELDS = {"harness_version", "transport", "marker_seq", "vm", "evidence", "read_first", "expected_trail",
-             "kunit", "coverage"}  # v2 grows by addition only: kunit and coverage came later
+             "kunit", "coverage", "complaints", "kmsg_dropped", "attempts", "classification", "machine"}
+# v2 grows by addition only: kunit, coverage, complaints, kmsg_dropped, and the attempts of --repeat
+# (with the machine that ran them) came later
 
 
 def sample() -> RunResult:

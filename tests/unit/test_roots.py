@@ -89,6 +89,9 @@ def test_mmdebstrap_argv_names_packages_hooks_options_and_sources(tmp_path):
     mirror = Mirror(debian="http://m/debian", security="http://m/sec",
                     apt_options=("Acquire::Check-Valid-Until=false",))
     argv = roots.mmdebstrap_argv("/usr/bin/mmdebstrap", KERNEL, mirror, tmp_path / "t")
+    # in a mount namespace of its own: a killed harness leaves no proc/sys/dev mounts in the root
+    assert argv[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
+    argv = argv[5:]
     assert argv[:3] == ["/usr/bin/mmdebstrap", "--variant=apt", "--mode=root"]
     include = argv[3].removeprefix("--include=").split(",")
     assert include == sorted(include) == roots.root_packages(KERNEL)
@@ -132,7 +135,7 @@ def test_failed_mmdebstrap_leaves_no_half_made_root(tmp_path, monkeypatch):
     assert "E: No space left on device" in (dest.parent / "k.log").read_text()
     assert events.Progress("E: No space left on device") in got
     # mmdebstrap was given mmdebstrap_argv's command line, writing into a temporary directory beside the entry
-    argv = [str(fake)] + seen.read_text().splitlines()
+    argv = ["unshare", "--mount", "--propagation", "private", "--", str(fake)] + seen.read_text().splitlines()
     target = Path(argv[argv.index("bookworm") + 1])
     assert target.parent == dest.parent and target.name.startswith(".tmp-k-")
     assert argv == roots.mmdebstrap_argv(str(fake), KERNEL, Mirror(), target)

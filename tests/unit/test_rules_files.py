@@ -1,5 +1,8 @@
+
 """The splat rules file and trail files as parsed, each time from the file (the other tests share
 one parse, conftest.RULES): what comes out, in order, and the error each wrong entry gives."""
+
+import dataclasses
 
 import pytest
 
@@ -22,20 +25,26 @@ def test_the_packaged_rules_in_their_file_order():
     assert splat.classify(rules, "BUG: KASAN: slab-out-of-bounds in f+0x1/0x2").name == "kasan"
 
 
+SRC = {"source": "kernel/x.c f()"}
+
+
 @pytest.mark.parametrize("entries, words", [
-    ([], "x.toml: no \\[\\[splat\\]\\] rules"),
-    ([{"name": "a", "pattern": "^A", "reason": "r"}, {"pattern": "^B", "reason": "r"}],
-     "x.toml: \\[\\[splat\\]\\] #2 lacks 'name'"),
-    ([{"name": "a", "reason": "r"}], "x.toml: \\[\\[splat\\]\\] #1 lacks 'pattern'"),
-    ([{"name": "a", "pattern": "^A"}], "x.toml: \\[\\[splat\\]\\] #1 lacks 'reason'"),
-    ([{"name": "a", "pattern": "^A", "reason": "r"}, {"name": "b", "pattern": "(", "reason": "r"}],
-     "x.toml: \\[\\[splat\\]\\] #2 bad pattern: "),
+    ([], "x.toml: splat: must not be empty"),
+    ([{"name": "a", "pattern": "^A", "reason": "r", **SRC}, {"pattern": "^B", "reason": "r", **SRC}],
+     "x.toml: splat\\[2\\].name: required, and missing"),
+    ([{"name": "a", "reason": "r", **SRC}], "x.toml: splat\\[1\\].pattern: required, and missing"),
+    ([{"name": "a", "pattern": "^A", **SRC}], "x.toml: splat\\[1\\].reason: required, and missing"),
+    ([{"name": "a", "pattern": "^A", "reason": "r"}], "x.toml: splat\\[1\\].source: required, and missing"),
+    ([{"name": "a", "pattern": "^A", "reason": "r", **SRC}, {"name": "b", "pattern": "(", "reason": "r", **SRC}],
+     "x.toml: splat\\[2\\].pattern: not a valid regular expression"),
+    ([{"name": "a", "pattern": "^A", "reason": "r", "scope": "sometimes", **SRC}],
+     "x.toml: splat\\[1\\].scope: .*'always' or 'module'"),
 ])
 def test_a_wrong_rule_says_which_and_why(entries, words):
     with pytest.raises(UsageError, match=words):
         splat.parse_rules({"splat": entries}, "x.toml")
     if not entries:
-        with pytest.raises(UsageError, match="no \\[\\[splat\\]\\] rules"):
+        with pytest.raises(UsageError, match="splat: required, and missing"):
             splat.parse_rules({}, "x.toml")
 
 
@@ -60,26 +69,39 @@ def test_strict_and_allow_are_read():
 
 
 @pytest.mark.parametrize("data, words", [
-    ({}, "t.toml: needs at least one \\[\\[expect\\]\\] entry"),
-    ({"expect": []}, "t.toml: needs at least one"),
-    ({"expect": {"text": "a"}}, "t.toml: needs at least one"),
+    ({}, "t.toml: a trail needs \\[\\[expect\\]\\] entries \\(or `expect = \\[\\]` for a module that logs nothing"),
+    ({"expect": {"text": "a"}}, "t.toml: expect: must be an array"),
     ({"expect": [{"text": "a"}], "allow": [{"pattern": "x"}, {"reason": "r"}]},
-     "t.toml: \\[\\[allow\\]\\] #1 needs 'pattern' and 'reason'"),
+     "t.toml: allow\\[1\\].reason: required, and missing"),
     ({"expect": [{"text": "a"}], "allow": [{"pattern": "x", "reason": "r"}, {"reason": "r"}]},
-     "t.toml: \\[\\[allow\\]\\] #2 needs 'pattern' and 'reason'"),
-    ({"expect": [{"text": "a"}, {"text": "b", "pattern": "b"}]}, "t.toml: \\[\\[expect\\]\\] #2: give exactly one"),
-    ({"expect": [{"text": "a"}, {"pattern": "("}]}, "t.toml: \\[\\[expect\\]\\] #2: bad pattern '\\('"),
-    ({"expect": [{"text": "a", "level": 8}]}, "t.toml: \\[\\[expect\\]\\] #1: level must be 0-7, got 8"),
-    ({"expect": [{"text": "a", "count": 0}]}, "#1: count must be a positive integer, got 0"),
-    ({"expect": [{"text": "a", "lvl": 1}]}, "#1: unknown keys \\['lvl'\\]"),
+     "t.toml: allow\\[2\\].pattern: required, and missing"),
+    ({"expect": [{"text": "a"}, {"text": "b", "pattern": "b"}]}, "t.toml: expect\\[2\\]: give exactly one"),
+    ({"expect": [{"text": "a"}, {"pattern": "("}]}, "t.toml: expect\\[2\\].pattern: not a valid regular expression"),
+    ({"expect": [{"text": "a", "level": 8}]}, "t.toml: expect\\[1\\].level: .*less than or equal to 7 \\(got 8\\)"),
+    ({"expect": [{"text": "a", "count": 0}]}, "expect\\[1\\].count: .*greater than or equal to 1 \\(got 0\\)"),
+    ({"expect": [{"text": "a", "count": 9e18}]}, "expect\\[1\\].count: must be an integer"),
+    ({"expect": [{"text": "a", "count": 10 ** 9}]}, "expect\\[1\\].count: .*less than or equal to 10000"),
+    ({"expect": [{"text": "a", "count": 9000}] * 20}, "expects 180000 records in all; at most 100000"),
+    ({"expect": [{"text": "a", "lvl": 1}]}, "expect\\[1\\].lvl: unknown key; did you mean 'level'\\?"),
+    ({"expect": [{"text": "a", "level": True}]}, "expect\\[1\\].level: must be an integer \\(got True\\)"),
+    ({"expect": [{"text": 5}]}, "expect\\[1\\].text: must be a string \\(got 5\\)"),
+    ({"expect": ["a"]}, "expect\\[1\\]: must be a table"),
+    ({"strict": "false", "expect": [{"text": "a"}]}, "strict: must be true or false \\(got 'false'\\)"),
+    ({"expect": [{"text": "a"}], "allow": [{"pattern": "(", "reason": "r"}]}, "allow\\[1\\].pattern: not a valid"),
 ])
 def test_a_wrong_trail_entry_says_which_and_why(data, words):
     with pytest.raises(UsageError, match=words):
         trail.parse_trail(data, "t.toml")
 
 
+def test_a_module_that_logs_nothing_says_so_with_an_empty_list():
+    t = trail.parse_trail({"expect": []}, "t.toml")
+    assert t.expect == () and trail.match(t, [rec("the kernel's own")]).ok
+    assert not trail.match(dataclasses.replace(t, strict=True), [rec("the kernel's own")]).ok
+
+
 def test_a_trail_without_a_name_says_trail():
-    with pytest.raises(UsageError, match="^trail: needs at least one"):
+    with pytest.raises(UsageError, match="^trail: a trail needs \\[\\[expect\\]\\] entries"):
         trail.parse_trail({})
 
 

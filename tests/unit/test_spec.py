@@ -39,7 +39,7 @@ def test_specs_for_trees_parse_and_print_back(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("debian-src:trixie+nosuch", "unknown kernel flavour 'nosuch'.*known flavours: gcov, kasan, kunit"),
+    ("debian-src:trixie+nosuch", "unknown kernel flavour 'nosuch'.*known flavours: debug, gcov, kasan, kunit"),
     ("debian-src:trixie+kunit+nosuch", "unknown kernel flavour 'nosuch'"),
     ("debian-src:trixie+kunit+kunit", "names a flavour twice"),
     ("debian-src:trixie+kunit+", "valid forms"),

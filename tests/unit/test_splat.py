@@ -27,6 +27,7 @@ EXAMPLES = {
     "lockup": "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [insmod:250]",
     "hung-task": "INFO: task insmod:250 blocked for more than 3 seconds.",
     "rcu-stall": "rcu: INFO: rcu_preempt self-detected stall on CPU",
+    "kcsan": "BUG: KCSAN: data-race in splatter_write [splatter] / splatter_read [splatter]",  # %ps: "f [module]"
 }
 ATOMIC = "BUG: sleeping function called from invalid context at kernel/locking/mutex.c:283"
 
@@ -36,7 +37,24 @@ def record(text: str, facility: int = 0, level: int = 4) -> KmsgRecord:
 
 
 def rule_of(text: str) -> list[str]:
-    return [s.rule for s in splat.find(RULES, [record(text)])]
+    return [s.rule for s in splat.find(RULES, [record(text)], ("splatter",))]
+
+
+def test_a_rule_scoped_to_the_module_counts_only_a_report_that_names_it():
+    """kcsan (scope "module"): a data race in core kernel code alone is not the module's; one whose
+    report names the module, in its first line or in a frame of its trace, is."""
+    core = [record("BUG: KCSAN: data-race in blk_mq_run_hw_queue / blk_mq_sched_dispatch"),
+            record("read to 0xffff888003a1c000 of 8 bytes by task 12 on cpu 1:"),
+            record(" blk_mq_sched_dispatch+0x1/0x2"), record("==================================================")]
+    assert splat.find(RULES, core, ("splatter",)) == []
+    mine = core[:2] + [record(" splatter_read+0x1/0x2 [splatter]")] + core[3:]
+    assert [s.rule for s in splat.find(RULES, mine, ("splatter",))] == ["kcsan"]
+    # a report that ends before the module's frame is not the module's either
+    later = core + [record("CPU: 1 PID: 12 Comm: cat"), record(" splatter_read+0x1/0x2 [splatter]")]
+    assert splat.find(RULES, later, ("splatter",)) == []
+    # the rules without a scope count whoever is in the trace
+    assert [s.rule for s in splat.find(RULES, [record("BUG: kernel NULL pointer dereference, address: 0")], ())] \
+        == ["bug"]
 
 
 def test_every_rule_has_an_example():

@@ -85,10 +85,10 @@ def test_count_and_pattern():
 @pytest.mark.parametrize("entry, words", [
     ({"text": "a", "pattern": "a"}, "exactly one of"),
     ({}, "exactly one of"),
-    ({"text": "a", "level": 9}, "level must be 0-7"),
-    ({"text": "a", "count": 0}, "count must be a positive"),
-    ({"pattern": "("}, "bad pattern"),
-    ({"text": "a", "levle": 1}, "unknown keys"),
+    ({"text": "a", "level": 9}, "level: .*less than or equal to 7"),
+    ({"text": "a", "count": 0}, "count: .*greater than or equal to 1"),
+    ({"pattern": "("}, "not a valid regular expression"),
+    ({"text": "a", "levle": 1}, "levle: unknown key; did you mean 'level'"),
 ])
 def test_bad_trail_entries_name_the_problem(entry, words):
     with pytest.raises(UsageError, match=words):
@@ -98,7 +98,7 @@ def test_bad_trail_entries_name_the_problem(entry, words):
 def test_empty_trail_is_rejected(tmp_path: Path):
     p = tmp_path / "t.toml"
     p.write_text("strict = true\n")
-    with pytest.raises(UsageError, match="at least one"):
+    with pytest.raises(UsageError, match=r"needs \[\[expect\]\] entries \(or `expect = \[\]`"):
         load_trail(p)
     p.write_text("[[expect]\n")
     with pytest.raises(UsageError, match="invalid TOML"):
@@ -109,3 +109,16 @@ def test_escaped_newline_is_matched_literally():
     rec = kmsg.parse_record("6,1,0,-;MyNetlink has received: x\\x0aBUG: y")
     t = trail.parse_trail({"expect": [{"text": "MyNetlink has received: x\\x0aBUG: y"}]})
     assert trail.match(t, [rec]).ok
+
+
+def test_an_expectation_matches_the_whole_record_not_its_start():
+    """`text` and `pattern` must match a record's whole text: a record that only begins like the
+    expected one ("... but leaked 3 objects") is not it (the mutant fullmatch -> match passed it)."""
+    t = trail.parse_trail({"expect": [{"text": "mymod: probe ok"}]})
+    assert trail.match(t, list(parse_records(["6,1,0,-;mymod: probe ok"]))).ok
+    longer = list(parse_records(["6,1,0,-;mymod: probe ok, but leaked 3 objects"]))
+    m = trail.match(t, longer)
+    assert not m.ok and m.problems[0] == "expected record #1 <any> 'mymod: probe ok': missing (the trail ended)"
+    p = trail.parse_trail({"expect": [{"pattern": "mymod: tick \\d+"}]})
+    assert trail.match(p, list(parse_records(["6,1,0,-;mymod: tick 42"]))).ok
+    assert not trail.match(p, list(parse_records(["6,1,0,-;mymod: tick 42 and a fault"]))).ok

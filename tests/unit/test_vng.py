@@ -19,6 +19,16 @@ def test_tcg_disables_kvm_and_kvm_does_not():
     assert "--disable-kvm" not in vng.vng_argv("vng", cfg(Accel.KVM), COMMAND)
 
 
+def test_the_machine_is_q35_under_kvm_and_tcg_alike():
+    """virtme-ng leaves KVM guests on QEMU's default machine (i440fx) and gives TCG q35: a step that
+    reads ACPI or PCI (acpi_call's \\_SB.PCI0) would then depend on the accelerator."""
+    for accel in Accel:
+        argv = vng.vng_argv("vng", cfg(accel), COMMAND)
+        assert "--qemu-opts=-machine q35" in argv, accel
+    foreign = dataclasses.replace(cfg(Accel.TCG), arch="arm64")  # its own machine (virt): left to virtme-ng
+    assert not any(a.startswith("--qemu-opts") for a in vng.vng_argv("vng", foreign, COMMAND))
+
+
 def test_argv_is_a_list_with_the_exec_command_as_one_element():
     argv = vng.vng_argv("/venv/bin/vng", cfg(Accel.TCG), COMMAND)
     assert argv[0] == "/venv/bin/vng"

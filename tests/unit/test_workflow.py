@@ -1,6 +1,7 @@
 """The GitHub Actions workflows and the reusable action: linted by actionlint and zizmor, and
 consistent with the project. tests/workflow runs them for real with act."""
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 SAMPLE = REPO / "examples" / "module-repo" / ".github" / "workflows" / "kmod.yml"
 ACTION = REPO / "action.yml"
 STANDIN = REPO / "tests" / "workflow" / "upload-artifact" / "action.yml"
+DOWNLOAD_STANDIN = REPO / "tests" / "workflow" / "download-artifact" / "action.yml"
 WORKFLOWS = (WORKFLOW, SAMPLE)
 BIN = Path(sys.executable).parent
 
@@ -33,7 +35,7 @@ def test_actionlint_passes(workflow):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("path", WORKFLOWS + (ACTION, STANDIN), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", WORKFLOWS + (ACTION, STANDIN, DOWNLOAD_STANDIN), ids=lambda p: str(p.parent.name))
 def test_zizmor_passes_offline(path):
     p = subprocess.run([tool("zizmor"), "--offline", "--no-progress", str(path)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -50,10 +52,34 @@ def test_every_action_is_pinned_to_a_commit_or_is_this_one(path):
 
 
 def test_matrix_comes_from_the_kernel_list_not_a_copy():
+    """The plan job is the action's plan mode, which lists the matrix file with harness matrix --list."""
     text = WORKFLOW.read_text()
-    assert "harness\" matrix --list" in text or "harness matrix --list" in text
+    plan = yaml.safe_load(text)["jobs"]["kernels"]["steps"][-1]
+    assert plan["uses"] == "./" and plan["with"]["mode"] == "plan"
+    assert '"$venv/bin/harness" matrix --list' in (REPO / ".ci" / "action").read_text()
     for suite in ("bullseye", "bookworm", "trixie", "sid", "experimental"):
         assert not re.search(rf"\b{suite}\b", text), suite
+
+
+def test_the_fanout_report_job_judges_and_the_cells_do_not():
+    """Cells carry on whatever their verdict (continue-on-error), come from the plan's include list and
+    upload under if: always() with a name the report's artifacts glob matches; the report job runs once
+    the plan succeeded and may read the Actions artifacts."""
+    default = yaml.safe_load(ACTION.read_text())["inputs"]["artifacts"]["default"]
+    for path, plan, cells in ((WORKFLOW, "kernels", "matrix"), (SAMPLE, "plan", "test")):
+        jobs = yaml.safe_load(path.read_text())["jobs"]
+        assert jobs[plan]["outputs"]["cells"] == "${{ steps.plan.outputs.include }}"
+        assert jobs[cells]["strategy"]["matrix"]["include"] == f"${{{{ fromJSON(needs.{plan}.outputs.cells) }}}}"
+        action = next(s for s in jobs[cells]["steps"] if s.get("uses") == "./")
+        assert action["continue-on-error"] is True and action["with"]["kernels"] == "${{ matrix.kernel }}"
+        [upload] = [s for s in jobs[cells]["steps"] if "upload-artifact" in s.get("uses", "")]
+        assert upload["if"] == "always()" and upload["with"]["path"] == "results/"
+        assert fnmatch.fnmatch(upload["with"]["name"].replace("${{ matrix.id }}", "debian-bookworm"), default)
+        report = jobs["report"]
+        assert set(report["needs"]) == {plan, cells} and "!cancelled()" in report["if"]
+        assert report["permissions"] == {"contents": "read", "actions": "read"}
+        step = next(s for s in report["steps"] if s.get("uses") == "./")
+        assert step["with"]["mode"] == "report" and "artifacts" not in step["with"]
 
 
 def test_no_step_hides_a_failed_command():
@@ -74,9 +100,9 @@ def test_no_step_hides_a_failed_command():
 def test_the_action_declares_what_the_readme_says():
     action = yaml.safe_load(ACTION.read_text())
     assert action["runs"]["using"] == "composite"
-    assert set(action["inputs"]) == {"project", "kernels", "arch", "matrix-file", "accel", "results", "options",
-                                     "cache", "baseline"}
-    assert set(action["outputs"]) == {"verdict", "exit-code", "results"}
+    assert set(action["inputs"]) == {"mode", "project", "kernels", "arch", "matrix-file", "accel", "results",
+                                     "options", "cache", "baseline", "artifacts", "history", "token"}
+    assert set(action["outputs"]) == {"cells", "include", "verdict", "exit-code", "results"}
     readme = (REPO / "README.md").read_text()
     for name in list(action["inputs"]) + list(action["outputs"]):
         assert f"`{name}`" in readme, f"README does not document the action's {name!r}"
