@@ -33,7 +33,7 @@ DEB_PACKAGES := qemu-system-x86 mmdebstrap bubblewrap debian-archive-keyring \
 	$(KERNEL_BUILD_PACKAGES) $(ARM64_PACKAGES)
 # What the tests need besides: a browser for the HTML report's test (tests/unit/test_html.py).
 TEST_DEB_PACKAGES := chromium
-SANITIZER_KERNEL := debian-src:trixie+kasan
+SANITIZER_KERNEL := debian-src:trixie+debug
 KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 

@@ -20,14 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from harness import __version__, coverage, procs
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.events import Note, Printer, Sink, fanout
 from harness.guest import contract, transport, vng
-from harness.guest.transport import GuestRequest, GuestRun
+from harness.guest.transport import GuestRequest, GuestRun, Transport
 from harness.kernel.modbuild import BuildResult
+from harness.kernel.roots import Root
 from harness.locks import write_atomic
 from harness.model import KmsgRecord, Phase, ResolvedKernel, RunResult, Verdict
 from harness.phases import (
@@ -159,6 +160,16 @@ def run(req: RunRequest, sink: Sink) -> RunResult:
 
 
 def _run(req: RunRequest, sink: Sink, out_dir: Path) -> RunResult:
+    return reported(req, sink, out_dir, lambda events, phases, got: _pipeline(req, events, phases, got, out_dir))
+
+
+Body = Callable[[Sink, list[Phase], "Gathered"], None]
+
+
+def reported(req: RunRequest, sink: Sink, out_dir: Path, body: Body) -> RunResult:
+    """``body`` (the phases of a run, filling ``got``) run so that, however it ends (an error, a
+    timeout, Ctrl-C, SIGTERM, a bug), the result is assembled from what it gathered and result.json
+    and harness.log are written. Every front end's runs end here (run, watch, the matrix)."""
     started, t0 = datetime.now(timezone.utc).isoformat(), time.monotonic()
     phases: list[Phase] = []
     got = Gathered()
@@ -166,7 +177,7 @@ def _run(req: RunRequest, sink: Sink, out_dir: Path) -> RunResult:
     with procs.SignalGuard(), open(out_dir / "harness.log", "w") as log:
         events = fanout(sink, Printer(log, verbose=True, console=False))
         try:
-            _pipeline(req, events, phases, got, out_dir)
+            body(events, phases, got)
         except HarnessError as e:
             failure = (e.verdict, str(e))
         except contract.ContractError as e:
@@ -189,34 +200,50 @@ def _pipeline(req: RunRequest, sink: Sink, phases: list[Phase], got: Gathered, o
     got.kernel = resolve(s, req, sink, phases)
     r = root(s, got.kernel, req, sink, phases)
     with tempfile.TemporaryDirectory(prefix="kmod-harness-run-") as tmp:
-        run_dir = Path(tmp)
-        got.built = build(s, r, run_dir, req, sink, phases)
-        if got.built is not None:
-            write_atomic(out_dir / "build.log", got.built.log)
-            if not got.built.ok:
-                return
-        plan = guest_plan(s, r, got.built, req)
-        cfg = vm_config(s, r, run_dir, req, sink)
-        got.kernel_params = vng.appended(cfg)
-        greq = GuestRequest(s.vng, cfg, plan, out_dir / "console.log", req.timeouts.guest, req.timeouts.shutdown)
-        try:
-            got.guest = boot_and_run(greq, transport.transport(req.transport, s.cache), sink, phases)
-        finally:
-            keep_channel(out_dir, got.guest)
-        console = (out_dir / "console.log").read_text(errors="replace")
-        got.judgement = judge_run(s, plan, got.guest, console)
-        if got.guest.interrupted:  # what the guest sent is kept and judged; the verdict is the interrupt's
-            raise Interrupted(got.guest.interrupted)
-        keep_modules(run_dir / "build", got.built, out_dir)
-        if got.judgement.splats:
-            got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
-                                          got.built.kos if got.built else None, console)
-        if any(st.kind == contract.COVERAGE for st in plan.steps):
-            got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
-                                           exclude=[f"{m}.c" for m in s.project.kunit.modules])
-            sink(Note("    " + report.coverage_line(got.coverage)))
+        if not built_ok(s, r, Path(tmp), out_dir, req, sink, phases, got):
+            return
+        tr = transport.transport(req.transport, s.cache)
+        greq = execute(s, r, Path(tmp), out_dir, req, tr, sink, phases, got)
         if req.record_trail:
-            got.note = _record_trail(s, greq, transport.transport(req.transport, s.cache), got, sink, phases)
+            got.note = _record_trail(s, greq, tr, got, sink, phases)
+
+
+def built_ok(s: Setup, r: Root, run_dir: Path, out_dir: Path, req: RunRequest, sink: Sink, phases: list[Phase],
+             got: Gathered) -> bool:
+    """The build phase into ``run_dir``, its log kept; whether there is a module to run."""
+    got.built = build(s, r, run_dir, req, sink, phases)
+    if got.built is not None:
+        write_atomic(out_dir / "build.log", got.built.log)
+        return got.built.ok
+    return True
+
+
+def execute(s: Setup, r: Root, run_dir: Path, out_dir: Path, req: RunRequest, source: Transport, sink: Sink,
+            phases: list[Phase], got: Gathered) -> GuestRequest:
+    """The one way a built module is run and judged, whoever provides the guest (``source``: a fresh
+    boot through a transport, or a spare booted ahead, ``spares.SpareSource``): the plan, the vm
+    phase, the channel kept, the judgement, the modules kept, splats symbolized, coverage."""
+    plan = guest_plan(s, r, got.built, req)
+    cfg = vm_config(s, r, run_dir, req, sink)
+    got.kernel_params = vng.appended(cfg)
+    greq = GuestRequest(s.vng, cfg, plan, out_dir / "console.log", req.timeouts.guest, req.timeouts.shutdown)
+    try:
+        got.guest = boot_and_run(greq, source, sink, phases)
+    finally:
+        keep_channel(out_dir, got.guest)
+    console = (out_dir / "console.log").read_text(errors="replace")
+    got.judgement = judge_run(s, plan, got.guest, console)
+    if got.guest.interrupted:  # what the guest sent is kept and judged; the verdict is the interrupt's
+        raise Interrupted(got.guest.interrupted)
+    keep_modules(run_dir / "build", got.built, out_dir)
+    if got.judgement.splats:
+        got.traces = symbolize_splats(s, r, got.judgement, run_dir / "build",
+                                      got.built.kos if got.built else None, console)
+    if any(st.kind == contract.COVERAGE for st in plan.steps):
+        got.coverage = coverage.report(run_dir, run_dir / "build", out_dir, r.kernel.compiler,
+                                       exclude=[f"{m}.c" for m in s.project.kunit.modules])
+        sink(Note("    " + report.coverage_line(got.coverage)))
+    return greq
 
 
 def keep_channel(out_dir: Path, g: Optional[GuestRun]) -> None:

@@ -13,225 +13,18 @@ sources win.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import threading
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness import procs, resources
-from harness.errors import HarnessError, InfraError
 from harness.events import Note, Sink
-from harness.guest import ssh, vng
-from harness.guest.contract import Plan
-from harness.guest.transport import (
-    RUNNER_COMMAND,
-    RUNNER_WAIT_COMMAND,
-    GuestRequest,
-    GuestRun,
-    Listener,
-    LiveGuest,
-    SshTransport,
-    write_plan,
-)
-from harness.kernel import modbuild
 from harness.kernel.sources import BUILD_PRODUCT_RE
-from harness.locks import write_atomic
-from harness.model import Phase, RunResult, Verdict
-from harness.phases import Prepared, RunRequest, build_request, guest_plan, judge_run, vm_config
-from harness.run import Gathered, assemble, keep_channel, keep_modules, prepare_results, results_id
-from harness.verdict import judge, report, splat
-
-
-class _Router:
-    """Where a spare's output goes: the boot's listener, then the run's."""
-
-    def __init__(self, target: procs.LineSink):
-        self.target = target
-
-    def __call__(self, stream: str, line: str) -> None:
-        self.target(stream, line)
-
-
-@dataclass
-class Spare:
-    """A guest booted ahead, never used: its SSH link, its run directory, its console so far."""
-
-    live: LiveGuest
-    stack: ExitStack
-    run_dir: Path
-    console: procs.CappedLog
-    console_path: Path
-    router: _Router
-    booted_at: float = field(default_factory=time.monotonic)
-    # The guest runner, started once the spare passed its checks: Python's start and imports,
-    # seconds under emulation, are over before an edit comes.
-    runner: Optional[ssh.Started] = None
-
-    @property
-    def age(self) -> float:
-        return time.monotonic() - self.booted_at
-
-    def close(self) -> None:
-        """Power the guest off (a spare never used) and end its processes."""
-        self.stack.close()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def discard(self) -> None:
-        """End a used spare's VM at once: its kernel is thrown away, so there is nothing to shut down."""
-        self.live.discard = True
-        self.close()
-
-
-class SparePool:
-    """One spare at a time, booting in the background; checked before it is handed out.
-
-    The pool never boots while a spare runs the steps: under emulation a boot takes the
-    host's cores from the guest that is working. Its owner calls ``refill`` once a verdict
-    is out; ``take`` boots one itself only when none is ready or on its way. Used spares
-    are ended on a thread of their own, so that the verdict does not wait for a VM to go.
-    """
-
-    def __init__(self, prep: Prepared, req: RunRequest, sink: Sink, max_age: float = 600):
-        self.prep, self.req, self.sink, self.max_age = prep, req, sink, max_age
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._spare: Optional[Spare] = None
-        self._error: Optional[BaseException] = None
-        self._booting = False
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-
-    def refill(self) -> None:
-        """Boot a spare in the background, unless one is ready, booting, or failed to boot."""
-        with self._lock:
-            if self._closed or self._booting or self._spare is not None or self._error is not None:
-                return
-            self._booting = True
-            self._ready.clear()
-        self._spawn(self._boot)
-
-    def _spawn(self, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, daemon=True)
-        self._threads = [x for x in self._threads if x.is_alive()] + [t]
-        t.start()
-
-    def _boot(self) -> None:
-        try:
-            spare = boot_spare(self.prep, self.req, self.sink)
-            problem = honest(spare, self.prep)
-            if problem:
-                spare.close()
-                raise InfraError(f"a spare guest was refused: {problem}")
-            spare.runner = spare.live.ssh.start(RUNNER_WAIT_COMMAND)
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self._spare = spare
-            if closed:  # the pool closed while it booted
-                spare.close()
-                return
-            self.sink(Note(f"spare guest ready (booted in {spare.live.boot_seconds:.1f}s)"))
-        except BaseException as e:  # reported to whoever takes the spare
-            with self._lock:
-                self._error = e
-        finally:
-            with self._lock:
-                self._booting = False
-            self._ready.set()
-
-    def take(self, timeout: float) -> Spare:
-        """The spare, once booted and checked: still alive, and not older than max_age (else a
-        fresh one is booted). The next spare is not booted here: see ``refill``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.refill()
-            if not self._ready.wait(max(0.0, deadline - time.monotonic())):
-                raise InfraError(f"no spare guest booted within {timeout:.0f}s")
-            with self._lock:
-                spare, error, self._spare, self._error = self._spare, self._error, None, None
-            if spare is None:
-                raise error if isinstance(error, HarnessError) else InfraError(f"booting a spare guest failed: {error}")
-            if spare.age > self.max_age:
-                self.sink(Note(f"the spare is {spare.age:.0f}s old (over {self.max_age:.0f}s): booting a fresh one"))
-            elif not spare.live.alive():
-                self.sink(Note("the spare guest died while it waited: booting another"))
-            else:
-                return spare
-            self.discard(spare)
-
-    def discard(self, spare: Spare) -> None:
-        """End a spare on a thread of its own (``close`` waits for it)."""
-        self._spawn(spare.discard)
-
-    def close(self) -> None:
-        """End the spare that is ready, and wait for every boot and discard under way: no VM outlives this."""
-        with self._lock:
-            self._closed = True
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.close()
-        for t in list(self._threads):
-            t.join()
-
-
-def boot_spare(prep: Prepared, req: RunRequest, sink: Sink) -> Spare:
-    """A guest with sshd and an empty run directory (the module goes there when it is used)."""
-    run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-spare-"))
-    stack = ExitStack()
-    try:
-        resources.install_guest_files(run_dir)
-        (run_dir / "build").mkdir()
-        console_path = run_dir / "console.log"
-        console = stack.enter_context(vng.console_log(console_path))
-        router = _Router(Listener(sink, console, "").on_line)
-        greq = GuestRequest(prep.setup.vng, vm_config(prep.setup, prep.root, run_dir, req, sink),
-                            Plan(steps=(), run_id=""), console_path, req.timeouts.guest, req.timeouts.shutdown)
-        live = stack.enter_context(SshTransport(prep.setup.cache).boot(greq, sink, console, on_line=router))
-        return Spare(live, stack, run_dir, console, console_path, router)
-    except BaseException:
-        stack.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def honest(spare: Spare, prep: Prepared) -> Optional[str]:
-    """Why a spare cannot be used, or None: it must be alive, have loaded nothing of the project's,
-    and have a kernel that did not switch its checks off while booting."""
-    r = spare.live.ssh.run("cat /proc/modules; dd if=/dev/kmsg iflag=nonblock bs=16384 status=none", timeout=60)
-    if not spare.live.alive():
-        return "it died"
-    loaded = {line.split()[0] for line in r.stdout.splitlines() if line and not line[0].isdigit() and " " in line}
-    mine = loaded & {m.module for m in prep.setup.project.modules}
-    if mine:
-        return f"it has loaded {sorted(mine)} already"
-    records = list(judge.kmsg.parse_records(ln + "\n" for ln in r.stdout.splitlines() if ln[:1].isdigit()))
-    lost = judge.checks_lost(records, splat.find(prep.setup.rules, records), prep.setup.rules)
-    return f"its kernel reported a bug while booting, and {lost}" if lost else None
-
-
-def run_on_spare(spare: Spare, prep: Prepared, plan: Plan, build: Path, sink: Sink, timeout: float) -> GuestRun:
-    """The plan on the spare: the module copied into its run directory, then the runner (waiting
-    since the spare was checked) told to go."""
-    shutil.copytree(build, spare.run_dir / "build", dirs_exist_ok=True)
-    write_plan(spare.run_dir, plan)
-    listen = Listener(sink, spare.console, plan.run_id)
-    listen.marks["start"] = spare.booted_at  # the boot happened before: its time is the spare's age
-    spare.router.target = listen.on_line
-    exit_status, timed_out = None, False
-    try:
-        if spare.runner is not None:
-            res = spare.runner.finish(timeout, listen.channel, stdin=b"go\n")
-        else:
-            res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
-        exit_status = res.status
-    except HarnessError as e:
-        timed_out = e.verdict is Verdict.TIMEOUT
-    return listen.result("ssh (spare)", spare.live.bg.argv, spare.run_dir, timeout, exit_status, timed_out)
+from harness.model import Phase, RunResult
+from harness.phases import Prepared, RunRequest
+from harness.run import Gathered, built_ok, execute, prepare_results, reported, results_id, results_lock, writable_dir
+from harness.spares import SparePool, SpareSource
 
 
 @dataclass
@@ -269,40 +62,30 @@ class Watcher:
         return out
 
     def once(self, spare_timeout: float = 900) -> RunResult:
-        """Build the sources as they are now and run them on the spare."""
-        t0 = time.monotonic()
-        started = datetime.now(timezone.utc).isoformat()
-        s, got, phases = self.prep.setup, Gathered(setup=self.prep.setup, kernel=self.prep.root.kernel), []
+        """Build the sources as they are now and run them on the spare: the same pipeline as
+        ``harness run`` (``run.execute``: judgement, symbolized traces, coverage, the result
+        written however it ends), with a spare for a guest instead of a fresh boot."""
+        assert self.pool is not None
         out_dir = self.req.results / results_id(self.req.kernel)
-        prepare_results(out_dir)
+        writable_dir(out_dir)
+        with results_lock(out_dir):
+            prepare_results(out_dir)
+            return reported(self.req, self.sink, out_dir,
+                            lambda sink, phases, got: self._body(sink, phases, got, out_dir, spare_timeout))
+
+    def _body(self, sink: Sink, phases: list[Phase], got: Gathered, out_dir: Path, spare_timeout: float) -> None:
+        assert self.pool is not None
+        s, r = self.prep.setup, self.prep.root
+        got.setup, got.kernel = s, r.kernel
         with tempfile.TemporaryDirectory(prefix="kmod-harness-watch-") as tmp:
-            build = Path(tmp) / "build"
-            breq = build_request(s, self.prep.root, self.req)
-            modbuild.prepare_source(breq, build)
-            t_build = time.monotonic()
-            got.built = modbuild.build_cached(breq, build, s.cache, self.sink)
-            phases.append(Phase("build", round(time.monotonic() - t_build, 3), got.built.ok))
-            write_atomic(out_dir / "build.log", got.built.log)
-            if got.built.ok:
-                assert self.pool is not None
-                t_vm = time.monotonic()
-                spare = self.pool.take(spare_timeout)
-                age = spare.age
-                try:
-                    plan = guest_plan(s, self.prep.root, got.built, self.req)
-                    got.guest = run_on_spare(spare, self.prep, plan, build, self.sink, self.req.timeouts.guest)
-                finally:
-                    spare.console.flush()
-                    shutil.copy(spare.console_path, out_dir / "console.log")
-                    self.pool.discard(spare)
-                keep_channel(out_dir, got.guest)
-                phases.append(Phase("vm", round(time.monotonic() - t_vm, 3), got.guest.report is not None))
-                got.judgement = judge_run(s, plan, got.guest, (out_dir / "console.log").read_text(errors="replace"))
-                keep_modules(build, got.built, out_dir)
-                got.note = f"ran on a spare guest that had been up for {age:.0f}s"
-        result = assemble(self.req, got, phases, None, started, time.monotonic() - t0, out_dir)
-        write_atomic(out_dir / "result.json", report.result_json(result))
-        return result
+            if not built_ok(s, r, Path(tmp), out_dir, self.req, sink, phases, got):
+                return
+            source = SpareSource(self.pool, self.prep, spare_timeout)
+            try:
+                execute(s, r, Path(tmp), out_dir, self.req, source, sink, phases, got)
+            finally:
+                if source.age is not None:
+                    got.note = f"ran on a spare guest that had been up for {source.age:.0f}s"
 
     def loop(self, runs: Optional[int] = None, now: bool = False, poll: float = 0.1) -> int:
         """Run on every change until interrupted (or ``runs`` verdicts); returns the last exit code.

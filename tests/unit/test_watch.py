@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import watch
+from harness import spares, watch
 from harness.errors import InfraError
 from harness.guest.transport import RUNNER_WAIT_COMMAND
 from harness.phases import RunRequest
@@ -68,9 +68,9 @@ def pool(monkeypatch):
         booted.append(FakeSpare(len(booted)))
         return booted[-1]
 
-    monkeypatch.setattr(watch, "boot_spare", boot)
-    monkeypatch.setattr(watch, "honest", lambda spare, prep: None)
-    p = watch.SparePool(SimpleNamespace(), RunRequest(), lambda e: None, max_age=600)  # type: ignore[arg-type]
+    monkeypatch.setattr(spares, "boot_spare", boot)
+    monkeypatch.setattr(spares, "honest", lambda spare, prep: None)
+    p = spares.SparePool(SimpleNamespace(), RunRequest(), lambda e: None, max_age=600)  # type: ignore[arg-type]
     p.booted = booted
     return p
 
@@ -126,7 +126,7 @@ def test_close_waits_for_used_spares_to_end(pool):
 
 
 def test_a_spare_refused_as_dishonest_is_an_infra_error(pool, monkeypatch):
-    monkeypatch.setattr(watch, "honest", lambda spare, prep: "it has loaded ['m'] already")
+    monkeypatch.setattr(spares, "honest", lambda spare, prep: "it has loaded ['m'] already")
     pool.refill()
     with pytest.raises(InfraError, match="a spare guest was refused: it has loaded"):
         pool.take(10)

@@ -1,4 +1,5 @@
-"""Checks only a debug kernel can make: debian-src:trixie+kasan (KASAN, kmemleak, lockdep, UBSAN).
+"""Checks only a debug kernel can make: debian-src:trixie+debug (KASAN, kmemleak, lockdep, UBSAN; the same
+kernel serves fault injection and fuzzing, vm/configs/debug.config).
 
 The kernel is built from trixie's linux-source once (~15-25 min on 2 cores) and
 cached. These tests run when it is cached, or always with HARNESS_SANITIZERS=1
@@ -18,7 +19,7 @@ from conftest import REPO, built_kernel_or_skip
 
 pytestmark = [pytest.mark.vm, pytest.mark.sanitizer]
 
-SPEC = "debian-src:trixie+kasan"
+SPEC = "debian-src:trixie+debug"
 FIXTURES = REPO / "tests" / "fixtures"
 
 
