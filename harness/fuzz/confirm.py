@@ -141,6 +141,7 @@ class Confirmer:
     def __init__(self, prep: FuzzPrep, freq: FuzzRequest, out_dir: Path, sink: Sink, phases: list[Phase]):
         self.prep, self.freq, self.out_dir, self.sink, self.phases = prep, freq, out_dir, sink, phases
         self.runs = 0
+        self.boot_estimate = 120.0  # seconds to boot and load the module: the fuzz guests' own, once measured
         self.first_run = 0  # the current finding's first run
         self.seen: list[Crash] = []  # the current finding's crashes, in the order they came
 
@@ -149,7 +150,8 @@ class Confirmer:
         self.runs += 1
         results = self.out_dir / f"run-{self.runs}"
         with throwaway_project(self.prep, cases, what) as (toml, names):
-            guest = max(self.freq.run.timeouts.guest, 300 + (repro.STEP_TIMEOUT + 10) * len(cases))
+            # A guest the crash wedged (an Oops storm) runs to this limit: what a boot took, thrice, and the steps.
+            guest = max(300.0, 3 * self.boot_estimate + 120 + (repro.STEP_TIMEOUT + 10) * len(cases))
             req = replace(self.freq.run, project=toml, results=results, record_trail=True,
                           console_level=7, timeouts=replace(self.freq.run.timeouts, guest=guest))
             # Each run keeps its progress in its own harness.log; here, a phase per run.

@@ -116,6 +116,7 @@ def _fuzz(fr: FuzzRun, sink: Sink, run_dir: Path, clock: Any) -> None:
         if freq.max_findings and sum(f.confirmed for f in fr.findings) >= freq.max_findings:
             break
         g = guests.fuzz()
+        confirmer.boot_estimate = guests.boot_estimate
         if g.ended_alone() or not g.recent:
             break
         _finding(fr, confirmer, g.suspects, clock, sink)
@@ -194,6 +195,9 @@ def _why(g: Guest, end: boot.GuestEnd) -> str:
 
 
 def _ended(end: boot.GuestEnd) -> str:
+    if end.wedged:
+        return (f"its console showed {end.wedged[:120]!r} and it said nothing for {boot.WEDGE_GRACE:.0f}s: "
+                "the harness ended it")
     return "the harness ended it at its time limit" if end.timed_out else f"virtme-ng exited {end.exit_status}"
 
 
