@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from harness.events import Note, Sink, discard, phase
-from harness.fuzz import boot, minimize, repro
+from harness.fuzz import boot, lines, minimize, repro
 from harness.fuzz.prepare import FuzzPrep, with_debug_info
 from harness.fuzz.request import FuzzRequest
 from harness.locks import write_atomic
@@ -190,7 +190,7 @@ class Confirmer:
         if same is None:
             case, crash = self.minimize(case, crash)
         # What the finding says comes from the crash whose trace showed the module best.
-        best = next((c for c in self.seen if c.splat.get("source")), None) or \
+        best = next((c for c in self.seen if source_of(self.prep, c.splat)), None) or \
             next((c for c in self.seen if c.function), crash)
         name = finding_name(self.prep, best, case)
         about = [f"consequence: {best.text}", f"kernel: {kernel}",
@@ -234,10 +234,29 @@ def finding_name(prep: FuzzPrep, crash: Crash, case: Case) -> str:
 def describe(prep: FuzzPrep, crash: Crash) -> dict[str, Any]:
     """The finding's consequence and where in the module, from the decoded splat."""
     sp = crash.splat
-    src = sp.get("source")
+    src = source_of(prep, sp)
     where = f"{src['file']}:{src['line']}" if src else None
     return {"consequence": crash.text, "rule": crash.rule, "where": where,
             "trace": list(sp.get("module_frames") or []), "source": src}
+
+
+def source_of(prep: FuzzPrep, sp: dict[str, Any], context: int = 3) -> Optional[dict[str, Any]]:
+    """The source lines of the splat's first reliable frame in the module: the run's own excerpt, else
+    from the frame's file named relative to the module's source. (A .ko the build cache reused names
+    the directory of the run that built it, which the run's symbolizer does not know as a build's.)"""
+    if sp.get("source"):
+        return dict(sp["source"])
+    mods = {m.module for m in prep.project.modules}
+    own = lines.own_files(prep.project.source)
+    for f in sp.get("trace") or []:
+        if f.get("module") in mods and f.get("reliable", True) and f.get("file") and f.get("line"):
+            rel = lines.relative(str(f["file"]), own)
+            if rel in own:
+                text = (prep.project.source / rel).read_text(errors="replace").splitlines()
+                line = int(f["line"])
+                first = max(1, line - context)
+                return {"file": rel, "line": line, "first": first, "lines": text[first - 1:line + context]}
+    return None
 
 
 def write_repro(prep: FuzzPrep, name: str, case: Case, about: list[str]) -> str:

@@ -12,6 +12,7 @@ apart from the module's own files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from harness.fuzz.elfko import KoInfo
@@ -31,6 +32,11 @@ class LineMap:
 
     def total(self) -> set[Line]:
         return set(self.lines.values())
+
+
+def own_files(source: Path) -> set[str]:
+    """The module's own files, relative to its source directory."""
+    return {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
 
 
 def relative(path: str, own_files: set[str]) -> str:

@@ -45,8 +45,8 @@ def line_map(fr: "FuzzRun") -> Optional[lines.LineMap]:
     if prep is None or not fr.freq.coverage or not prep.ko_info.instrumented:
         return None
     build = prep.run_dir / "build"
-    own = {str(p.relative_to(prep.project.source)) for p in prep.project.source.rglob("*") if p.is_file()}
-    return lines.line_map(Binutils.for_root(prep.root, build), prep.ko, prep.ko_info, own)
+    return lines.line_map(Binutils.for_root(prep.root, build), prep.ko, prep.ko_info,
+                          lines.own_files(prep.project.source))
 
 
 def fuzz_json(fr: "FuzzRun", lm: Optional[lines.LineMap]) -> dict[str, Any]:

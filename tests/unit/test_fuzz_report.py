@@ -108,3 +108,20 @@ def test_fuzz_json_and_the_page_say_the_same():
     lines_ = report.finding_lines(confirm.Finding(**{k: v for k, v in f.items()
                                                      if k in confirm.Finding.__dataclass_fields__}))
     assert lines_[0] == f"  finding {f['name']}:" and any("add it as a step" in ln for ln in lines_)
+
+
+def test_where_a_reused_build_names_another_runs_directory_the_line_comes_from_the_project():
+    """The confirmation's .ko came from the build cache (built in another run's directory): the run
+    found no source excerpt, the finding still names fuzz_targets.c:60 and shows its lines."""
+    res = json.loads((DATA / "fuzz_magic" / "confirm-result.json").read_text())
+    (sp,) = res["splats"]
+    assert sp.get("source") is None and "/tmp/kmod-harness-run-" in sp["trace"][2]["file"]
+
+    class Prep:
+        project = load_project(REPO / "tests/fixtures/fuzz_targets/harness.toml")
+
+    src = confirm.source_of(Prep(), sp)
+    assert src is not None and (src["file"], src["line"], src["first"]) == ("fuzz_targets.c", 60, 57)
+    assert "table[p[4]]++" in src["lines"][60 - 57]
+    assert confirm.source_of(Prep(), dict(sp, trace=[f for f in sp["trace"] if f["module"] is None])) is None
+
