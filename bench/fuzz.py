@@ -5,12 +5,16 @@
             blog_fuzz.toml: `[[fuzz.netlink]] protocol = 30` alone), each from an empty corpus,
             stopping at the first confirmed finding: seconds to the crash (the fuzz guest died),
             seconds to the finding confirmed and minimized (repro written), executions
+  magic     tests/fixtures/fuzz_targets (a bug behind a 4-byte magic compared byte by byte), --runs times
+            with kcov's feedback and --runs times without, alternated, each for --magic-duration seconds
+            from an empty corpus, stopping at the first confirmed finding: found or not, when, executions
   rate      the fixed module (this repository's harness.toml) fuzzed for --rate-duration seconds,
             a fork per input (the default) against --per-child inputs per forked child, one after
             the other in the same session: executions per second in the guests' fuzzing loops
 
     python3 bench/fuzz.py [--runs 3] [--kernel debian-src:trixie+debug] [--rate-duration 300]
-                          [--per-child 100] [--skip-find] [--skip-rate] [--json FILE] [--markdown FILE]
+                          [--magic-duration 600] [--per-child 100] [--only find,magic,rate]
+                          [--json FILE] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -58,6 +62,25 @@ def find_runs(n: int, kernel: str, work: Path) -> list[dict[str, Any]]:
     return out
 
 
+def magic_runs(n: int, kernel: str, seconds: float, work: Path) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        for feedback in (True, False):
+            tag = f"magic-{'on' if feedback else 'off'}-{i}"
+            project = work / tag / "fuzz_targets"
+            shutil.copytree(REPO / "tests/fixtures/fuzz_targets", project)
+            code, d, wall = fuzz(["--kernel", kernel, "--project", str(project / "harness.toml"), "--corpus",
+                                  str(work / tag / "corpus"), "--duration", str(seconds), "--max-findings", "1",
+                                  "--minimize-rounds", "0", "--seed", str(i + 1)]
+                                 + ([] if feedback else ["--no-coverage"]), work / tag / "results", work / f"{tag}.log")
+            row = {"run": i + 1, "feedback": feedback, "exit": code, "found_at": d.get("first_finding_at"),
+                   "execs": d.get("execs"), "fuzz_seconds": d.get("fuzz_seconds"),
+                   "pcs": (d.get("coverage") or {}).get("pcs"), "wall": round(wall, 1)}
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
 def rate_runs(kernel: str, seconds: float, per_child: int, work: Path) -> list[dict[str, Any]]:
     out = []
     for n in (1, per_child):
@@ -72,7 +95,26 @@ def rate_runs(kernel: str, seconds: float, per_child: int, work: Path) -> list[d
     return out
 
 
-def markdown(find: list[dict[str, Any]], rate: list[dict[str, Any]], kernel: str) -> str:
+def _secs(t: Any) -> str:
+    return "-" if t is None else f"{t:.0f}"
+
+
+def magic_markdown(magic: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "| run | kcov feedback | exit | found at (s) | executions | seconds fuzzing | module PCs |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['run']} | {'on' if r['feedback'] else 'off'} | {r['exit']} | "
+              f"{_secs(r['found_at'])} | {r['execs']} | "
+              f"{r['fuzz_seconds'] or 0:.0f} | {r['pcs']} |" for r in magic]
+    for feedback in (True, False):
+        rows = [r for r in magic if r["feedback"] is feedback]
+        found = [r["found_at"] for r in rows if r["found_at"] is not None]
+        lines += ["", f"feedback {'on' if feedback else 'off'}: found in {len(found)} of {len(rows)} runs"
+                  + (f", median {statistics.median(found):.0f} s" if found else "")]
+    return lines
+
+
+def markdown(find: list[dict[str, Any]], magic: list[dict[str, Any]], rate: list[dict[str, Any]],
+             kernel: str) -> str:
     lines = [f"`harness fuzz` on `{kernel}`, TCG, 1 vCPU ({platform.node()}, {time.strftime('%Y-%m-%d')})", ""]
     if find:
         lines += ["| run | exit | crash found at (s) | confirmed and minimized at (s) | executions | input (bytes) |",
@@ -84,6 +126,8 @@ def markdown(find: list[dict[str, Any]], rate: list[dict[str, Any]], kernel: str
         if found:
             lines += ["", f"median: found at {statistics.median(found):.0f} s, confirmed and minimized at "
                       f"{statistics.median(confirmed):.0f} s ({len(found)} of {len(find)} runs found it)"]
+    if magic:
+        lines += magic_markdown(magic)
     if rate:
         base = rate[0]["execs_per_second"] or 0
         lines += ["", "| inputs per forked child | executions | seconds fuzzing | per second | against a fork each |",
@@ -99,19 +143,21 @@ def main() -> int:
     p.add_argument("--kernel", default="debian-src:trixie+debug")
     p.add_argument("--rate-duration", type=float, default=300)
     p.add_argument("--per-child", type=int, default=100)
-    p.add_argument("--skip-find", action="store_true")
-    p.add_argument("--skip-rate", action="store_true")
+    p.add_argument("--magic-duration", type=float, default=600)
+    p.add_argument("--only", default="find,magic,rate", help="which measurements, comma-separated")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp:
         work = Path(tmp)
-        find = [] if args.skip_find else find_runs(args.runs, args.kernel, work)
-        rate = [] if args.skip_rate else rate_runs(args.kernel, args.rate_duration, args.per_child, work)
-    text = markdown(find, rate, args.kernel)
+        only = set(args.only.split(","))
+        find = find_runs(args.runs, args.kernel, work) if "find" in only else []
+        magic = magic_runs(args.runs, args.kernel, args.magic_duration, work) if "magic" in only else []
+        rate = rate_runs(args.kernel, args.rate_duration, args.per_child, work) if "rate" in only else []
+    text = markdown(find, magic, rate, args.kernel)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"find": find, "rate": rate}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"find": find, "magic": magic, "rate": rate}, indent=1) + "\n")
     if args.markdown:
         args.markdown.write_text(text)
     return 0
