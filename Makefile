@@ -20,7 +20,7 @@ endif
 # ~20 min; another architecture's root made through qemu-user, 10-25 min) and to boot (a KASAN guest
 # runs its steps 5-10x slower; an arm64 one 3x): each kind has its own target, so that `make test`
 # stays under 30 minutes. `make test-all` and .ci/run run every one of them.
-SLOW_KINDS := sanitizer or kunit or arches
+SLOW_KINDS := sanitizer or kunit or arches or debug_kernel or fuzz
 
 # Building modules against a kernel tree (local:PATH) and kernels from source
 # (debian-src:SUITE+FLAVOUR) with the host's compiler.
@@ -41,7 +41,7 @@ KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup binfmt host-packages run test test-all test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id \
-	lint clean help test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
+	lint clean help test-debug test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
 	bench bench-ssh bench-roundtrip bench-stress bench-watch bench-arches mutation
 
 help:
@@ -120,6 +120,11 @@ test-arches: setup binfmt
 # The same tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
 test-arches-cached: setup binfmt
 	$(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
+
+# harness faults and harness fuzz on the debug kernel (markers debug_kernel, fuzz): 20-40 minutes under TCG,
+# so not in `make test` nor .ci/run yet; the kernel is the sanitizer tests' own (built once).
+test-debug: sanitizer-kernel
+	HARNESS_DEBUG_KERNEL=1 HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m "debug_kernel or fuzz" --durations=10 $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
 	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)

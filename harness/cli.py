@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Sequence
 from harness import __version__, arches, fanout_cli, faults_cli, procs, resources
 from harness.errors import HarnessError, UsageError
 from harness.events import Printer
+from harness.fuzz import cli as fuzz_cli
 from harness.kernel import spec
 from harness.model import EXIT_CODES, Timeouts, Verdict
 
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     manage.add_parser(sub, add_kernel_opts)
     fanout_cli.add_report_parser(sub, help_end)
     faults_cli.add_parser(sub, help_end, add_kernel_opts, add_guest_opts, _positive)
+    fuzz_cli.add_parser(sub, help_end)
     return p
 
 
@@ -394,3 +396,4 @@ def _cmd_report(args: argparse.Namespace, printer: Printer, out: IO[str]) -> int
 
 _HANDLERS["report"] = _cmd_report
 _HANDLERS["faults"] = faults_cli.main  # harness faults: its options and handler in faults_cli.py
+_HANDLERS["fuzz"] = fuzz_cli.main  # harness fuzz: harness/fuzz/cli.py

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from harness import schema, tomlload, userfile
 from harness.errors import UsageError
+from harness.fuzzdecl import FuzzDecl
 from harness.model import BuildOptions
 from harness.verdict.compare import Expected
 from harness.verdict.trail import Allowance
@@ -70,6 +71,7 @@ class Project:
     files: tuple[Path, ...] = ()  # the project's own files (the description, the trail): not build input
     allow: tuple[Allowance, ...] = ()  # [[allow]]: intended kernel records (complaints), with why
     bound: Optional[Path] = None  # what the build may read: the git work tree, else the directory (``boundary``)
+    fuzz: Optional[FuzzDecl] = None  # [fuzz]: the interfaces `harness fuzz` sends inputs to (None: not declared)
 
     @property
     def module(self) -> str:
@@ -127,7 +129,7 @@ def from_document(doc: userfile.Document, directory: Path, file: Optional[Path] 
                    where=where, known_failures=tuple(_known(k, where) for k in m.known_failure),
                    kunit=KUnit(tuple(m.kunit.modules), m.kunit.timeout), packages=tuple(m.guest.packages),
                    files=tuple(p for p in (file, trail) if p is not None), bound=bound,
-                   allow=tuple(Allowance(re.compile(a.pattern), a.reason) for a in m.allow))
+                   allow=tuple(Allowance(re.compile(a.pattern), a.reason) for a in m.allow), fuzz=m.fuzz)
 
 
 def boundary(directory: Path) -> Path:

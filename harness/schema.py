@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.fuzzdecl import FuzzDecl
+
 MAX_STEP_SECONDS = 86400.0  # a day: a longer limit is a typo, and the guest's own limit (--timeout) cuts it anyway
 MAX_COUNT = 10000  # one expectation repeated; the whole trail is bounded by MAX_TRAIL_RECORDS
 MAX_TRAIL_RECORDS = 100000
@@ -176,6 +178,8 @@ class ProjectFile(Strict):
     allow: list["Allow"] = Field(default=[], description="kernel records that may appear without failing the run "
                                  "(a kernel complaint about the module that is intended), each with the reason; as "
                                  "a trail file's [[allow]], but kept when --record-trail rewrites the trail")
+    fuzz: Optional[FuzzDecl] = Field(default=None, description="the interfaces `harness fuzz` sends inputs to "
+                                     "(README: Fuzzing); without it, inferred from the module's sources")
 
     @model_validator(mode="after")
     def _names(self) -> "ProjectFile":

@@ -22,9 +22,9 @@ CASES = sorted(p.name for p in CORPUS.iterdir())
 GOOD_TRAIL = '[[expect]]\ntext = "m: loaded"\n'
 GOOD_PROJECT = '[module]\nname = "m"\nsource = "module"\ntrail = "trail.toml"\n'
 SUBCOMMANDS = {
-    "project": ("run", "watch", "shell", "matrix", "faults"),
-    "pyproject": ("run", "watch", "shell", "matrix", "faults"),
-    "trail": ("run", "watch", "matrix", "faults"),
+    "project": ("run", "watch", "shell", "matrix", "faults", "fuzz"),
+    "pyproject": ("run", "watch", "shell", "matrix", "faults", "fuzz"),
+    "trail": ("run", "watch", "matrix", "faults"),  # harness fuzz reads no trail
     "matrix": ("matrix", "kernels resolve"),
 }
 
@@ -66,7 +66,7 @@ def argv_for(sub: str, tmp: Path, project: Path, case: str) -> list[str]:
         return ["matrix", "--project", str(project), *files, *results]
     if sub == "kernels resolve":
         return ["kernels", "resolve", "--matrix-options", "--matrix-file", str(tmp / "kernels.toml")]
-    return [sub, "--project", str(project), *(results if sub in ("run", "watch", "faults") else [])]
+    return [sub, "--project", str(project), *(results if sub in ("run", "watch", "faults", "fuzz") else [])]
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -137,6 +137,11 @@ HOSTILE = [
     ({}, ["run", "--project", "PROJECT", "--results", "FILE"], "cannot write results to"),
     ({}, ["kernels", "resolve", "--kernel", "debian:bookworm", "--mirror", "http://a b/"], "is not a mirror URL"),
     ({}, ["matrix", "--project", "PROJECT", "--kernels", "debian:bookworm", "-j", "0"], "give at least 1"),
+    ({}, ["fuzz", "--project", "PROJECT", "--results", "RESULTS"],
+     "no [fuzz] declarations, and none could be inferred"),
+    ({}, ["fuzz", "--project", "PROJECT", "--results", "RESULTS", "--duration", "nan"], "give a number of seconds"),
+    ({}, ["fuzz", "--project", "PROJECT", "--results", "RESULTS", "--corpus", "FILE"], "is not a directory"),
+    ({}, ["fuzz", "--project", "PROJECT", "--results", "RESULTS", "--max-findings", "-1"], "give 0 or more"),
 ]
 
 

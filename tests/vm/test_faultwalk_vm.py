@@ -25,7 +25,7 @@ FAULTY = REPO / "tests" / "fixtures" / "faulty"
 
 @pytest.fixture(scope="module")
 def debug_kernel():
-    return built_kernel_or_skip(SPEC, "HARNESS_DEBUG_KERNEL", "test-faults")
+    return built_kernel_or_skip(SPEC, "HARNESS_DEBUG_KERNEL", "test-debug")
 
 
 # A debug guest boots in 1.5-5 minutes under TCG, and took over 20 on this machine when it was shared
