@@ -1,5 +1,6 @@
 """Splat rules: anchored, ordered, kernel records only; and no payload a module prints can forge one."""
 
+import re
 import string
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from harness.model import KmsgRecord
 from harness.verdict import splat
 
-from conftest import RULES
+from conftest import DATA, RULES
 
 # What the kernel prints, one example per rule (texts as the kernel's format strings give them;
 # tests/data/splat_* hold real recordings of each, see test_recorded_splats below).
@@ -55,6 +56,22 @@ def test_a_rule_scoped_to_the_module_counts_only_a_report_that_names_it():
     # the rules without a scope count whoever is in the trace
     assert [s.rule for s in splat.find(RULES, [record("BUG: kernel NULL pointer dereference, address: 0")], ())] \
         == ["bug"]
+
+
+def test_the_line_kasan_adds_to_a_general_protection_fault_is_part_of_that_oops():
+    """Recorded on the debug kernel (6.12, a fuzzed blog module): each general protection fault's
+    "Oops:" line is followed by kasan_non_canonical_hook()'s "KASAN: ... in range [...]". That line
+    is no KASAN report of its own (those start "BUG: KASAN:"); counted as one, a fault walk made two
+    findings of one NULL dereference."""
+    console = (DATA / "fuzz_blog_wedged" / "console.log").read_text(errors="replace")
+    hooks = [line for line in console.splitlines() if re.search(r"\] KASAN: [\w -]+ in range \[0x", line)]
+    assert hooks  # the recording holds such lines
+    found, _ = splat.find_in_console(RULES, console, None)
+    assert [s.rule for s in found if s.rule == "kasan"] == ["kasan"], found  # the one real report
+    assert found[0].text.startswith("BUG: KASAN: slab-out-of-bounds")
+    gpfs = [line for line in console.splitlines() if "Oops: general protection fault" in line]
+    assert sum(s.text.startswith("Oops: general protection fault") for s in found) == len(gpfs) > 1
+    assert rule_of(splat.console_text(hooks[0])) == []
 
 
 def test_every_rule_has_an_example():
