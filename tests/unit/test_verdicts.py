@@ -4,8 +4,12 @@ way the case needs."""
 
 import dataclasses
 import re
+import sys
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older hosts only
+    import tomli as tomllib
 
 from harness import contract
 from harness.contract import PlanStep

@@ -9,14 +9,19 @@ either, the tests are skipped, saying which was missing and what to set.
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from harness import cli
 
 from pinned import Pin, checkout
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older hosts only
+    import tomli as tomllib
 
 pytestmark = pytest.mark.vm
 
