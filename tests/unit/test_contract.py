@@ -4,6 +4,7 @@ import ast
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,13 @@ from harness import contract, resources
 from harness.contract import EventLog, GuestReport, Plan, PlanStep, StepReport
 
 from conftest import REPO
+
+
+def round_trip(kind: str, run: str, **data: Any) -> dict[str, Any]:
+    """An event as the host reads back the line the guest wrote (the test fails if it reads none)."""
+    event = contract.decode_event(contract.encode_event(kind, run, **data))
+    assert event is not None, (kind, run, data)
+    return event
 
 
 def test_a_plan_survives_the_trip_to_the_guest():
@@ -55,13 +63,15 @@ def test_events_are_one_line_each_and_only_ours_decode():
 
 def test_a_guest_that_died_mid_step_leaves_a_report_rebuilt_from_its_events():
     log = EventLog(run_id="r1")
-    for kind, data in [(contract.HELLO, {"version": 2}), (contract.KMSG, {"raw": "6,10,1,-;boot"}),
-                       (contract.MARKER, {"seq": 11}),
-                       (contract.STEP_START, {"name": "insmod"}),
-                       (contract.STEP_END, {"step": StepReport("insmod", ("insmod", "m.ko"), 0).to_dict()}),
-                       (contract.STEP_START, {"name": "client"}),
-                       (contract.KMSG, {"raw": "0,12,2,-;BUG: unable to handle page fault"})]:
-        log.feed(contract.decode_event(contract.encode_event(kind, "r1", **data)))
+    events: list[tuple[str, dict[str, Any]]] = [
+        (contract.HELLO, {"version": 2}), (contract.KMSG, {"raw": "6,10,1,-;boot"}),
+        (contract.MARKER, {"seq": 11}),
+        (contract.STEP_START, {"name": "insmod"}),
+        (contract.STEP_END, {"step": StepReport("insmod", ("insmod", "m.ko"), 0).to_dict()}),
+        (contract.STEP_START, {"name": "client"}),
+        (contract.KMSG, {"raw": "0,12,2,-;BUG: unable to handle page fault"})]
+    for kind, data in events:
+        log.feed(round_trip(kind, "r1", **data))
     rep = log.partial_report()
     assert not rep.complete and rep.marker_seq == 11 and log.running == "client"
     assert rep.kmsg == ("6,10,1,-;boot", "0,12,2,-;BUG: unable to handle page fault")
@@ -86,12 +96,12 @@ def test_events_without_the_runs_id_are_ignored():
     does not know the run's id: its events are dropped."""
     log = EventLog(run_id="secret")
     for run in ("", "guess", None):
-        event = contract.decode_event(contract.encode_event(contract.KMSG, run or "", raw="0,1,1,-;BUG: forged"))
+        event = round_trip(contract.KMSG, run or "", raw="0,1,1,-;BUG: forged")
         if run is None:
             event.pop("run")
         log.feed(event)
     assert log.records.items() == () and log.version is None
-    log.feed(contract.decode_event(contract.encode_event(contract.HELLO, "secret", version=2)))
+    log.feed(round_trip(contract.HELLO, "secret", version=2))
     assert log.version == 2
 
 

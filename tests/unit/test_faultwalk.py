@@ -81,7 +81,8 @@ def test_the_channel_folds_into_points_counts_and_leak_checks():
     assert log.checked == {(p, n) for p, n, _ in log.started}
     # fail-nth read back 0 where the fault was injected, more where the pass made fewer calls
     assert [log.results[("init", n)].injected for n in range(1, 8)] == [True] * 6 + [False]
-    assert log.results[("init", 7)].armed.remaining == 1
+    armed = log.results[("init", 7)].armed
+    assert armed is not None and armed.remaining == 1
 
 
 def test_events_of_another_run_are_not_folded():
@@ -110,8 +111,9 @@ def test_the_injection_names_the_call_the_module_made_and_the_allocation_that_fa
     log = guest_log("faults_faulty", 1)
     run = log.results[("init", 3)]
     inj = faultpoint.parse_injection(faultpoint.window(log.parsed(), run.seq_before, run.seq_after), "faulty")
-    assert inj.attr == "failslab"
-    assert inj.site.function == "faulty_init" and inj.site.module == "faulty" and inj.site.reliable
+    assert inj is not None and inj.attr == "failslab"
+    site = inj.site
+    assert site is not None and site.function == "faulty_init" and site.module == "faulty" and site.reliable
     assert inj.function == "kstrdup"  # not the "?" frames between it and the module's
     assert inj.allocator == "__kmalloc_node_track_caller_noprof"
 
@@ -136,7 +138,8 @@ def test_the_double_free_is_a_kasan_report_of_the_write_path():
     kasan = outcome(w, "write", 3).consequences[0]
     assert kasan.text.startswith("BUG: KASAN: double-free in faulty_write+")
     # it tainted the kernel: the walk went on on a fresh guest, from the next point
-    assert outcome(w, "write", 3).run.fresh.startswith("the kernel is tainted")
+    run = outcome(w, "write", 3).run
+    assert run is not None and run.fresh.startswith("the kernel is tainted")
     assert [o.guest for o in w.outcomes if o.phase == "write" and o.n >= 4] == [1, 1]
     assert all(s.complete for s in w.states) and w.redo == []
 
@@ -147,8 +150,11 @@ def test_a_leak_goes_to_the_point_whose_process_allocated_it():
     leaks, stray = faultleak.attribute_leaks(log.parsed(), runs, RULES, "faulty")
     assert list(leaks) == [("init", 3)] and stray == []
     (c, records), = leaks[("init", 3)]
+    assert c.seq is not None
     leak = faultleak.parse_leak(records, c.seq)
-    assert leak.comm == "insmod" and leak.pid == log.results[("init", 3)].armed.pid
+    armed = log.results[("init", 3)].armed
+    assert leak is not None and armed is not None
+    assert leak.comm == "insmod" and leak.pid == armed.pid
     # the module was gone when kmemleak printed: its frame is a bare address, in that load's .init.text
     assert len(leak.raw) == 1 and faultleak._in_load(leak.raw[0], log.results[("init", 3)])
 
@@ -169,7 +175,7 @@ def test_a_guest_that_died_in_a_point_is_that_points_finding_and_its_unchecked_p
     log = FaultLog(run_id=guest_log("faults_faulty", 1).run_id)
     for line in lines[:cut + 1]:
         log.feed_line(line)
-    assert log.unfinished[:2] == ("write", 3)
+    assert log.unfinished is not None and log.unfinished[:2] == ("write", 3)
     w = faultfold.Walk(states=[faultfold.PhaseState("init"), faultfold.PhaseState("write")])
     console = (DATA / "faults_faulty" / "guest-1.console.log").read_text()
     judged, fresh = faultfold.fold(how(), log, WalkEnd(255, "the guest's VM ended", console), w, 0, None, 500)
@@ -252,7 +258,8 @@ def test_faults_json_junit_and_the_page_say_the_same():
     root = ET.fromstring(faultfind.junit_xml("k", w.outcomes, decoded, 656.0))
     cases = root.findall(".//testcase")
     assert len(cases) == 14 and len(root.findall(".//failure")) == 2
-    assert root.find("testsuite").get("failures") == "2"
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("failures") == "2"
     page = faulthtml.page(doc, "k/")
     assert line_of("/* fault site: write double free */") in page and "double-free" in page
     assert "harness faults --step write --only 3" in page
@@ -277,7 +284,9 @@ def test_a_trace_names_files_as_people_read_them():
     dec = Decoder(symbolize.Binutils(None, DATA / "faults_faulty"), "faulty.ko", "faulty", SOURCE, tree=tree)
     w = walk_of("faults_faulty", 2)
     o = outcome(w, "init", 3)
-    lines = dec.point(o).traces[o.consequences[0].seq]["module_frames"][0].splitlines()
+    seq = o.consequences[0].seq
+    assert seq is not None
+    lines = dec.point(o).traces[seq]["module_frames"][0].splitlines()
     assert lines[0].endswith("[faulty] at include/linux/slab.h:894")
     assert lines[-1].strip() == "inlined from faulty_init at faulty.c:69"
 

@@ -49,7 +49,8 @@ def _line(kind: str, run: str = "r1", **data) -> str:
 
 
 def test_only_this_runs_fuzz_events_are_heard():
-    assert decode_line(_line(fuzzer.STATS, execs=1), "r1")["execs"] == 1
+    stats = decode_line(_line(fuzzer.STATS, execs=1), "r1")
+    assert stats is not None and stats["execs"] == 1
     assert decode_line(_line(fuzzer.STATS, run="other", execs=1), "r1") is None
     assert decode_line(_line(contract.KMSG, raw="x"), "r1") is None  # the runner's, not the fuzzer's
     assert decode_line("[   1.0] " + _line(fuzzer.HELLO)[:20], "r1") is None  # cut short

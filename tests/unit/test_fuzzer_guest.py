@@ -63,8 +63,11 @@ def test_the_loop_announces_every_input_before_it_runs_and_says_goodbye(tmp_path
     fz = fuzzer.Fuzzer(_plan(tmp_path, 1.5), out)
     fz.setup()
     fz.send(fuzzer.DONE, reason=fz.loop(), **fz.stats())
-    events = [decode_line(line, "r1") for line in out.getvalue().splitlines()]
-    assert all(e is not None for e in events)
+    events = []
+    for line in out.getvalue().splitlines():
+        event = decode_line(line, "r1")
+        assert event is not None, line
+        events.append(event)
     kinds = [e["event"] for e in events]
     assert kinds[0] == fuzzer.HELLO and kinds[-1] == fuzzer.DONE
     assert "coverage feedback off" in events[0]["kcov"]

@@ -18,9 +18,10 @@ def test_the_first_failing_run_of_the_current_streak_is_named():
     now = entry("e", 5, False, debian_bookworm="fail")
     h = history.cell("debian:bookworm", list(reversed(past)), now)  # order of the files does not matter
     assert [p.commit for p in h.points] == ["a", "b", "c", "d", "e"]
-    assert h.since.commit == "d" and not h.since_the_start
+    assert h.since is not None and h.since.commit == "d" and not h.since_the_start
     assert history.sentence(h) == "failing since 2026-12-04 (first failing: commit d; 5 runs in the history)"
-    assert history.baseline(past).commit == "c"
+    base = history.baseline(past)
+    assert base is not None and base.commit == "c"
 
 
 def test_a_cell_failing_since_the_oldest_run_kept_says_at_least():
@@ -33,7 +34,7 @@ def test_a_cell_failing_since_the_oldest_run_kept_says_at_least():
 def test_a_run_without_the_cell_ends_a_streak_and_shows_as_none():
     h = history.cell("debian:sid", [entry("a", 1, True, debian_sid="fail"), entry("b", 2, True)],
                      entry("c", 3, False, debian_sid="fail"))
-    assert [p.state for p in h.points] == ["fail", "-", "fail"] and h.since.commit == "c"
+    assert [p.state for p in h.points] == ["fail", "-", "fail"] and h.since is not None and h.since.commit == "c"
     assert 'class="hist none"' in history.html(h) and 'href="https://ci/a"' in history.html(h)
 
 

@@ -1,5 +1,6 @@
 """Verdicts from recorded real runs (tests/data/*, see its README)."""
 
+from typing import Optional
 
 import pytest
 
@@ -24,7 +25,7 @@ def verdict_of(report, expected, expect_rc=None, console="", **kw) -> judge_mod.
                            plan_of(report, expect_rc))
 
 
-def judge(name: str, expected: trail.Trail, guest=True, **kw) -> judge_mod.Judgement:
+def judge(name: str, expected: Optional[trail.Trail], guest=True, **kw) -> judge_mod.Judgement:
     console = (DATA / name / "console.log").read_text(errors="replace")
     return verdict_of(guest_report(name) if guest else None, expected, console=console, **kw)
 
@@ -32,7 +33,7 @@ def judge(name: str, expected: trail.Trail, guest=True, **kw) -> judge_mod.Judge
 def test_recorded_pass():
     j = judge("pass_bookworm", DEFAULT_TRAIL)
     assert j.verdict is Verdict.PASS, j.reason
-    assert len(j.trail.matched) == 5 and j.splats == ()
+    assert j.trail is not None and len(j.trail.matched) == 5 and j.splats == ()
 
 
 def test_warn_on_load_is_a_crash_with_the_warning_record():
@@ -52,7 +53,7 @@ def test_init_failure_is_a_fail_quoting_insmod():
 def test_forged_bug_in_a_payload_is_not_a_splat():
     j = judge("forged_bug", fixture_trail("forged_bug"))
     assert j.verdict is Verdict.PASS, j.reason
-    assert any("x\\x0aBUG: fake oops" in r.text for r in j.trail.matched)
+    assert j.trail is not None and any("x\\x0aBUG: fake oops" in r.text for r in j.trail.matched)
 
 
 def test_the_same_text_as_a_real_record_would_be_a_splat():
@@ -155,7 +156,7 @@ def test_what_a_boot_report_cost_is_named():
 def test_a_clean_boot_of_the_sanitizer_kernel_passes():
     j = judge("kasan_pass", DEFAULT_TRAIL)
     assert j.verdict is Verdict.PASS, j.reason
-    assert j.boot_splats == () and len(j.trail.matched) == 5
+    assert j.boot_splats == () and j.trail is not None and len(j.trail.matched) == 5
 
 
 def test_a_module_failure_outranks_a_blinded_boot():
@@ -238,7 +239,8 @@ def test_what_a_boot_report_cost_in_so_many_words():
         " further KASAN memory error")
     # a boot whose command line was not logged still counts as one without kasan_multi_shot
     no_cmdline = [r for r in before if not r.text.startswith("Command line:")]
-    assert judge_mod.checks_lost(no_cmdline, j.boot_splats, RULES).endswith("reports no further KASAN memory error")
+    lost = judge_mod.checks_lost(no_cmdline, j.boot_splats, RULES)
+    assert lost is not None and lost.endswith("reports no further KASAN memory error")
     assert judge_mod.checks_lost(before, (), RULES) is None
 
 
@@ -269,7 +271,7 @@ def test_lost_records_fail_a_trail_that_matched():
 
     rep = dataclasses.replace(guest_report("pass_bookworm"), kmsg_lost=3)
     j = verdict_of(rep, DEFAULT_TRAIL)
-    assert j.verdict is Verdict.FAIL and j.trail.ok is False
+    assert j.verdict is Verdict.FAIL and j.trail is not None and j.trail.ok is False
     assert j.trail.problems[-1] == "3 kernel log records were lost (buffer overrun)"
 
 

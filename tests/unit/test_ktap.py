@@ -17,15 +17,17 @@ def step_texts(name: str, step: str) -> list[str]:
     """The kernel records' texts of one step of a recorded run (its window)."""
     rep = guest_report(name)
     st = next(s for s in rep.steps if s.name == step)
-    after = st.kmsg_seq_after
+    before, after = st.kmsg_seq_before, st.kmsg_seq_after
+    assert before is not None, f"{name}: step {step!r} recorded no start"
     return [r.text for r in kmsg.parse_records(rep.kmsg)
-            if r.facility == 0 and r.seq > st.kmsg_seq_before and (after is None or r.seq <= after)]
+            if r.facility == 0 and r.seq > before and (after is None or r.seq <= after)]
 
 
 def crash_texts() -> list[str]:
     """kunit_crash: the guest died in the kunit step, so its records run to the last one streamed."""
     rep = guest_report("kunit_crash")
     start = next(s for s in rep.steps if s.name == "insmod").kmsg_seq_after
+    assert start is not None, "kunit_crash: the insmod step recorded no end"
     return [r.text for r in kmsg.parse_records(rep.kmsg) if r.facility == 0 and r.seq > start]
 
 
@@ -313,6 +315,7 @@ def test_every_kunit_step_is_read_in_order_and_one_without_ktap_says_so():
 def test_the_step_the_guest_died_in_starts_where_the_last_ended_step_did():
     rep = guest_report("kunit_crash")
     insmod_end = next(s for s in rep.steps if s.name == "insmod").kmsg_seq_after
+    assert insmod_end is not None
     # KTAP printed before that (built-in suites at boot) is not the dying step's
     early = (raw(3, "KTAP version 1"), raw(4, "1..1"), raw(5, "ok 1 builtin_suite"))
     assert all(int(r.split(",")[1]) < insmod_end for r in early)
@@ -323,17 +326,24 @@ def test_the_step_the_guest_died_in_starts_where_the_last_ended_step_did():
                                                       ("kunit_crash", ktap.CRASHED)]
 
 
+def kunit_failure(cases: list[ktap.Case]) -> tuple[Verdict, str]:
+    """What judge makes of cases of which some did not pass (the test fails if it finds nothing)."""
+    failure = judge._kunit_failure(cases)
+    assert failure is not None, cases
+    return failure
+
+
 def test_a_long_list_of_failures_is_cut_at_ten_cases_of_twelve_lines():
     many = [ktap.Case("s", f"c{i}", ktap.FAIL, "", tuple(f"d{i}.{k}" for k in range(14))) for i in range(12)]
-    verdict, reason = judge._kunit_failure(many + [ktap.Case("s", "ok", ktap.PASS)])
+    verdict, reason = kunit_failure(many + [ktap.Case("s", "ok", ktap.PASS)])
     lines = reason.split("\n")
     assert verdict is Verdict.FAIL and lines[0] == "KUnit: 12 of 13 cases failed (1 passed, 12 failed):"
     assert lines[1] == "  fail s.c0" and lines[2:14] == [f"    d0.{k}" for k in range(2, 14)]
     assert sum(1 for ln in lines if ln.startswith("  fail ")) == 10
     assert lines[-1] == "  ... and 2 more (result.json's kunit)"
-    ten = judge._kunit_failure(many[:10])[1].split("\n")
+    ten = kunit_failure(many[:10])[1].split("\n")
     assert not ten[-1].startswith("  ...") and judge._kunit_failure([ktap.Case("s", "ok", ktap.PASS)]) is None
-    crashed = judge._kunit_failure([ktap.Case("s", "x", ktap.CRASHED, "why")])[1].split("\n")
+    crashed = kunit_failure([ktap.Case("s", "x", ktap.CRASHED, "why")])[1].split("\n")
     assert crashed[1] == "  crashed s.x: why"
 
 

@@ -199,7 +199,9 @@ def test_an_interrupted_matrix_does_not_make_later_runs_refuse(tmp_path, monkeyp
     def ctrl_c():
         started.wait()  # every run has started: the pool is waiting for their results
         time.sleep(0.2)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        main = threading.main_thread().ident
+        assert main is not None  # None only for a thread not started yet
+        signal.pthread_kill(main, signal.SIGINT)
 
     monkeypatch.setattr(matrix, "run", interrupted_run)
     threading.Thread(target=ctrl_c, daemon=True).start()

@@ -23,6 +23,7 @@ STATS_PATH = CLIENT_PATH.parents[1] / "bench" / "netlink_stats.py"
 
 def _load_client():
     spec = importlib.util.spec_from_file_location("netlink_client", str(CLIENT_PATH))
+    assert spec is not None and spec.loader is not None, CLIENT_PATH
     module = importlib.util.module_from_spec(spec)
     saved = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # leave no __pycache__ in userspace/

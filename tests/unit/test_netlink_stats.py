@@ -28,6 +28,7 @@ KEYS = ["client", "messages", "seconds", "msgs_per_s", "p50_us", "p99_us", "max_
 
 def _load_stats():
     spec = importlib.util.spec_from_file_location("netlink_stats", str(STATS_PATH))
+    assert spec is not None and spec.loader is not None, STATS_PATH
     module = importlib.util.module_from_spec(spec)
     saved_path, saved_bytecode = list(sys.path), sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # leave no __pycache__ in bench/ or userspace/
@@ -66,7 +67,7 @@ def netlink_available(protocol):
 
 def test_wire_format_comes_from_the_client():
     client = sys.modules["netlink_client"]
-    assert Path(client.__file__).resolve() == CLIENT_PATH
+    assert client.__file__ is not None and Path(client.__file__).resolve() == CLIENT_PATH
     for name in ("pack_msg", "parse_reply", "open_socket", "ClientError", "NLMSG_HDRLEN", "NLMSG_DONE"):
         assert getattr(ns, name) is getattr(client, name)
     assert ns.NLMSG_LEN_TYPE.size == 6 and ns.TIMEVAL.format in ("@ll", b"@ll")

@@ -114,7 +114,8 @@ def test_history_says_when_a_cell_started_failing_and_gives_the_baseline(tmp_pat
     assert codes == [0, 4, 4]  # c3 is compared with c1, the last run that was ok, not with c2
     entries, problems = history_store.load(hist)
     assert [(e.commit, e.ok) for e in entries] == [("c1", True), ("c2", False), ("c3", False)] and not problems
-    assert history.baseline(entries).commit == "c1"
+    base = history.baseline(entries)
+    assert base is not None and base.commit == "c1"
     page = (tmp_path / "out" / "index.html").read_text()
     assert "failing since 2026-12-02 (first failing: commit c2; 3 runs in the history)" in page
     assert page.count('class="hist ') == 3

@@ -22,7 +22,8 @@ def test_the_packaged_rules_in_their_file_order():
     assert [r.reason for r in rules] == [d["reason"] for d in data["splat"]]
     assert [r.regex.pattern for r in rules] == [d["pattern"] for d in data["splat"]]
     # the specific ones before the general: a KASAN report is "kasan", not "bug"
-    assert splat.classify(rules, "BUG: KASAN: slab-out-of-bounds in f+0x1/0x2").name == "kasan"
+    rule = splat.classify(rules, "BUG: KASAN: slab-out-of-bounds in f+0x1/0x2")
+    assert rule is not None and rule.name == "kasan"
 
 
 SRC = {"source": "kernel/x.c f()"}

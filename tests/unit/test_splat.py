@@ -71,7 +71,8 @@ def test_the_line_kasan_adds_to_a_general_protection_fault_is_part_of_that_oops(
     assert found[0].text.startswith("BUG: KASAN: slab-out-of-bounds")
     gpfs = [line for line in console.splitlines() if "Oops: general protection fault" in line]
     assert sum(s.text.startswith("Oops: general protection fault") for s in found) == len(gpfs) > 1
-    assert rule_of(splat.console_text(hooks[0])) == []
+    hook = splat.console_text(hooks[0])
+    assert hook is not None and rule_of(hook) == []
 
 
 def test_every_rule_has_an_example():

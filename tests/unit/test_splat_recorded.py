@@ -33,7 +33,9 @@ CASES = {
 def marker_of(name: str) -> str:
     """The run's marker text, as the console or the records show it."""
     text = (DATA / name / "console.log").read_text(errors="replace") + "\n".join(guest_report(name).kmsg)
-    return re.search(r"(kmod-harness: run \w+: first guest step starts)", text).group(1)
+    m = re.search(r"(kmod-harness: run \w+: first guest step starts)", text)
+    assert m is not None, f"{name}: no marker"
+    return m.group(1)
 
 
 def judged(name: str) -> judge.Judgement:
@@ -65,7 +67,8 @@ def test_every_rule_but_kmemleak_has_a_recording_and_kmemleaks_report_matches():
     # kmemleak reports only on a scan, kcsan needs a KCSAN kernel: neither has a recorded run
     assert covered | {"kmemleak", "kcsan"} == {r.name for r in RULES}
     leak = json.loads((DATA / "kmemleak_leaky.json").read_text())["reports"][0].splitlines()[0]
-    assert splat.classify(RULES, leak).name == "kmemleak"
+    rule = splat.classify(RULES, leak)
+    assert rule is not None and rule.name == "kmemleak"
 
 
 def test_a_dead_guests_console_gives_the_oops_and_the_panic_after_the_bug():

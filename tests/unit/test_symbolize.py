@@ -52,6 +52,7 @@ def test_an_oops_in_an_inlined_helper_names_the_helpers_line_and_the_chain(name,
     assert top.file == "/tmp/build/splatter.c" and top.line == 249
     assert [(f, ln) for f, _, ln in top.inlined] == [("splatter_count", 249), ("splat_inlined", 254)]
     src = symbolize.source_excerpt(top, SOURCE, ["/tmp/build"])
+    assert src is not None
     assert src.file == "splatter.c" and src.lines[src.line - src.first].strip() == "(*item->count)++;"
     assert mine[1].function == "splatter_init" and mine[1].line == 289
 

@@ -67,7 +67,9 @@ def test_the_unit_job_lints_and_runs_the_unit_tests(tmp_path):
     p = act("unit", tmp_path, "--env", f"PYTEST_ADDOPTS=--basetemp={tmp_path / 'job-pytest'}", timeout=1200)
     assert p.returncode == 0, failed_steps(p.stdout)
     junit = (tmp_path / "results-unit" / "junit-unit.xml").read_text()
-    tests = int(re.search(r'tests="(\d+)"', junit).group(1))
+    count = re.search(r'tests="(\d+)"', junit)
+    assert count is not None, junit[:500]
+    tests = int(count.group(1))
     assert tests > 300 and 'failures="0"' in junit and 'errors="0"' in junit
 
 
