@@ -9,6 +9,7 @@ import re
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -16,6 +17,7 @@ from harness import faultfold, faultplan, symbolize
 from harness.faultdecode import NO_STACK, Decoder
 from harness.faultguests import WalkEnd
 from harness.faultplan import PointRun, WalkPlan, WalkStep
+from harness.phases import Prepared
 from harness.project import load_project
 from harness.verdict import complaints, faultfind, faulthtml, faultleak, faultpoint, kmsg
 from harness.verdict.faultpoint import Consequence, FaultLog
@@ -40,7 +42,7 @@ def guest_log(recording: str, guest: int) -> FaultLog:
 def how(toml: Path = FAULTY / "harness.toml") -> faultpoint.Judging:
     """What the walk judges its points by, made from a Prepared's project and splat rules."""
     prep = types.SimpleNamespace(setup=types.SimpleNamespace(project=load_project(toml), rules=tuple(RULES)))
-    return faultfold.judging(prep)
+    return faultfold.judging(cast(Prepared, prep))  # judging reads its setup's project and rules alone
 
 
 def walk_of(recording: str, guests: int, toml: Path = FAULTY / "harness.toml") -> faultfold.Walk:

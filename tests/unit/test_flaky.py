@@ -92,7 +92,7 @@ def test_an_attempt_survives_its_json():
 
 def fake_runs(verdicts: list[str]):
     """A stand-in for run.run: each call writes the evidence a run would and returns the next verdict."""
-    calls = []
+    calls: list[str] = []  # the verdicts given so far
 
     def once(req: RunRequest, sink) -> RunResult:
         out = req.results / results_id(req.kernel)

@@ -5,8 +5,10 @@ import json
 import shutil
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import cast
 
 from harness.fuzz import boot, confirm
+from harness.fuzz.prepare import FuzzPrep
 from harness.fuzz.request import FuzzRequest
 from harness.guest import fuzzmut
 from harness.model import Verdict
@@ -36,7 +38,7 @@ def _confirmer(tmp_path, monkeypatch, outcomes):
         return outcomes.pop(0)(p.steps)
 
     monkeypatch.setattr(boot, "run_steps", fake_run)
-    return confirm.Confirmer(prep, freq, tmp_path / "findings", lambda ev: None, []), project, seen
+    return confirm.Confirmer(cast(FuzzPrep, prep), freq, tmp_path / "findings", lambda ev: None, []), project, seen
 
 
 def _died_in(index):

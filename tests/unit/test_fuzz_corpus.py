@@ -1,6 +1,7 @@
 """The corpus on disk, and the tally of a fuzz guest's events."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from harness.fuzz.corpus import Corpus, default_dir
 from harness.fuzz.tally import Tally, decode_line
 from harness.guest import fuzzer
 
-TARGETS = [{"kind": "netlink", "protocol": 30, "key": "netlink:30"},
+TARGETS: list[dict[str, Any]] = [{"kind": "netlink", "protocol": 30, "key": "netlink:30"},
            {"kind": "file", "path": "/proc/x", "key": "file:/proc/x"}]
 
 

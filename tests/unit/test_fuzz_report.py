@@ -7,8 +7,10 @@ tests/data/fuzz_blog is a real `harness fuzz` of the blog's module on debian-src
 import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 from harness.fuzz import confirm, elfko, html, lines, report
+from harness.fuzz.prepare import FuzzPrep
 from harness.project import load_project
 from harness.resultjson import load as result_from_json
 from harness.symbolize import Binutils
@@ -86,7 +88,7 @@ def test_the_throwaway_project_of_a_confirmation_is_a_valid_project_beside_the_d
                 return False  # a kernel without DEBUG_INFO: the module gets -g
 
     case = [{"t": 0, "op": "send", "cmd": 0, "data": b"\0" * 16}]
-    with confirm.throwaway_project(Prep(), [case, case], "test") as (toml, names):
+    with confirm.throwaway_project(cast(FuzzPrep, Prep()), [case, case], "test") as (toml, names):
         p = load_project(toml)
         d = toml.with_suffix("").name
         assert toml.parent == Prep.project.root and names == ["case-1", "case-2"]
@@ -120,8 +122,9 @@ def test_where_a_reused_build_names_another_runs_directory_the_line_comes_from_t
     class Prep:
         project = load_project(REPO / "tests/fixtures/fuzz_targets/harness.toml")
 
-    src = confirm.source_of(Prep(), sp)
+    prep = cast(FuzzPrep, Prep())
+    src = confirm.source_of(prep, sp)
     assert src is not None and (src["file"], src["line"], src["first"]) == ("fuzz_targets.c", 60, 57)
     assert "table[p[4]]++" in src["lines"][60 - 57]
-    assert confirm.source_of(Prep(), dict(sp, trace=[f for f in sp["trace"] if f["module"] is None])) is None
+    assert confirm.source_of(prep, dict(sp, trace=[f for f in sp["trace"] if f["module"] is None])) is None
 

@@ -50,8 +50,13 @@ def test_the_repro_sends_each_input_in_order_with_the_fuzzers_own_code():
     ast.parse(text)
     ns: dict = {"__name__": "repro"}
     exec(compile(text, "repro.py", "exec"), ns)  # defines, runs nothing (not __main__)
-    sent = []
-    ns["run_input"] = lambda target, inp: sent.append((target, inp["op"], inp["data"])) or 0
+    sent: list[tuple[dict, str, bytes]] = []
+
+    def run_input(target, inp):
+        sent.append((target, inp["op"], inp["data"]))
+        return 0
+
+    ns["run_input"] = run_input
     assert ns["main"]() == 0
     assert sent == [({"kind": "netlink", "protocol": 30}, "send", case[0]["data"]),
                     ({"kind": "netlink", "protocol": 30}, "send", b"\x16\0\0")]

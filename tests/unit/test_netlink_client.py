@@ -348,7 +348,7 @@ class FakeSocket:
 
 @pytest.fixture
 def fake(monkeypatch):
-    holder = {}
+    holder: dict[str, FakeSocket] = {}
 
     def fake_open(protocol=30, timeout=5.0):
         sock = holder.setdefault("sock", FakeSocket())

@@ -70,7 +70,7 @@ def test_write_atomic_leaves_nothing_half_written(tmp_path):
     target.write_text("old")
 
     with pytest.raises(TypeError):
-        write_atomic(target, 42)  # not text: fails while writing
+        write_atomic(target, 42)  # type: ignore[arg-type]  # not text: fails while writing
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["result.json"]
     write_atomic(target, "new")

@@ -4,13 +4,14 @@ import io
 import json
 import re
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from harness.errors import InfraError
 from harness.events import Printer
 from harness.guest.ssh import CommandResult
-from harness.phases import RunRequest
+from harness.phases import RunRequest, Setup
 from harness.session import RUNNER, Session
 from harness.verdict import kmsg
 
@@ -19,7 +20,7 @@ from conftest import RULES, load_guest
 
 def session_over(recording: str, monkeypatch, console=None) -> tuple[Session, list[int]]:
     s = Session(RunRequest(), Printer(io.StringIO()), console=console)
-    s.setup = SimpleNamespace(rules=RULES)  # all _check_boot reads of the run's Setup
+    s.setup = cast(Setup, SimpleNamespace(rules=RULES))  # all _check_boot reads of the run's Setup
     records = list(kmsg.parse_records(load_guest(recording)["kmsg"]))
     asked: list[int] = []
 

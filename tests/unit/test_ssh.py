@@ -3,7 +3,9 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
+import paramiko
 import pytest
 
 from harness import virtme
@@ -136,7 +138,7 @@ def guest_over(chan: _ScriptedChannel) -> ssh.GuestSsh:
             return Transport()
 
     g = ssh.GuestSsh.__new__(ssh.GuestSsh)
-    g.port, g.client = 40222, Client()
+    g.port, g.client = 40222, cast(paramiko.SSHClient, Client())  # run and stream call get_transport alone
     return g
 
 
@@ -148,7 +150,7 @@ def test_run_reads_output_that_arrives_after_the_exit_status():
 
 def test_stream_passes_whole_lines_as_they_arrive():
     chunks = [b"first\nsec", b"ond\n\xc3", b"\xa9t\xc3\xa9\n", b"no newline at the end"]  # UTF-8 split too
-    lines = []
+    lines: list[str] = []
     r = guest_over(_ScriptedChannel(chunks)).stream("python3 runner.py", timeout=5, on_line=lines.append)
     assert lines == ["first", "second", "été", "no newline at the end"]
     assert r.status == 0 and r.stdout == ""

@@ -54,7 +54,7 @@ def test_a_guest_that_died_leaves_the_records_it_sent(tmp_path, fake_vng, monkey
     assert g.report is not None and not g.report.complete
     assert not any("forged" in r for r in g.report.kmsg)  # another run's event: in the transcript, not folded
     assert any("forged" in line for line in g.transcript)
-    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), running=g.running), None, RULES, {})
+    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), running=g.running), None, RULES, ())
     assert j.verdict is Verdict.CRASH and j.splats[0].seq == 3  # from the record, not the console
 
 
@@ -63,7 +63,7 @@ def test_a_guest_that_hangs_is_ended_at_its_limit(tmp_path, fake_vng, monkeypatc
     g = transport.ExecTransport().run(request(tmp_path, fake_vng, timeout=2), lambda e: None)
     assert g.timed_out and g.report is None and g.exit_status is None
     assert g.how_it_ended == "the harness ended it at its time limit (2s)"
-    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), timed_out=True), None, RULES, {})
+    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), timed_out=True), None, RULES, ())
     assert j.verdict is Verdict.TIMEOUT
 
 

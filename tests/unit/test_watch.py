@@ -44,7 +44,7 @@ class FakeSpare:
     def __init__(self, n):
         self.n, self.closed, self.discarded, self.booted_at = n, False, False, time.monotonic()
         self.dead = False
-        self.started = []
+        self.started: list[str] = []  # the commands started on it
         self.live = SimpleNamespace(boot_seconds=0.1, alive=lambda: not self.dead,
                                     ssh=SimpleNamespace(start=self.started.append))
 
@@ -60,9 +60,15 @@ class FakeSpare:
         self.discarded = self.closed = True
 
 
+class Pool(spares.SparePool):
+    """A SparePool that also keeps the fakes it booted, for the tests to look at."""
+
+    booted: list[FakeSpare]
+
+
 @pytest.fixture
 def pool(monkeypatch):
-    booted = []
+    booted: list[FakeSpare] = []
 
     def boot(prep, req, sink):
         booted.append(FakeSpare(len(booted)))
@@ -70,7 +76,7 @@ def pool(monkeypatch):
 
     monkeypatch.setattr(spares, "boot_spare", boot)
     monkeypatch.setattr(spares, "honest", lambda spare, prep: None)
-    p = spares.SparePool(SimpleNamespace(), RunRequest(), lambda e: None, max_age=600)  # type: ignore[arg-type]
+    p = Pool(SimpleNamespace(), RunRequest(), lambda e: None, max_age=600)  # type: ignore[arg-type]
     p.booted = booted
     return p
 
