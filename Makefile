@@ -139,7 +139,7 @@ bench-roundtrip: setup
 bench-ssh: setup
 	$(SUDO) $(VENV)/bin/python bench/ssh_commands.py --commands 20 --json results/bench-ssh.json
 
-lint: setup
+lint: setup  # ruff; mypy on the harness and all its tests (pyproject.toml [tool.mypy]); the import layers
 	$(VENV)/bin/ruff check harness tests userspace bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
