@@ -156,6 +156,9 @@ def parse_injection(records: Sequence[KmsgRecord], module: str) -> Optional[Inje
     if start is None:
         return None
     m = _ATTR.search(kmsg.unescape(start.text))
+    if m is None:  # read from a console (splat.console_records): the record's second line is one of its own
+        after = next((r for r in records if r.seq > start.seq), None)
+        m = _ATTR.match(after.text) if after is not None and after.usec == start.usec else None
     frames = tuple(trace.frames(trace.report_records(records, start.seq)))
     sure = [f for f in frames if f.reliable]  # "?" frames are stale words on the stack
     mine = [i for i, f in enumerate(sure) if f.module == module]
@@ -202,6 +205,8 @@ def judge_point(phase: str, n: int, run: Optional[PointRun], records: Sequence[K
     win = tuple(sorted({r.seq: r for r in list(win) + [r for _, rs in leaks for r in rs]}.values(),
                        key=lambda r: r.seq))
     if run is None:
+        if injection is None and console:  # its dump was printed, but never streamed before the guest died
+            injection = parse_injection(list(streamed) + splat.console_records(console, marker, streamed), how.module)
         if not found and console:
             seen, excerpt = splat.find_in_console(how.rules, console, marker, streamed)
             found = cascade([Consequence(s.rule, s.text, detail=excerpt if i == 0 else "")

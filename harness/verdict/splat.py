@@ -44,6 +44,7 @@ def parse_rules(data: dict[str, Any], where: str, text: str = "") -> tuple[Splat
 
 
 KERNEL_FACILITY = 0  # what the kernel's own printk records carry; userspace writes get LOG_USER or more
+LOGLEVEL_DEFAULT = 4  # a console line shows no level: printk's default (CONFIG_MESSAGE_LOGLEVEL_DEFAULT)
 
 
 def classify(rules: Iterable[SplatRule], text: str) -> Optional[SplatRule]:
@@ -115,6 +116,26 @@ def console_after(console: str, usec: int) -> list[str]:
     if last is None:
         return []
     return [t for t in (console_text(line) for line in lines[last + 1:]) if t is not None]
+
+
+def console_records(console: str, marker: Optional[str], streamed: Sequence[KmsgRecord]) -> list[KmsgRecord]:
+    """What a guest that died printed on its console after the line holding ``marker`` and after its
+    last ``streamed`` record, as records: one per console line (a stack dump prints one record per
+    line), numbered on from the streamed ones, at the console's time stamps. The console shows no
+    facility: these are the kernel's only as far as the kernel printed last (a step that wrote into
+    /dev/kmsg in the instant before the guest died could stand among them)."""
+    _, lines = split_console(console, marker)
+    last = max(streamed, key=lambda r: r.seq) if streamed else None
+    skip = not_kernel(streamed)
+    out: list[KmsgRecord] = []
+    seq = last.seq + 1 if last is not None else 0
+    for line in lines:
+        text, usec = console_text(line), _stamp(line)
+        if text is None or (last is not None and usec <= last.usec) or (usec, text) in skip:
+            continue
+        out.append(KmsgRecord(level=LOGLEVEL_DEFAULT, facility=KERNEL_FACILITY, seq=seq, usec=usec, text=text))
+        seq += 1
+    return out
 
 
 def split_console(console: str, marker: Optional[str]) -> tuple[list[str], list[str]]:

@@ -194,6 +194,29 @@ def test_a_guest_that_died_in_a_point_is_that_points_finding_and_its_unchecked_p
     assert w.states[1].next_n == 4 and not w.states[1].complete
 
 
+def test_a_guest_killed_by_its_point_names_the_call_site_from_its_console():
+    """faults_oops: write point 3 failed kasprintf, and the module dereferenced the NULL it got; the
+    guest died (oops=panic) before its runner streamed the injection's dump, which only the console
+    has. One finding: the Oops, with KASAN's line inside its report, at the call site of kasprintf."""
+    w = faultfold.Walk(states=[faultfold.PhaseState("write")])
+    log = guest_log("faults_oops", 1)
+    assert log.unfinished is not None and log.unfinished[:2] == ("write", 3)
+    console = (DATA / "faults_oops" / "guest-1.console.log").read_text()
+    faultfold.fold(how(FAULTY / "oops.toml"), log, WalkEnd(255, "the guest stopped", console), w, 0, None, 500)
+    dead = outcome(w, "write", 3)
+    assert dead.run is None and [c.kind for c in dead.consequences] == ["oops"], dead.consequences
+    inj = dead.injection
+    assert inj is not None and inj.site is not None and inj.site.function == "faulty_write"
+    assert (inj.function, inj.allocator, inj.attr) == ("kasprintf", "__kmalloc_node_track_caller_noprof", "failslab")
+    data = DATA / "faults_oops"
+    dec = Decoder(symbolize.Binutils(None, data), "faulty.ko", "faulty", data / "module")
+    source = (data / "module" / "faulty.c").read_text().splitlines()
+    line = next(i + 1 for i, x in enumerate(source) if "/* fault site: write double free */" in x)
+    assert dec.point(dead).where == f"faulty.c:{line}"
+    # the injection the guest did stream (point 1) is read from its records as before
+    assert outcome(w, "write", 1).injection is not None
+
+
 def test_a_process_past_its_limit_is_a_hang_and_a_module_that_stays_is_an_unload_finding():
     run = PointRun.from_dict(dict(guest_log("faults_fixed", 1).results[("write", 3)].to_dict(), loaded_after=True))
     procs = [dict(p, timed_out=True, returncode=None) if p["what"] == "write" else p
