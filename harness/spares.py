@@ -96,6 +96,7 @@ class SparePool:
         self._booting = False
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._cancel = threading.Event()  # set by close: a boot under way is ended, not waited for
 
     def refill(self) -> None:
         """Boot a spare in the background, unless one is ready, booting, or failed to boot."""
@@ -113,7 +114,7 @@ class SparePool:
 
     def _boot(self) -> None:
         try:
-            spare = boot_spare(self.prep, self.req, self.sink)
+            spare = boot_spare(self.prep, self.req, self.sink, self._cancel)
             problem = honest(spare, self.prep)
             if problem:
                 spare.close()
@@ -124,7 +125,7 @@ class SparePool:
                 if not closed:
                     self._spare = spare
             if closed:  # the pool closed while it booted
-                spare.close()
+                spare.discard()
                 return
             self.sink(Note(f"spare guest ready (booted in {spare.live.boot_seconds:.1f}s)"))
         except BaseException as e:  # reported to whoever takes the spare
@@ -160,18 +161,21 @@ class SparePool:
         self._spawn(spare.discard)
 
     def close(self) -> None:
-        """End the spare that is ready, and wait for every boot and discard under way: no VM outlives this."""
+        """End the spare that is ready, end a boot under way (under emulation one takes minutes, and
+        nobody will take its guest), and wait for them and every discard: no VM outlives this."""
         with self._lock:
             self._closed = True
             spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.close()
+        self._cancel.set()
+        if spare is not None:  # never used: nothing in it to shut down
+            spare.discard()
         for t in list(self._threads):
             t.join()
 
 
-def boot_spare(prep: Prepared, req: RunRequest, sink: Sink) -> Spare:
-    """A guest with sshd and an empty run directory (the module goes there when it is used)."""
+def boot_spare(prep: Prepared, req: RunRequest, sink: Sink, cancel: Optional[threading.Event] = None) -> Spare:
+    """A guest with sshd and an empty run directory (the module goes there when it is used).
+    ``cancel`` set while it boots ends it (InfraError)."""
     run_dir = Path(tempfile.mkdtemp(prefix="kmod-harness-spare-"))
     stack = ExitStack()
     try:
@@ -182,7 +186,8 @@ def boot_spare(prep: Prepared, req: RunRequest, sink: Sink) -> Spare:
         router = _Router(Listener(sink, console, "").on_line)
         greq = GuestRequest(prep.setup.vng, vm_config(prep.setup, prep.root, run_dir, req, sink),
                             Plan(steps=(), run_id=""), console_path, req.timeouts.guest, req.timeouts.shutdown)
-        live = stack.enter_context(SshTransport(prep.setup.cache).boot(greq, sink, console, on_line=router))
+        live = stack.enter_context(SshTransport(prep.setup.cache).boot(greq, sink, console, on_line=router,
+                                                                       cancel=cancel))
         return Spare(live, stack, run_dir, console, console_path, router)
     except BaseException:
         stack.close()

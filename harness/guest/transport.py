@@ -248,9 +248,11 @@ class SshTransport:
 
     @contextmanager
     def boot(self, req: GuestRequest, sink: Sink, console: procs.TextLog,
-             on_line: Optional[procs.LineSink] = None) -> Iterator[LiveGuest]:
+             on_line: Optional[procs.LineSink] = None,
+             cancel: Optional[threading.Event] = None) -> Iterator[LiveGuest]:
         """A guest with sshd, connected; powered off and ended when the block ends, whatever happened.
-        Without ``on_line``, console lines go to ``console`` and the sink."""
+        Without ``on_line``, console lines go to ``console`` and the sink. ``cancel`` set while the
+        guest boots ends it at once (a spare nobody will take): InfraError."""
         keys = ssh.ensure_keys(self.cache)
         port = ssh.free_port()
         argv = vng_argv(req.vng, req.config, SSH_GUEST_COMMAND, ssh_port=port)
@@ -262,7 +264,8 @@ class SshTransport:
             live: Optional[LiveGuest] = None
             t0 = time.monotonic()
             try:
-                guest.connect(timeout=deadline - time.monotonic(), alive=bg.alive)
+                guest.connect(timeout=deadline - time.monotonic(),
+                              alive=lambda: bg.alive() and not (cancel is not None and cancel.is_set()))
                 sink(Note(f"ssh: connected to 127.0.0.1:{port} after {time.monotonic() - t0:.1f}s", verbose=True))
                 live = LiveGuest(bg, guest, port, time.monotonic() - t0)
                 yield live
