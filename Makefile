@@ -89,7 +89,7 @@ run: setup
 test: setup
 	$(TEST_RUNNER) -m "not ($(SLOW_KINDS))" --durations=30 $(PYTEST_ARGS)
 
-test-all: test test-sanitizers test-kunit test-arches
+test-all: test test-debug test-kunit test-arches
 
 test-unit: setup
 	$(VENV)/bin/python -m pytest -m "not vm and not workflow" $(PYTEST_ARGS)
@@ -121,10 +121,10 @@ test-arches: setup binfmt
 test-arches-cached: setup binfmt
 	$(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
 
-# harness faults and harness fuzz on the debug kernel (markers debug_kernel, fuzz): 20-40 minutes under TCG,
-# so not in `make test` nor .ci/run yet; the kernel is the sanitizer tests' own (built once).
+# Every test of the debug kernel (built once): the sanitizer tests, harness faults and harness fuzz
+# (markers sanitizer, debug_kernel, fuzz), on make test's two workers.
 test-debug: sanitizer-kernel
-	HARNESS_DEBUG_KERNEL=1 HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m "debug_kernel or fuzz" --durations=10 $(PYTEST_ARGS)
+	HARNESS_DEBUG_KERNEL=1 HARNESS_SANITIZERS=1 $(TEST_RUNNER) -m "sanitizer or debug_kernel or fuzz" --durations=20 $(PYTEST_ARGS)
 
 sanitizer-kernel-id:  # (after make setup) the sanitizer kernel's cache key: source package version + configuration hash
 	@$(VENV)/bin/harness kernels resolve --kernel $(SANITIZER_KERNEL)
