@@ -72,7 +72,11 @@ def test_two_error_path_bugs_are_two_findings_at_their_call_sites(debug_kernel, 
     # The double free tainted the kernel: the walk went on on a fresh guest.
     assert doc["guests"] >= 2
     junit = (own_tmp / "junit.xml").read_text()
-    assert junit.count("<testcase ") == len(doc["points"]) and junit.count("<failure ") == 2
+    # one case per point, failed where the point has a finding: the fault numbering depends on the slab
+    # allocator's state, so on a fresh guest the same call site can come again at another n (one finding,
+    # "also at" that point, and one more failed case)
+    with_findings = [p for p in doc["points"] if p["outcome"] == "finding"]
+    assert junit.count("<testcase ") == len(doc["points"]) and junit.count("<failure ") == len(with_findings) >= 2
     page = (own_tmp / "index.html").read_text()
     assert leak["site"] in page and double["site"] in page
     # The command a finding prints walks that point alone, and finds it again.
