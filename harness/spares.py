@@ -29,6 +29,7 @@ from harness.guest.transport import (
     GuestRun,
     Listener,
     LiveGuest,
+    RunDirGuard,
     SshTransport,
     write_plan,
 )
@@ -215,19 +216,24 @@ def run_on_spare(spare: Spare, prep: Prepared, plan: Plan, build: Path, sink: Si
     since the spare was checked) told to go."""
     shutil.copytree(build, spare.run_dir / "build", dirs_exist_ok=True)
     write_plan(spare.run_dir, plan)
-    listen = Listener(sink, spare.console, plan.run_id)
+    listen = Listener(sink, spare.console, plan.run_id, plan.steps)
     listen.marks["start"] = spare.booted_at  # the boot happened before: its time is the spare's age
     spare.router.target = listen.on_line
     exit_status, timed_out = None, False
+    guard = RunDirGuard(spare.run_dir, listen=listen)
+    if spare.live.bg.proc is not None:
+        guard.attach(spare.live.bg.proc)
     try:
-        if spare.runner is not None:
-            res = spare.runner.finish(timeout, listen.channel, stdin=b"go\n")
-        else:
-            res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
+        with guard:
+            if spare.runner is not None:
+                res = spare.runner.finish(timeout, listen.channel, stdin=b"go\n")
+            else:
+                res = spare.live.ssh.stream(RUNNER_COMMAND, timeout=timeout, on_line=listen.channel)
         exit_status = res.status
     except HarnessError as e:
         timed_out = e.verdict is Verdict.TIMEOUT
-    return listen.result("ssh (spare)", spare.live.bg.argv, spare.run_dir, timeout, exit_status, timed_out)
+    return listen.result("ssh (spare)", spare.live.bg.argv, spare.run_dir, timeout, exit_status, timed_out,
+                         guard=guard)
 
 
 class SpareSource:

@@ -60,11 +60,14 @@ class GuestRun:
     limit: float = 0.0  # the time limit it had
     interrupted: str = ""  # SIGINT or SIGTERM stopped it: why (what the guest had sent is kept)
     overflow: str = ""  # the guest wrote more into the run directory than it may: it was stopped (RunDirGuard)
+    overdue: str = ""  # a step ran long past its limit with no word from the guest: it was ended (timed_out too)
 
     @property
     def how_it_ended(self) -> str:
         if self.overflow:
             return f"ended by the harness: {self.overflow}"
+        if self.overdue:
+            return f"ended by the harness: {self.overdue}"
         if self.interrupted:
             return f"ended by the harness: {self.interrupted}"
         if self.timed_out:
@@ -80,13 +83,27 @@ class Transport(Protocol):
         ...
 
 
+STEP_GRACE = 60.0  # seconds past a step's limit (and a quarter of it) before the host ends a silent guest
+
+
+def step_deadline(limit: float) -> float:
+    """How long after a step started the host ends its guest when the step's end never came: the
+    runner ends a step at its own limit and says so within seconds; a guest silent long past that
+    is wedged (a kernel that reported a crash and spins, say), and waiting for the run's whole
+    --timeout would tell nothing more."""
+    return limit * 1.25 + STEP_GRACE
+
+
 class Listener:
     """Both streams of a guest: console lines (virtme-ng's stderr) to console.log and the sink;
-    channel lines (stdout) to the transcript, their events folded into an EventLog."""
+    channel lines (stdout) to the transcript, their events folded into an EventLog.
+    ``steps``: the plan's steps, whose limits say when a step that never ended is overdue."""
 
-    def __init__(self, sink: Sink, console: procs.TextLog, run_id: str):
+    def __init__(self, sink: Sink, console: procs.TextLog, run_id: str, steps: Sequence[contract.PlanStep] = ()):
         self.sink, self.log = sink, console
         self.events = contract.EventLog(run_id=run_id)
+        self.steps = steps
+        self.deadline: Optional[tuple[float, str]] = None  # (monotonic time, why) while a step runs
         # exec.log: the channel as it came, capped like the kernel log (its head and its tail)
         self.transcript = contract.HeadTail(contract.KMSG_HEAD * 2, contract.KMSG_TAIL * 2)
         self.marks: dict[str, float] = {"start": time.monotonic()}
@@ -112,8 +129,21 @@ class Listener:
         self.events.feed(event)
         if event["event"] == contract.STEP_START:
             self.sink(GuestStep(str(event.get("name"))))
+            index = event.get("index")
+            if isinstance(index, int) and 0 <= index < len(self.steps):
+                limit = self.steps[index].timeout
+                self.deadline = (time.monotonic() + step_deadline(limit),
+                                 f"guest step {self.steps[index].name!r} had a {limit:g}s limit and no end came "
+                                 f"{step_deadline(limit):.0f}s after it started: the guest was ended")
+        elif event["event"] == contract.STEP_END:
+            self.deadline = None
         elif event["event"] == contract.REPORT:
             self.marks.setdefault("result", time.monotonic())
+
+    def overdue(self) -> str:
+        """Why the guest must be ended now (a step long past its limit), or ""."""
+        d = self.deadline
+        return d[1] if d is not None and time.monotonic() > d[0] else ""
 
     def _transcript(self) -> tuple[str, ...]:
         t = self.transcript
@@ -125,15 +155,20 @@ class Listener:
         (self.channel if stream == "stdout" else self.console)(line)
 
     def result(self, name: str, argv: Sequence[str], run_dir: Path, limit: float, exit_status: Optional[int],
-               timed_out: bool, why: str = "", interrupted: str = "", overflow: str = "") -> GuestRun:
-        """``why``: what the transport knows of how the guest ended (an SSH server that never answered)."""
+               timed_out: bool, why: str = "", interrupted: str = "", guard: Optional["RunDirGuard"] = None
+               ) -> GuestRun:
+        """``why``: what the transport knows of how the guest ended (an SSH server that never answered);
+        ``guard``: what watched the guest, and whether it ended it."""
         self.marks["end"] = time.monotonic()
         report, problem = read_report(run_dir, self.events)
+        overflow, overdue = (guard.exceeded, guard.overdue) if guard is not None else ("", "")
+        if overdue:  # the connection's loss or the VM's exit status that followed say nothing more
+            why, exit_status = "", None
         problem = "; ".join(p for p in (why, problem) if p)
         return GuestRun(transport=name, argv=tuple(argv), report=report, exit_status=exit_status,
-                        timed_out=timed_out, transcript=self._transcript(), marks=dict(self.marks),
+                        timed_out=timed_out or bool(overdue), transcript=self._transcript(), marks=dict(self.marks),
                         running=self.events.running, problem=problem, limit=limit, interrupted=interrupted,
-                        overflow=overflow)
+                        overflow=overflow, overdue=overdue)
 
 
 def interruption(e: BaseException) -> str:
@@ -167,12 +202,15 @@ MAX_RUN_DIR = 1 << 30  # what a guest may write to the host through /harness: mo
 class RunDirGuard:
     """Watches the run directory the guest shares read-write (/harness) while a guest runs: a step
     that writes past ``limit`` bytes there has its VM ended, and the run says so (the host's /tmp
-    would otherwise fill). Polled every ``every`` seconds, on a thread of its own."""
+    would otherwise fill). With ``listen``, a step long past its limit (``Listener.overdue``) ends
+    the VM too (``overdue`` says why). Polled every ``every`` seconds, on a thread of its own."""
 
-    def __init__(self, run_dir: Path, limit: int = MAX_RUN_DIR, every: float = 1.0):
-        self.run_dir, self.limit, self.every = run_dir, limit, every
+    def __init__(self, run_dir: Path, limit: int = MAX_RUN_DIR, every: float = 1.0,
+                 listen: Optional[Listener] = None):
+        self.run_dir, self.limit, self.every, self.listen = run_dir, limit, every, listen
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.exceeded = ""
+        self.overdue = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -181,6 +219,11 @@ class RunDirGuard:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
+            late = self.listen.overdue() if self.listen is not None else ""
+            if late and self.proc is not None:
+                self.overdue = late
+                procs.kill_group(self.proc, grace=0.5)
+                return
             size = disk_usage(self.run_dir)
             if size > self.limit:
                 self.exceeded = (f"the guest wrote {size >> 20} MiB into /harness (the host's run directory), over "
@@ -212,8 +255,8 @@ class ExecTransport:
         exit_status, timed_out, stopped = None, False, ""
         with console_log(req.console) as console:
             console.write(f"# {' '.join(argv)}\n")
-            listen = Listener(sink, console, req.plan.run_id)
-            with RunDirGuard(req.config.run_dir) as guard:
+            listen = Listener(sink, console, req.plan.run_id, req.plan.steps)
+            with RunDirGuard(req.config.run_dir, listen=listen) as guard:
                 try:
                     done = procs.run(argv, timeout=req.timeout, what="the VM", on_line=listen.on_line,
                                      env=vng_env(), keep=False, on_start=guard.attach)
@@ -223,7 +266,7 @@ class ExecTransport:
                 except (KeyboardInterrupt, Interrupted) as e:
                     stopped = interruption(e)
             return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out,
-                                 interrupted=stopped, overflow=guard.exceeded)
+                                 interrupted=stopped, guard=guard)
 
 
 @dataclass
@@ -288,8 +331,8 @@ class SshTransport:
         deadline = time.monotonic() + req.timeout
         timed_out, exit_status, argv, why, stopped = False, None, [], "", ""
         with console_log(req.console) as console:
-            listen = Listener(sink, console, req.plan.run_id)
-            guard = RunDirGuard(req.config.run_dir)
+            listen = Listener(sink, console, req.plan.run_id, req.plan.steps)
+            guard = RunDirGuard(req.config.run_dir, listen=listen)
             try:
                 with self.boot(req, sink, console, on_line=listen.on_line) as live, guard:
                     argv = live.bg.argv
@@ -303,11 +346,11 @@ class SshTransport:
             except (KeyboardInterrupt, Interrupted) as e:
                 stopped = interruption(e)
             except InfraError as e:  # the SSH link broke: the guard may have ended the guest
-                if not guard.exceeded:
+                if not (guard.exceeded or guard.overdue):
                     raise
                 why = str(e)
             return listen.result(self.name, argv, req.config.run_dir, req.timeout, exit_status, timed_out, why,
-                                 interrupted=stopped, overflow=guard.exceeded)
+                                 interrupted=stopped, guard=guard)
 
 
 def transport(name: str, cache: Path) -> Transport:

@@ -2,6 +2,8 @@
 apart, events folded as they come, a dead guest's report rebuilt, a hung one ended."""
 
 import sys
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -65,6 +67,34 @@ def test_a_guest_that_hangs_is_ended_at_its_limit(tmp_path, fake_vng, monkeypatc
     assert g.how_it_ended == "the harness ended it at its time limit (2s)"
     j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), timed_out=True), None, RULES, ())
     assert j.verdict is Verdict.TIMEOUT
+
+
+def test_a_guest_silent_long_past_a_steps_limit_is_ended_then_not_at_the_runs_limit(tmp_path, fake_vng, monkeypatch):
+    monkeypatch.setenv("FAKE_VNG_MODE", "wedge")
+    monkeypatch.setattr(transport, "STEP_GRACE", 1.0)
+    req = request(tmp_path, fake_vng, timeout=120)
+    steps = tuple(replace(s, timeout=0.5) for s in req.plan.steps)
+    req = replace(req, plan=replace(req.plan, steps=steps))
+    t0 = time.monotonic()
+    g = transport.ExecTransport().run(req, lambda e: None)
+    assert time.monotonic() - t0 < 30, "ended at the step's deadline, not the run's 120 s"
+    assert g.timed_out and g.running == "client" and g.exit_status is None
+    assert g.how_it_ended.startswith("ended by the harness: guest step 'client' had a 0.5s limit and no end came")
+    # the crash it reported before it went silent is the verdict, not the timeout
+    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), timed_out=g.timed_out, running=g.running),
+              None, RULES, req.plan.steps)
+    assert j.verdict is Verdict.CRASH and "KASAN" in j.reason
+
+
+def test_a_silent_step_without_a_crash_report_is_a_timeout(tmp_path, fake_vng, monkeypatch):
+    monkeypatch.setenv("FAKE_VNG_MODE", "hang-step")
+    monkeypatch.setattr(transport, "STEP_GRACE", 1.0)
+    req = request(tmp_path, fake_vng, timeout=120)
+    req = replace(req, plan=replace(req.plan, steps=tuple(replace(s, timeout=0.5) for s in req.plan.steps)))
+    g = transport.ExecTransport().run(req, lambda e: None)
+    j = judge(Evidence(g.report, (tmp_path / "console.log").read_text(), timed_out=g.timed_out, running=g.running,
+                       ended=g.how_it_ended), None, RULES, req.plan.steps)
+    assert j.verdict is Verdict.TIMEOUT and "guest step 'client' was still running" in j.reason, j.reason
 
 
 def test_a_report_from_another_contract_version_is_refused(tmp_path):
