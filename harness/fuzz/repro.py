@@ -52,7 +52,8 @@ def script(name: str, targets: Sequence[dict[str, Any]], case: Sequence[dict[str
     head += ["#", "# As a step of harness.toml (the module loaded; it crashes the kernel until the module is fixed):"]
     head += [f"#   {line}" for line in step_toml(name).splitlines()]
     body = resources.guest_file("fuzzexec.py").read_text()
-    tail = ["", "", f"TARGETS = {json.dumps(keep)}", "INPUTS = ["]
+    # annotated (as strings: never evaluated, so any guest's Python runs it) for a type checker's sake
+    tail = ["", "", f"TARGETS: 'Dict[str, Dict[str, Any]]' = {json.dumps(keep)}", "INPUTS: 'list[Dict[str, Any]]' = ["]
     tail += [f"    {{'t': {int(i['t'])}, 'op': {i['op']!r}, 'cmd': {int(i.get('cmd', 0)):#x}, "
              f"'data': bytes.fromhex({i['data'].hex()!r})}}," for i in case]
     tail += ["]", "", "", "def main() -> int:",

@@ -93,3 +93,14 @@ def test_the_recorded_blog_repro_is_what_the_generator_writes():
     exec(compile(path.read_text(), str(path), "exec"), ns)
     (inp,) = ns["INPUTS"]
     assert len(inp["data"]) <= 16
+
+
+def test_a_generated_repro_passes_the_type_checker(tmp_path):
+    """A repro is a project's own step script: it lands in their repository, under their linters."""
+    import subprocess
+    import sys
+    path = tmp_path / "crash.py"
+    path.write_text(repro.script("crash", NL, [_in(b"\x10\x00\x00\x00" + bytes(12))], ["found by a test"]))
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", str(tmp_path / "mc"), str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
