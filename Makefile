@@ -41,7 +41,7 @@ KUNIT_KERNEL := debian-src:trixie+kunit+gcov
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: setup binfmt host-packages run test test-all test-unit test-vm test-sanitizers sanitizer-kernel sanitizer-kernel-id \
-	lint clean help test-debug test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
+	lint clean help test-debug test-faults test-kunit test-kunit-cached kunit-kernel test-arches test-arches-cached \
 	bench bench-ssh bench-roundtrip bench-stress bench-watch bench-arches mutation
 
 help:
@@ -49,7 +49,8 @@ help:
 	@echo "make test    unit tests, tests that boot real VMs on stock amd64 kernels, the workflow run locally (act)"
 	@echo "make test-all         make test, then the sanitizer, KUnit and other architectures' tests below (what .ci/run does)"
 	@echo "make test-arches      the tests of guests of other architectures (their roots: 10-25 min each the first time)"
-	@echo "make test-sanitizers  build $(SANITIZER_KERNEL) once (~20 min on 2 cores), then its tests"
+	@echo "make test-faults      build $(SANITIZER_KERNEL) once (~14 min on 2 cores), then its sanitizer tests and fault walks (what .ci/run runs)"
+	@echo "make test-sanitizers  the same kernel's sanitizer tests alone; make test-debug: all its tests, harness fuzz's too"
 	@echo "make test-kunit       build $(KUNIT_KERNEL) once (~20 min on 2 cores), then the KUnit and coverage tests"
 	@echo "make setup   install host packages and the virtualenv only"
 
@@ -120,6 +121,12 @@ test-arches: setup binfmt
 # The same tests if their roots are made, else skipped with a reason CI accepts (tests/allowed-skips.txt).
 test-arches-cached: setup binfmt
 	$(VENV)/bin/python -m pytest -m arches --durations=10 $(PYTEST_ARGS)
+
+# The debug kernel's tests .ci/run runs: the sanitizer tests and harness faults' walks (markers
+# sanitizer, debug_kernel), one at a time, each guest on two vCPUs: a walk boots its next guest
+# ahead once a point has killed one, and a second worker's guests beside it made boots take 2-8x longer.
+test-faults: sanitizer-kernel
+	HARNESS_DEBUG_KERNEL=1 HARNESS_SANITIZERS=1 $(VENV)/bin/python -m pytest -m "sanitizer or debug_kernel" --durations=20 $(PYTEST_ARGS)
 
 # Every test of the debug kernel (built once): the sanitizer tests, harness faults and harness fuzz
 # (markers sanitizer, debug_kernel, fuzz), on make test's two workers.

@@ -118,6 +118,6 @@ def test_commands_it_runs_are_the_readmes():
     readme = (REPO / "README.md").read_text()
     text = (WORKFLOW.read_text() + (REPO / ".ci" / "action").read_text()).replace('harness"', "harness")
     for cmd in ("make setup", "make lint", "make test-unit", "harness matrix", "kernels", "resolve",
-                "make test-sanitizers", "make bench", "host-packages"):
+                "make test-faults", "make bench", "host-packages"):
         assert cmd in text
         assert cmd in readme, f"README does not document {cmd!r}"
