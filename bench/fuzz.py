@@ -12,9 +12,9 @@
             a fork per input (the default) against --per-child inputs per forked child, one after
             the other in the same session: executions per second in the guests' fuzzing loops
 
-    python3 bench/fuzz.py [--runs 3] [--kernel debian-src:trixie+debug] [--rate-duration 300]
-                          [--magic-duration 600] [--per-child 100] [--only find,magic,rate]
-                          [--json FILE] [--markdown FILE]
+    .venv/bin/python bench/fuzz.py [--runs 3] [--kernel debian-src:trixie+debug] [--rate-duration 300]
+                                   [--magic-duration 600] [--per-child 100] [--only find,magic,rate]
+                                   [--json FILE] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def fuzz(args: list[str], results: Path, log: Path) -> tuple[int, dict[str, Any]
     with open(log, "w") as f:
         code = subprocess.run([*HARNESS, "fuzz", "--results", str(results), "--cpus", "1", *args], cwd=REPO,
                               stdout=f, stderr=subprocess.STDOUT).returncode
+    if not (results / "fuzz.json").is_file():  # it never started: say why, not a traceback of ours
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-15:])
+        raise SystemExit(f"harness fuzz wrote no fuzz.json (exit {code}; run this with the virtualenv's "
+                         f"python, e.g. .venv/bin/python bench/fuzz.py); the end of its output:\n{tail}")
     return code, json.loads((results / "fuzz.json").read_text()), time.monotonic() - t0
 
 
